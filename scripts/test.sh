@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The test command: everything CI runs.
+#
+#   scripts/test.sh [EXTRA CARGO TEST ARGS...]
+#
+# 1. installs redis-server and PostgreSQL when missing (nothing is started:
+#    the tests spawn their own redis-server on free ports and throwaway
+#    PostgreSQL clusters, found via PULSEGATE_REDIS_SERVER / PULSEGATE_PG_BIN)
+# 2. cargo fmt --all -- --check
+# 3. cargo clippy --all-targets --workspace -- -D warnings
+# 4. cargo test --workspace "$@"
+#
+# SKIP_LINT=1 skips steps 2 and 3.
+# Example: scripts/test.sh -p pulsegate --test fanout -- --nocapture
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+LOG_PREFIX="test"
+# shellcheck source=scripts/lib.sh
+. "$SCRIPT_DIR/lib.sh"
+cd "$REPO_ROOT"
+
+SECONDS=0
+step() { printf '\n==> [%4ds] %s\n' "$SECONDS" "$*"; }
+
+step "system dependencies (redis-server, postgresql)"
+bash "$SCRIPT_DIR/ensure-redis.sh" --install-only
+PULSEGATE_PG_BIN="$(bash "$SCRIPT_DIR/ensure-postgres.sh" --install-only)"
+PULSEGATE_REDIS_SERVER="$(redis_server_bin)" || die "redis-server not found"
+[[ -x "$PULSEGATE_PG_BIN/postgres" && -x "$PULSEGATE_PG_BIN/initdb" ]] ||
+  die "no postgres/initdb in '$PULSEGATE_PG_BIN'"
+export PULSEGATE_REDIS_SERVER PULSEGATE_PG_BIN
+PATH="$PULSEGATE_PG_BIN:$(dirname "$PULSEGATE_REDIS_SERVER"):$PATH"
+export PATH
+echo "PULSEGATE_REDIS_SERVER=$PULSEGATE_REDIS_SERVER ($("$PULSEGATE_REDIS_SERVER" --version | cut -d' ' -f3))"
+echo "PULSEGATE_PG_BIN=$PULSEGATE_PG_BIN ($("$PULSEGATE_PG_BIN/postgres" --version))"
+
+command -v cargo >/dev/null 2>&1 || die "cargo not found on PATH"
+echo "$(cargo --version); $(rustc --version)"
+
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+if [[ "${CI:-}" == true ]]; then
+  # A fresh clone builds from scratch once: incremental artifacts only cost
+  # time and disk there.
+  export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+  export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+fi
+
+if [[ "${SKIP_LINT:-0}" == 1 ]]; then
+  step "lint skipped (SKIP_LINT=1)"
+else
+  step "cargo fmt --all -- --check"
+  cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing (rustup component add rustfmt), or run with SKIP_LINT=1"
+  cargo fmt --all -- --check
+
+  step "cargo clippy --all-targets --workspace -- -D warnings"
+  cargo clippy --version >/dev/null 2>&1 || die "clippy is missing (rustup component add clippy), or run with SKIP_LINT=1"
+  cargo clippy --all-targets --workspace -- -D warnings
+fi
+
+step "cargo test --workspace $*"
+cargo test --workspace "$@"
+
+step "all steps passed"

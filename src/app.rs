@@ -1,0 +1,70 @@
+//! State shared by every connection and request.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use fred::prelude::*;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::redis::health::RedisStatus;
+use crate::ws::outbox::Limits;
+use crate::ws::registry::Connections;
+
+pub struct App {
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+    pub hub: Arc<Hub>,
+    /// Multiplexed client for commands (snapshots, ingest, probes).
+    pub redis: Client,
+    pub redis_status: Arc<RedisStatus>,
+    pub connections: Arc<Connections>,
+    /// Cancelled on SIGTERM/SIGINT: WebSockets close with 1001.
+    pub shutdown: CancellationToken,
+    /// Upgraded WebSockets leave hyper's graceful shutdown; this tracks them.
+    pub tasks: TaskTracker,
+    draining: AtomicBool,
+}
+
+impl App {
+    pub fn new(
+        config: Config,
+        metrics: Arc<Metrics>,
+        hub: Arc<Hub>,
+        redis: Client,
+        redis_status: Arc<RedisStatus>,
+        connections: Arc<Connections>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            config,
+            metrics,
+            hub,
+            redis,
+            redis_status,
+            connections,
+            shutdown,
+            tasks: TaskTracker::new(),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn queue_limits(&self) -> Limits {
+        Limits {
+            max_messages: self.config.ws.queue_max_messages,
+            max_conflated: self.config.ws.queue_max_conflated,
+        }
+    }
+
+    /// `/readyz` turns 503 from here on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,394 @@
+//! Typed configuration: defaults → `config/pulsegate.toml` (or `--config`) →
+//! `REDIS_URL`/`DATABASE_URL` → `PULSEGATE_*` environment → command-line flags.
+//!
+//! Everything is validated before any port is bound; a bad value is reported
+//! with the key that holds it, and the binary exits with status 64.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The default config file, read when it exists and no `--config` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/pulsegate.toml";
+
+/// Sections of the config; `PULSEGATE_<SECTION>_<KEY>` maps to `<section>.<key>`.
+const SECTIONS: &[&str] = &["redis", "database", "log", "ws", "http", "shutdown"];
+
+#[derive(Debug, thiserror::Error)]
+#[error("config key `{key}`: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, message: impl Into<String>) -> Self {
+        Self {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP/WebSocket listener binds. Default: `127.0.0.1:8081`.
+    pub listen: String,
+    pub redis: RedisConfig,
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+    pub ws: WsConfig,
+    pub http: HttpConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Default: `redis://127.0.0.1:6379` (also read from `REDIS_URL`).
+    pub url: String,
+    /// Prefix of every key and channel. Default: `pulse`.
+    pub key_prefix: String,
+    /// Capacity of fred's pub/sub broadcast channel. fred's default of 32
+    /// loses messages on any burst; lags are counted and clients told to resync.
+    /// Default: 65536.
+    pub broadcast_capacity: usize,
+    /// Timeout of every Redis command and of the health probe. Default: 3s.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// A connection with a command unanswered this long is closed and
+    /// re-established (catches a frozen Redis that keeps its socket open).
+    /// Default: 5s.
+    #[serde(with = "humantime_serde")]
+    pub unresponsive_timeout: Duration,
+    /// How often the health probe pings Redis. Default: 1s.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// Longest delay between reconnect attempts (exponential backoff). Default: 2s.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max_delay: Duration,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Postgres URL for the audit trail; optional (also read from `DATABASE_URL`).
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `pulsegate=debug,info`. Default: `info`.
+    pub level: String,
+    /// `text` or `json`. Default: `text`.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsConfig {
+    /// Open WebSocket connections allowed in this process; past it the
+    /// upgrade answers 503. Default: 50000.
+    pub max_connections: usize,
+    /// Largest inbound message, summed over its fragments; larger closes
+    /// with 1009. Default: 65536 (64 KiB).
+    pub max_message_bytes: usize,
+    /// Server ping interval; a client silent for two intervals is closed. Default: 30s.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// Subscriptions one `/ws` connection may hold. Default: 100.
+    pub max_subscriptions: usize,
+    /// Lossless messages queued for one client before it is disconnected
+    /// with 4008. Default: 4096.
+    pub queue_max_messages: usize,
+    /// Distinct variants with a conflated update pending for one client
+    /// before it is disconnected with 4008. Default: 10000.
+    pub queue_max_conflated: usize,
+    /// How long a slow client gets to take its close frame before the
+    /// socket is dropped. Default: 5s.
+    #[serde(with = "humantime_serde")]
+    pub slow_close_grace: Duration,
+    /// Persona ids longer than this are refused with 400. Default: 64.
+    pub max_persona_id_len: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Time allowed to send a complete request head (slowloris guard). Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Longest wait for connections to close after SIGTERM. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8081".into(),
+            redis: RedisConfig::default(),
+            database: DatabaseConfig::default(),
+            log: LogConfig::default(),
+            ws: WsConfig::default(),
+            http: HttpConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "pulse".into(),
+            broadcast_capacity: 65536,
+            command_timeout: Duration::from_secs(3),
+            unresponsive_timeout: Duration::from_secs(5),
+            probe_interval: Duration::from_secs(1),
+            reconnect_max_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 50_000,
+            max_message_bytes: 64 * 1024,
+            ping_interval: Duration::from_secs(30),
+            max_subscriptions: 100,
+            queue_max_messages: 4096,
+            queue_max_conflated: 10_000,
+            slow_close_grace: Duration::from_secs(5),
+            max_persona_id_len: 64,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Values given on the command line; only those present override.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
+}
+
+impl Overrides {
+    fn into_figment(self, figment: Figment) -> Figment {
+        let mut f = figment;
+        if let Some(v) = self.listen {
+            f = f.merge(Serialized::default("listen", v));
+        }
+        if let Some(v) = self.redis_url {
+            f = f.merge(Serialized::default("redis.url", v));
+        }
+        if let Some(v) = self.database_url {
+            f = f.merge(Serialized::default("database.url", v));
+        }
+        if let Some(v) = self.log_level {
+            f = f.merge(Serialized::default("log.level", v));
+        }
+        if let Some(v) = self.log_format {
+            f = f.merge(Serialized::default("log.format", v));
+        }
+        f
+    }
+}
+
+/// Maps `PULSEGATE_REDIS_URL` → `redis.url`, `PULSEGATE_LISTEN` → `listen`.
+fn pulsegate_env() -> Env {
+    Env::prefixed("PULSEGATE_")
+        .ignore(&["CONFIG", "REDIS_SERVER", "PG_BIN", "BIN"])
+        .map(|key| {
+            let k = key.as_str().to_ascii_lowercase();
+            for section in SECTIONS {
+                if let Some(rest) = k.strip_prefix(section).and_then(|r| r.strip_prefix('_')) {
+                    return format!("{section}.{rest}").into();
+                }
+            }
+            k.into()
+        })
+}
+
+impl Config {
+    /// Loads the layered config. `path` is an explicit `--config`; without it
+    /// the default file is read only if present.
+    pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match path {
+            Some(p) if !p.exists() => {
+                return Err(ConfigError::new(
+                    "config",
+                    format!("file {} does not exist", p.display()),
+                ))
+            }
+            Some(p) => figment = figment.merge(Toml::file(p)),
+            None => {
+                let default = PathBuf::from(DEFAULT_CONFIG_PATH);
+                if default.exists() {
+                    figment = figment.merge(Toml::file(default));
+                }
+            }
+        }
+        figment = figment
+            .merge(Env::raw().only(&["REDIS_URL"]).map(|_| "redis.url".into()))
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            )
+            .merge(pulsegate_env());
+        figment = overrides.into_figment(figment);
+        let config: Config = figment.extract().map_err(from_figment)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The listen address, parsed (validated by [`Config::validate`]).
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|e| {
+            ConfigError::new(
+                "listen",
+                format!("`{}` is not host:port ({e})", self.listen),
+            )
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if !(self.redis.url.starts_with("redis://") || self.redis.url.starts_with("rediss://")) {
+            return Err(ConfigError::new(
+                "redis.url",
+                format!("`{}` must start with redis:// or rediss://", self.redis.url),
+            ));
+        }
+        fred::prelude::Config::from_url(&self.redis.url)
+            .map_err(|e| ConfigError::new("redis.url", e.to_string()))?;
+        let p = &self.redis.key_prefix;
+        if p.is_empty()
+            || p.len() > 32
+            || !p
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        {
+            return Err(ConfigError::new(
+                "redis.key_prefix",
+                "must be 1-32 characters of [A-Za-z0-9_.-]",
+            ));
+        }
+        if let Some(url) = &self.database.url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::new(
+                    "database.url",
+                    "must start with postgres:// or postgresql://",
+                ));
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
+        positive("redis.broadcast_capacity", self.redis.broadcast_capacity)?;
+        nonzero("redis.command_timeout", self.redis.command_timeout)?;
+        nonzero(
+            "redis.unresponsive_timeout",
+            self.redis.unresponsive_timeout,
+        )?;
+        nonzero("redis.probe_interval", self.redis.probe_interval)?;
+        nonzero("redis.reconnect_max_delay", self.redis.reconnect_max_delay)?;
+        positive("ws.max_connections", self.ws.max_connections)?;
+        if self.ws.max_message_bytes < 128 {
+            return Err(ConfigError::new(
+                "ws.max_message_bytes",
+                "must be at least 128",
+            ));
+        }
+        nonzero("ws.ping_interval", self.ws.ping_interval)?;
+        positive("ws.max_subscriptions", self.ws.max_subscriptions)?;
+        positive("ws.queue_max_messages", self.ws.queue_max_messages)?;
+        positive("ws.queue_max_conflated", self.ws.queue_max_conflated)?;
+        if !(1..=200).contains(&self.ws.max_persona_id_len) {
+            return Err(ConfigError::new("ws.max_persona_id_len", "must be 1-200"));
+        }
+        nonzero("http.handshake_timeout", self.http.handshake_timeout)?;
+        Ok(())
+    }
+}
+
+fn positive(key: &str, v: usize) -> Result<(), ConfigError> {
+    if v == 0 {
+        return Err(ConfigError::new(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+fn nonzero(key: &str, v: Duration) -> Result<(), ConfigError> {
+    if v.is_zero() {
+        return Err(ConfigError::new(
+            key,
+            "must be a positive duration such as `5s`",
+        ));
+    }
+    Ok(())
+}
+
+fn from_figment(e: figment::Error) -> ConfigError {
+    let key = if e.path.is_empty() {
+        "config".to_owned()
+    } else {
+        e.path.join(".")
+    };
+    ConfigError {
+        key,
+        message: e.kind.to_string(),
+    }
+}

@@ -1,0 +1,40 @@
+//! `/`, `/healthz`, `/readyz`.
+
+use hyper::{Response, StatusCode};
+use serde_json::json;
+
+use super::response::{json, Body};
+use crate::app::App;
+
+pub fn root() -> Response<Body> {
+    json(
+        StatusCode::OK,
+        &json!({"status": "healthy", "service": "pulsegate"}),
+    )
+}
+
+/// The process is alive and serving HTTP.
+pub fn healthz() -> Response<Body> {
+    json(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+/// Ready to take traffic: Redis answers and no shutdown is under way.
+pub fn readyz(app: &App) -> Response<Body> {
+    let redis_up = app.redis_status.is_up();
+    let draining = app.is_draining();
+    let ready = redis_up && !draining;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(
+        status,
+        &json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "redis": if redis_up { "up" } else { "down" },
+            "draining": draining,
+            "connections": app.connections.len(),
+        }),
+    )
+}

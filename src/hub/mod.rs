@@ -1,0 +1,261 @@
+//! The subscription hub: Redis channel → local subscribers.
+//!
+//! One Redis subscription per channel per process, however many clients
+//! watch it; the first subscriber asks the Redis subscriber task to
+//! SUBSCRIBE, the last one leaving asks it to UNSUBSCRIBE. Each publication
+//! is inspected and encoded once, then handed to every subscriber's bounded
+//! outbox without waiting on any of them.
+
+pub mod message;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+
+use crate::keys::{ws_channel_name, Keys, PersonaId};
+use crate::metrics::{Metrics, ReasonLabel};
+use crate::ws::outbox::{Outbox, Pushed};
+
+/// How a subscriber wants publications framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `/dashboard/ws/{persona}`: the payload verbatim.
+    Verbatim,
+    /// `/ws`: wrapped in a `message` envelope naming the channel.
+    Wrapped,
+}
+
+#[derive(Clone)]
+struct Subscriber {
+    id: u64,
+    outbox: Arc<Outbox>,
+    mode: Mode,
+}
+
+struct Channel {
+    ws_name: Arc<str>,
+    /// Copy-on-write so dispatch can iterate without holding the hub lock.
+    subscribers: Arc<Vec<Subscriber>>,
+    /// True once Redis confirmed the SUBSCRIBE.
+    ready: watch::Sender<bool>,
+    /// `subscribed` acknowledgements held until the channel is live, so a
+    /// client that publishes after its ack never misses the message.
+    pending_acks: Vec<(Arc<Outbox>, Bytes)>,
+}
+
+impl Channel {
+    fn flush_acks(&mut self) {
+        for (outbox, ack) in self.pending_acks.drain(..) {
+            outbox.push_frame(ack);
+        }
+    }
+}
+
+pub struct Hub {
+    channels: Mutex<HashMap<Arc<str>, Channel>>,
+    keys: Keys,
+    metrics: Arc<Metrics>,
+    /// Channels whose wanted state changed; the Redis subscriber reconciles them.
+    changes: mpsc::UnboundedSender<Arc<str>>,
+    next_id: AtomicU64,
+}
+
+/// A client's subscription; dropping it unsubscribes.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    channel: Arc<str>,
+    id: u64,
+    ready: watch::Receiver<bool>,
+}
+
+impl Subscription {
+    /// Waits until Redis confirmed the channel's subscription (messages
+    /// published from then on will arrive). Returns false if the hub went away.
+    pub async fn ready(&mut self) -> bool {
+        self.ready.wait_for(|r| *r).await.is_ok()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(&self.channel, self.id);
+    }
+}
+
+impl Hub {
+    pub fn new(
+        keys: Keys,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Arc<str>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let hub = Arc::new(Self {
+            channels: Mutex::new(HashMap::new()),
+            keys,
+            metrics,
+            changes: tx,
+            next_id: AtomicU64::new(1),
+        });
+        (hub, rx)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Channel>> {
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Adds a subscriber. `ack` is queued to its outbox ahead of any message
+    /// of the channel, once Redis has confirmed the channel's subscription.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        persona: &PersonaId,
+        outbox: Arc<Outbox>,
+        mode: Mode,
+        ack: Option<Bytes>,
+    ) -> Subscription {
+        let name: Arc<str> = self.keys.channel(persona).into();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut channels = self.lock();
+        let channel = channels.entry(name.clone()).or_insert_with(|| {
+            let _ = self.changes.send(name.clone());
+            self.metrics.redis_channels_active.inc();
+            Channel {
+                ws_name: ws_channel_name(persona).into(),
+                subscribers: Arc::new(Vec::new()),
+                ready: watch::channel(false).0,
+                pending_acks: Vec::new(),
+            }
+        });
+        if let Some(ack) = ack {
+            if *channel.ready.borrow() {
+                outbox.push_frame(ack);
+            } else {
+                channel.pending_acks.push((outbox.clone(), ack));
+            }
+        }
+        let mut subs = Vec::with_capacity(channel.subscribers.len() + 1);
+        subs.extend(channel.subscribers.iter().cloned());
+        subs.push(Subscriber { id, outbox, mode });
+        channel.subscribers = Arc::new(subs);
+        let ready = channel.ready.subscribe();
+        drop(channels);
+        self.metrics.subscriptions_active.inc();
+        Subscription {
+            hub: self.clone(),
+            channel: name,
+            id,
+            ready,
+        }
+    }
+
+    fn unsubscribe(&self, name: &Arc<str>, id: u64) {
+        let mut channels = self.lock();
+        let Some(channel) = channels.get_mut(name) else {
+            return;
+        };
+        let subs: Vec<Subscriber> = channel
+            .subscribers
+            .iter()
+            .filter(|s| s.id != id)
+            .cloned()
+            .collect();
+        channel
+            .pending_acks
+            .retain(|(o, _)| subs.iter().any(|s| Arc::ptr_eq(&s.outbox, o)));
+        if subs.is_empty() {
+            channels.remove(name);
+            let _ = self.changes.send(name.clone());
+            self.metrics.redis_channels_active.dec();
+        } else {
+            channel.subscribers = Arc::new(subs);
+        }
+        drop(channels);
+        self.metrics.subscriptions_active.dec();
+    }
+
+    /// Whether any local client wants `channel`.
+    pub fn is_wanted(&self, channel: &str) -> bool {
+        self.lock().contains_key(channel)
+    }
+
+    /// Every channel local clients want (to resubscribe after a reconnect).
+    pub fn wanted(&self) -> Vec<Arc<str>> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Records whether Redis has confirmed the subscription of `channel`.
+    pub fn set_ready(&self, channel: &str, ready: bool) {
+        if let Some(c) = self.lock().get_mut(channel) {
+            c.ready.send_replace(ready);
+            if ready {
+                c.flush_acks();
+            }
+        }
+    }
+
+    /// Marks every channel unconfirmed (the Redis connection was lost).
+    pub fn set_all_unready(&self) {
+        for c in self.lock().values() {
+            c.ready.send_replace(false);
+        }
+    }
+
+    /// Fans a publication out to the channel's subscribers.
+    pub fn dispatch(&self, channel: &str, payload: &[u8]) {
+        self.metrics.redis_messages_received.inc();
+        let (subscribers, ws_name) = {
+            let mut channels = self.lock();
+            match channels.get_mut(channel) {
+                Some(c) => {
+                    // A message proves the subscription is live.
+                    if !c.pending_acks.is_empty() {
+                        c.flush_acks();
+                    }
+                    (c.subscribers.clone(), c.ws_name.clone())
+                }
+                None => return,
+            }
+        };
+        let meta = match message::inspect(payload) {
+            Ok(m) => m,
+            Err(reason) => {
+                tracing::debug!(channel, %reason, "dropping publication");
+                self.metrics
+                    .redis_messages_dropped
+                    .get_or_create(&ReasonLabel {
+                        reason: reason.label(),
+                    })
+                    .inc();
+                return;
+            }
+        };
+        let mut verbatim = None;
+        let mut wrapped = None;
+        for sub in subscribers.iter() {
+            let delivery = match sub.mode {
+                Mode::Verbatim => {
+                    verbatim.get_or_insert_with(|| message::verbatim(payload, &meta, channel))
+                }
+                Mode::Wrapped => {
+                    wrapped.get_or_insert_with(|| message::wrapped(payload, &meta, &ws_name))
+                }
+            };
+            match sub.outbox.push(delivery) {
+                Pushed::Queued | Pushed::Closed => {}
+                Pushed::Conflated => {
+                    self.metrics.messages_conflated.inc();
+                }
+                Pushed::Overflow => {
+                    self.metrics.slow_disconnects.inc();
+                    self.metrics
+                        .close_sent(crate::protocol::close::SLOW_CONSUMER);
+                }
+            }
+        }
+    }
+}

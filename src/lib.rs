@@ -1,0 +1,22 @@
+//! pulsegate: a Redis-backed real-time pub/sub gateway.
+//!
+//! Data flows Redis → [`redis::subscriber`] → [`hub`] → per-connection
+//! [`ws::outbox`] → [`ws::writer`] → WebSocket; [`http`] serves REST beside it.
+//! `docs/architecture.md` draws the same map.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod keys;
+pub mod metrics;
+pub mod protocol;
+pub mod redis;
+pub mod server;
+pub mod shutdown;
+pub mod simulate;
+pub mod snapshot;
+pub mod telemetry;
+pub mod ws;

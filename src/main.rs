@@ -1,0 +1,57 @@
+//! The `pulsegate` binary: parses the command line, loads and validates the
+//! config (exit 64 when it is bad), and runs the chosen command.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use pulsegate::cli::{Cli, Command};
+use pulsegate::config::Config;
+
+/// `EX_CONFIG`-style status for bad configuration (sysexits' EX_USAGE = 64).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = match Config::load(args.config.as_deref(), args.overrides()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("pulsegate: invalid configuration: {e}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            if let Err(e) = pulsegate::telemetry::init(&config.log) {
+                eprintln!("pulsegate: {e}");
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+            run(pulsegate::server::serve(config))
+        }
+        Command::Simulate(args) => {
+            let _ = pulsegate::telemetry::init(&Default::default());
+            run(pulsegate::simulate::run(args))
+        }
+    }
+}
+
+fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pulsegate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("pulsegate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Prometheus metrics (prometheus-client): one registry, one struct of handles.
+//! Handles are cheap atomics; the hot path only increments them.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~3.3 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 17))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections_active: Gauge,
+    pub connections_total: Counter,
+    pub connections_rejected: Family<ReasonLabel, Counter>,
+    pub subscriptions_active: Gauge,
+    pub redis_channels_active: Gauge,
+    pub redis_messages_received: Counter,
+    pub redis_messages_dropped: Family<ReasonLabel, Counter>,
+    pub redis_messages_lagged: Counter,
+    pub redis_reconnects: Counter,
+    pub redis_up: Gauge,
+    pub frames_sent: Counter,
+    pub write_batches: Counter,
+    pub messages_conflated: Counter,
+    pub slow_disconnects: Counter,
+    pub ws_closes: Family<CodeLabel, Counter>,
+    pub client_errors: Family<ErrorLabel, Counter>,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("pulsegate");
+        let m = Self {
+            connections_active: Gauge::default(),
+            connections_total: Counter::default(),
+            connections_rejected: Family::default(),
+            subscriptions_active: Gauge::default(),
+            redis_channels_active: Gauge::default(),
+            redis_messages_received: Counter::default(),
+            redis_messages_dropped: Family::default(),
+            redis_messages_lagged: Counter::default(),
+            redis_reconnects: Counter::default(),
+            redis_up: Gauge::default(),
+            frames_sent: Counter::default(),
+            write_batches: Counter::default(),
+            messages_conflated: Counter::default(),
+            slow_disconnects: Counter::default(),
+            ws_closes: Family::default(),
+            client_errors: Family::default(),
+            http_requests: Family::default(),
+            http_latency: Family::new_with_constructor(latency_histogram),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "connections_active",
+            "Open WebSocket connections",
+            m.connections_active.clone(),
+        );
+        r.register(
+            "connections",
+            "WebSocket connections accepted",
+            m.connections_total.clone(),
+        );
+        r.register(
+            "connections_rejected",
+            "Connections refused, by reason",
+            m.connections_rejected.clone(),
+        );
+        r.register(
+            "subscriptions_active",
+            "Client subscriptions to persona channels",
+            m.subscriptions_active.clone(),
+        );
+        r.register(
+            "redis_channels_active",
+            "Redis channels this process subscribes to",
+            m.redis_channels_active.clone(),
+        );
+        r.register(
+            "redis_messages_received",
+            "Pub/sub messages received from Redis",
+            m.redis_messages_received.clone(),
+        );
+        r.register(
+            "redis_messages_dropped",
+            "Pub/sub messages dropped as invalid, by reason",
+            m.redis_messages_dropped.clone(),
+        );
+        r.register(
+            "redis_messages_lagged",
+            "Pub/sub messages lost because the hub lagged behind fred's channel",
+            m.redis_messages_lagged.clone(),
+        );
+        r.register(
+            "redis_reconnects",
+            "Reconnections to Redis",
+            m.redis_reconnects.clone(),
+        );
+        r.register(
+            "redis_up",
+            "1 while Redis answers the health probe",
+            m.redis_up.clone(),
+        );
+        r.register(
+            "frames_sent",
+            "WebSocket frames written to clients",
+            m.frames_sent.clone(),
+        );
+        r.register(
+            "write_batches",
+            "Socket writes carrying one or more frames",
+            m.write_batches.clone(),
+        );
+        r.register(
+            "messages_conflated",
+            "Queued performance updates replaced by a newer one",
+            m.messages_conflated.clone(),
+        );
+        r.register(
+            "slow_disconnects",
+            "Clients disconnected with 4008 for a full backlog",
+            m.slow_disconnects.clone(),
+        );
+        r.register(
+            "ws_closes",
+            "WebSocket closes sent by the server, by close code",
+            m.ws_closes.clone(),
+        );
+        r.register(
+            "client_errors",
+            "Error messages sent to clients, by code",
+            m.client_errors.clone(),
+        );
+        r.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            m.http_requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            m.http_latency.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn close_sent(&self, code: u16) {
+        self.ws_closes.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    pub fn client_error(&self, code: &'static str) {
+        self.client_errors.get_or_create(&ErrorLabel { code }).inc();
+    }
+
+    pub fn rejected(&self, reason: &'static str) {
+        self.connections_rejected
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+}

@@ -1,0 +1,197 @@
+//! The WebSocket wire contract: client messages, server messages and close
+//! codes. `docs/protocol.md` documents the same.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Close codes the gateway sends.
+pub mod close {
+    /// Server shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Protocol violation (bad frame sequence, bad close frame).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// Binary frames are not part of the protocol.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// Text that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// Policy violation (e.g. inbound message rate exceeded).
+    pub const POLICY: u16 = 1008;
+    /// An inbound message (summed over its fragments) exceeds the limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// Internal error.
+    pub const INTERNAL: u16 = 1011;
+    /// Try again later (limits).
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// No answer to the server's pings.
+    pub const PING_TIMEOUT: u16 = 4000;
+    /// The client's token expired.
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    /// The client fell too far behind its lossless backlog bound.
+    pub const SLOW_CONSUMER: u16 = 4008;
+}
+
+/// Error codes in `{"type":"error","code":...}` messages.
+pub mod error_code {
+    pub const INVALID_JSON: &str = "invalid_json";
+    pub const INVALID_MESSAGE: &str = "invalid_message";
+    pub const UNKNOWN_TYPE: &str = "unknown_type";
+    pub const INVALID_CHANNEL: &str = "invalid_channel";
+    pub const TOO_MANY_SUBSCRIPTIONS: &str = "too_many_subscriptions";
+    pub const NOT_SUBSCRIBED: &str = "not_subscribed";
+    pub const UNSUPPORTED: &str = "unsupported";
+    pub const BINARY_NOT_SUPPORTED: &str = "binary_not_supported";
+    pub const SNAPSHOT_UNAVAILABLE: &str = "snapshot_unavailable";
+}
+
+/// A message from a client, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientMessage {
+    Ping,
+    Refresh,
+    Subscribe { channel: String },
+    Unsubscribe { channel: String },
+}
+
+/// Why a client message was refused; each maps to an error `code`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientMessageError {
+    #[error("message is not valid JSON")]
+    InvalidJson,
+    #[error("message must be a JSON object with a string field `type`")]
+    NotAnObject,
+    #[error("unknown message type `{0}`")]
+    UnknownType(String),
+    #[error("field `{0}` is missing or not a string")]
+    MissingField(&'static str),
+}
+
+impl ClientMessageError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson => error_code::INVALID_JSON,
+            Self::NotAnObject | Self::MissingField(_) => error_code::INVALID_MESSAGE,
+            Self::UnknownType(_) => error_code::UNKNOWN_TYPE,
+        }
+    }
+}
+
+/// Parses a client text message. `buf` is scratch: simd-json parses in place.
+pub fn parse_client_message(buf: &mut [u8]) -> Result<ClientMessage, ClientMessageError> {
+    use simd_json::prelude::*;
+    let value = simd_json::to_borrowed_value(buf).map_err(|_| ClientMessageError::InvalidJson)?;
+    if value.as_object().is_none() {
+        return Err(ClientMessageError::NotAnObject);
+    }
+    let kind = value
+        .get_str("type")
+        .ok_or(ClientMessageError::NotAnObject)?;
+    let channel = || {
+        value
+            .get_str("channel")
+            .map(str::to_owned)
+            .ok_or(ClientMessageError::MissingField("channel"))
+    };
+    match kind {
+        "ping" => Ok(ClientMessage::Ping),
+        "refresh" => Ok(ClientMessage::Refresh),
+        "subscribe" => Ok(ClientMessage::Subscribe {
+            channel: channel()?,
+        }),
+        "unsubscribe" => Ok(ClientMessage::Unsubscribe {
+            channel: channel()?,
+        }),
+        other => Err(ClientMessageError::UnknownType(truncate(other, 64))),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// Messages the server sends that are not verbatim Redis payloads.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage<'a> {
+    InitialData {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        channel: Option<&'a str>,
+        offset: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        data: &'a Value,
+    },
+    Pong,
+    Error {
+        code: &'a str,
+        message: &'a str,
+    },
+    Subscribed {
+        channel: &'a str,
+    },
+    Unsubscribed {
+        channel: &'a str,
+    },
+    Status {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        redis: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resync: Option<bool>,
+    },
+}
+
+impl ServerMessage<'_> {
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing these plain structs cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<ClientMessage, ClientMessageError> {
+        parse_client_message(&mut s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn parses_client_messages() {
+        assert_eq!(parse(r#"{"type":"ping"}"#), Ok(ClientMessage::Ping));
+        assert_eq!(
+            parse(r#"{"type":"refresh","x":1}"#),
+            Ok(ClientMessage::Refresh)
+        );
+        assert_eq!(
+            parse(r#"{"type":"subscribe","channel":"persona:a"}"#),
+            Ok(ClientMessage::Subscribe {
+                channel: "persona:a".into()
+            })
+        );
+        assert_eq!(parse("{"), Err(ClientMessageError::InvalidJson));
+        assert_eq!(parse("[1]"), Err(ClientMessageError::NotAnObject));
+        assert_eq!(parse(r#"{"type":3}"#), Err(ClientMessageError::NotAnObject));
+        assert_eq!(
+            parse(r#"{"type":"nope"}"#),
+            Err(ClientMessageError::UnknownType("nope".into()))
+        );
+        assert_eq!(
+            parse(r#"{"type":"subscribe"}"#),
+            Err(ClientMessageError::MissingField("channel"))
+        );
+    }
+
+    #[test]
+    fn encodes_server_messages() {
+        let s = String::from_utf8(ServerMessage::Pong.to_json()).unwrap();
+        assert_eq!(s, r#"{"type":"pong"}"#);
+        let s = String::from_utf8(
+            ServerMessage::Status {
+                redis: Some("down"),
+                resync: None,
+            }
+            .to_json(),
+        )
+        .unwrap();
+        assert_eq!(s, r#"{"type":"status","redis":"down"}"#);
+    }
+}

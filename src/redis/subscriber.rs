@@ -1,0 +1,143 @@
+//! The Redis side of the hub: receives publications from the subscriber
+//! connection and hands them to the hub, and keeps the connection's
+//! SUBSCRIBE set equal to the channels local clients want.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::protocol::ServerMessage;
+use crate::ws::frame;
+use crate::ws::registry::Connections;
+
+/// Pause before retrying a SUBSCRIBE that failed (Redis down or slow).
+const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// Moves publications from fred's broadcast channel into the hub. fred's
+/// connection task is the Redis reader; this loop only dispatches, which
+/// costs one try-push per subscriber. If it still falls behind, fred drops
+/// messages (`Lagged`): they are counted and every client is told to resync.
+pub async fn run_receiver(
+    client: SubscriberClient,
+    hub: Arc<Hub>,
+    connections: Arc<Connections>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let mut rx = client.message_rx();
+    loop {
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            _ = cancel.cancelled() => return,
+        };
+        match msg {
+            Ok(message) => {
+                let payload: &[u8] = match &message.value {
+                    Value::String(s) => s.as_bytes(),
+                    Value::Bytes(b) => &b[..],
+                    _ => {
+                        metrics
+                            .redis_messages_dropped
+                            .get_or_create(&crate::metrics::ReasonLabel {
+                                reason: "not_object",
+                            })
+                            .inc();
+                        continue;
+                    }
+                };
+                hub.dispatch(&message.channel, payload);
+            }
+            Err(RecvError::Lagged(n)) => {
+                metrics.redis_messages_lagged.inc_by(n);
+                tracing::warn!(
+                    lost = n,
+                    "hub lagged behind Redis pub/sub; telling clients to resync"
+                );
+                let notice = ServerMessage::Status {
+                    redis: None,
+                    resync: Some(true),
+                }
+                .to_json();
+                connections.broadcast(frame::text(&notice));
+            }
+            Err(RecvError::Closed) => {
+                tracing::error!("Redis pub/sub channel closed");
+                return;
+            }
+        }
+    }
+}
+
+/// Applies wanted-state changes from the hub as SUBSCRIBE/UNSUBSCRIBE, and
+/// resubscribes everything after the connection is re-established.
+pub async fn run_reconciler(
+    client: SubscriberClient,
+    hub: Arc<Hub>,
+    mut changes: mpsc::UnboundedReceiver<Arc<str>>,
+    retry: mpsc::UnboundedSender<Arc<str>>,
+    cancel: CancellationToken,
+) {
+    let mut reconnects = client.reconnect_rx();
+    let mut subscribed: HashSet<Arc<str>> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = reconnects.recv() => {
+                if matches!(r, Err(RecvError::Closed)) {
+                    return;
+                }
+                // A new connection has no subscriptions: redo them all.
+                hub.set_all_unready();
+                subscribed.clear();
+                for channel in hub.wanted() {
+                    reconcile(&client, &hub, &mut subscribed, channel, &retry).await;
+                }
+            }
+            Some(channel) = changes.recv() => {
+                reconcile(&client, &hub, &mut subscribed, channel, &retry).await;
+            }
+        }
+    }
+}
+
+async fn reconcile(
+    client: &SubscriberClient,
+    hub: &Hub,
+    subscribed: &mut HashSet<Arc<str>>,
+    channel: Arc<str>,
+    retry: &mpsc::UnboundedSender<Arc<str>>,
+) {
+    let wanted = hub.is_wanted(&channel);
+    let have = subscribed.contains(&channel);
+    let result = match (wanted, have) {
+        (true, false) => client.subscribe(&*channel).await.map(|_| {
+            subscribed.insert(channel.clone());
+            hub.set_ready(&channel, true);
+        }),
+        (false, true) => client.unsubscribe(&*channel).await.map(|_| {
+            subscribed.remove(&channel);
+        }),
+        (true, true) => {
+            // The channel was dropped and wanted again before we acted.
+            hub.set_ready(&channel, true);
+            Ok(())
+        }
+        (false, false) => Ok(()),
+    };
+    if let Err(e) = result {
+        tracing::warn!(%channel, error = %e, "subscription change failed; will retry");
+        let retry = retry.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(RETRY_DELAY).await;
+            let _ = retry.send(channel);
+        });
+    }
+}

@@ -1,0 +1,209 @@
+//! Startup, the accept loop, and shutdown.
+//!
+//! [`start`] takes an already bound listener, so tests run the real server on
+//! port 0; [`serve`] is what the binary runs: bind, start, wait for a signal,
+//! drain under a deadline.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::keys::Keys;
+use crate::metrics::Metrics;
+use crate::protocol::close;
+use crate::redis::health::{Probe, RedisStatus};
+use crate::redis::{self as redis_conn, subscriber};
+use crate::ws::registry::Connections;
+
+/// A started gateway.
+pub struct Running {
+    pub app: Arc<App>,
+    pub local_addr: SocketAddr,
+    accept: JoinHandle<()>,
+    background: CancellationToken,
+    subscriber: SubscriberClient,
+}
+
+/// Builds the gateway on `listener` and starts serving. Redis need not be up:
+/// the gateway reports not-ready and connects when it can.
+pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
+    let local_addr = listener.local_addr()?;
+    let metrics = Arc::new(Metrics::new());
+    let command = redis_conn::command_client(&config.redis)?;
+    let sub_client = redis_conn::subscriber_client(&config.redis)?;
+    command.connect();
+    sub_client.connect();
+
+    let (hub, changes) = Hub::new(Keys::new(&config.redis.key_prefix), metrics.clone());
+    let connections = Arc::new(Connections::default());
+    let status = Arc::new(RedisStatus::default());
+    let shutdown = CancellationToken::new();
+    let background = CancellationToken::new();
+    let app = Arc::new(App::new(
+        config,
+        metrics.clone(),
+        hub.clone(),
+        command.clone(),
+        status.clone(),
+        connections.clone(),
+        shutdown,
+    ));
+
+    let (retry_tx, retry_rx) = tokio::sync::mpsc::unbounded_channel();
+    let changes = merge(changes, retry_rx);
+    tokio::spawn(subscriber::run_receiver(
+        sub_client.clone(),
+        hub.clone(),
+        connections.clone(),
+        metrics.clone(),
+        background.clone(),
+    ));
+    tokio::spawn(subscriber::run_reconciler(
+        sub_client.clone(),
+        hub,
+        changes,
+        retry_tx,
+        background.clone(),
+    ));
+    let probe = Probe {
+        command,
+        subscriber: sub_client.clone(),
+        status,
+        connections,
+        metrics,
+        interval: app.config.redis.probe_interval,
+        timeout: app.config.redis.command_timeout,
+    };
+    tokio::spawn(probe.run(background.clone()));
+
+    let accept = tokio::spawn(accept_loop(listener, app.clone()));
+    tracing::info!(%local_addr, "pulsegate listening");
+    Ok(Running {
+        app,
+        local_addr,
+        accept,
+        background,
+        subscriber: sub_client,
+    })
+}
+
+/// Hub changes and retries feed the reconciler through one queue.
+fn merge(
+    mut a: tokio::sync::mpsc::UnboundedReceiver<Arc<str>>,
+    mut b: tokio::sync::mpsc::UnboundedReceiver<Arc<str>>,
+) -> tokio::sync::mpsc::UnboundedReceiver<Arc<str>> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                Some(c) = a.recv() => c,
+                Some(c) = b.recv() => c,
+                else => return,
+            };
+            if tx.send(next).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+impl Running {
+    /// Drains: `/readyz` turns 503, the listener closes, every WebSocket gets
+    /// 1001, HTTP connections finish their request; all within `drain_timeout`.
+    pub async fn shutdown(self) {
+        let app = self.app;
+        app.start_draining();
+        app.shutdown.cancel();
+        let _ = self.accept.await;
+        let closed = app
+            .connections
+            .close_all(close::GOING_AWAY, "server shutting down");
+        tracing::info!(websockets = closed, "draining connections");
+        app.tasks.close();
+        let deadline = app.config.shutdown.drain_timeout;
+        if tokio::time::timeout(deadline, app.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = app.tasks.len(),
+                "drain timeout reached; dropping the remaining connections"
+            );
+        }
+        self.background.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = self.subscriber.quit().await;
+            let _ = app.redis.quit().await;
+        })
+        .await;
+        tracing::info!("shutdown complete");
+    }
+}
+
+async fn accept_loop(listener: TcpListener, app: Arc<App>) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(app.config.http.handshake_timeout)
+        .keep_alive(true);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = app.shutdown.cancelled() => return,
+        };
+        let (stream, _peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Usually EMFILE: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                app.metrics.rejected("accept_error");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let app2 = app.clone();
+        let service = service_fn(move |req| {
+            let app = app2.clone();
+            async move { Ok::<_, Infallible>(crate::http::handle(app, req).await) }
+        });
+        let conn = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let shutdown = app.shutdown.clone();
+        app.tasks.spawn(async move {
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => { if let Err(e) = r { tracing::debug!(error = %e, "http connection ended"); } return; }
+                _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+        });
+    }
+}
+
+/// The binary's `serve`: bind, run until SIGTERM/SIGINT, drain.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let addr = config.listen_addr()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let running = start(config, listener)?;
+    crate::shutdown::signal().await;
+    running.shutdown().await;
+    Ok(())
+}

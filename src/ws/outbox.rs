@@ -1,0 +1,287 @@
+//! A connection's bounded outbound queue, shared by the hub (producer) and the
+//! connection's writer task (consumer).
+//!
+//! Lossless messages queue in order up to `max_messages`; one more and the
+//! client is disconnected with 4008 instead of slowing anyone down.
+//! Conflatable messages (performance updates, keyed per channel and variant)
+//! replace their pending predecessor: the old slot is emptied and the new
+//! value is appended, so what a lagging client receives is always the newest
+//! value and still a subsequence of the publish order.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::frame;
+use crate::protocol::close;
+
+/// A stream entry id (`<ms>-<seq>`), used to drop messages a snapshot already covers.
+pub type Offset = (u64, u64);
+
+/// One message as the hub hands it to every subscriber: encoded once, shared.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub frame: Bytes,
+    /// Present for conflatable messages: `<channel>\0<variant_id>`.
+    pub conflation_key: Option<Arc<str>>,
+    pub offset: Option<Offset>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_messages: usize,
+    pub max_conflated: usize,
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// Replaced a pending update for the same variant.
+    Conflated,
+    /// The backlog bound was crossed: the connection is now closing with 4008.
+    Overflow,
+    /// The connection is already closing; the message was dropped.
+    Closed,
+}
+
+/// What the writer should do next.
+pub enum Drained {
+    /// `n` frames were appended to the buffer.
+    Frames(usize),
+    /// Send this close frame, then stop.
+    Close(Bytes),
+    /// Nothing to send: wait for [`Outbox::wait`].
+    Empty,
+    /// The close frame was sent: the writer is done.
+    Finished,
+}
+
+struct Slot {
+    frame: Option<Bytes>,
+    key: Option<Arc<str>>,
+    offset: Option<Offset>,
+}
+
+struct State {
+    queue: VecDeque<Slot>,
+    /// Sequence number of `queue[0]`; lets `conflated` point at slots.
+    head_seq: u64,
+    conflated: HashMap<Arc<str>, u64>,
+    lossless: usize,
+    /// Until the initial snapshot is in place, the writer sends nothing.
+    held: bool,
+    close: Option<Bytes>,
+    close_sent: bool,
+}
+
+pub struct Outbox {
+    state: Mutex<State>,
+    wake: Notify,
+    limits: Limits,
+    /// Cancelled once a close is requested; bounds a writer stuck on a full socket.
+    closing: CancellationToken,
+}
+
+impl Outbox {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                head_seq: 0,
+                conflated: HashMap::new(),
+                lossless: 0,
+                held: true,
+                close: None,
+                close_sent: false,
+            }),
+            wake: Notify::new(),
+            limits,
+            closing: CancellationToken::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the queue inconsistent
+        // in a way that matters more than losing the connection; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a message from the hub.
+    pub fn push(&self, d: &Delivery) -> Pushed {
+        let mut s = self.lock();
+        if s.close.is_some() {
+            return Pushed::Closed;
+        }
+        let was_empty = s.queue.is_empty();
+        let mut result = Pushed::Queued;
+        if let Some(key) = &d.conflation_key {
+            let tail_seq = s.head_seq + s.queue.len() as u64;
+            if let Some(old) = s.conflated.insert(key.clone(), tail_seq) {
+                let idx = (old - s.head_seq) as usize;
+                if let Some(slot) = s.queue.get_mut(idx) {
+                    slot.frame = None;
+                    slot.key = None;
+                }
+                result = Pushed::Conflated;
+            } else if s.conflated.len() > self.limits.max_conflated {
+                drop(s);
+                self.close(
+                    close::SLOW_CONSUMER,
+                    "slow consumer: too many pending updates",
+                );
+                return Pushed::Overflow;
+            }
+        } else {
+            s.lossless += 1;
+            if s.lossless > self.limits.max_messages {
+                drop(s);
+                self.close(
+                    close::SLOW_CONSUMER,
+                    "slow consumer: backlog limit exceeded",
+                );
+                return Pushed::Overflow;
+            }
+        }
+        s.queue.push_back(Slot {
+            frame: Some(d.frame.clone()),
+            key: d.conflation_key.clone(),
+            offset: d.offset,
+        });
+        let notify = was_empty && !s.held;
+        drop(s);
+        if notify {
+            self.wake.notify_one();
+        }
+        result
+    }
+
+    /// Queues a reply or control frame (lossless, counted against the bound).
+    pub fn push_frame(&self, frame: Bytes) -> Pushed {
+        self.push(&Delivery {
+            frame,
+            conflation_key: None,
+            offset: None,
+        })
+    }
+
+    /// Puts the snapshot first, drops queued messages it already covers
+    /// (offset at or before `covered`), and lets the writer start.
+    pub fn release(&self, first: Option<Bytes>, covered: Option<Offset>) {
+        let mut s = self.lock();
+        if let Some(covered) = covered {
+            let state = &mut *s;
+            for slot in state.queue.iter_mut() {
+                if slot.frame.is_none() || !slot.offset.is_some_and(|o| o <= covered) {
+                    continue;
+                }
+                slot.frame = None;
+                match slot.key.take() {
+                    Some(key) => {
+                        state.conflated.remove(&key);
+                    }
+                    None => state.lossless -= 1,
+                }
+            }
+        }
+        if let Some(first) = first {
+            s.queue.push_front(Slot {
+                frame: Some(first),
+                key: None,
+                offset: None,
+            });
+            s.head_seq = s.head_seq.wrapping_sub(1);
+            s.lossless += 1;
+        }
+        s.held = false;
+        drop(s);
+        self.wake.notify_one();
+    }
+
+    /// Requests a close with `code`; queued messages are discarded so the
+    /// close goes out at once. Later requests are ignored.
+    pub fn close(&self, code: u16, reason: &str) {
+        self.close_with(frame::close(code, reason));
+    }
+
+    /// Echoes a client's close payload.
+    pub fn close_with(&self, close_frame: Bytes) {
+        let mut s = self.lock();
+        if s.close.is_some() {
+            return;
+        }
+        s.close = Some(close_frame);
+        s.queue.clear();
+        s.conflated.clear();
+        s.lossless = 0;
+        drop(s);
+        self.closing.cancel();
+        self.wake.notify_one();
+    }
+
+    /// The socket is gone: stop queueing and wake whoever waits on `closing`.
+    pub fn abandon(&self) {
+        let mut s = self.lock();
+        s.close.get_or_insert_with(Bytes::new);
+        s.close_sent = true;
+        s.queue.clear();
+        s.conflated.clear();
+        s.lossless = 0;
+        drop(s);
+        self.closing.cancel();
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+
+    pub fn closing(&self) -> &CancellationToken {
+        &self.closing
+    }
+
+    /// Moves queued frames into `buf` until it holds about `max_bytes`.
+    pub fn drain(&self, buf: &mut Vec<u8>, max_bytes: usize) -> Drained {
+        let mut s = self.lock();
+        if s.close_sent {
+            return Drained::Finished;
+        }
+        if let Some(c) = s.close.clone() {
+            s.close_sent = true;
+            return Drained::Close(c);
+        }
+        if s.held {
+            return Drained::Empty;
+        }
+        let mut n = 0;
+        while buf.len() < max_bytes {
+            let Some(slot) = s.queue.pop_front() else {
+                break;
+            };
+            s.head_seq = s.head_seq.wrapping_add(1);
+            match &slot.key {
+                Some(key) => {
+                    s.conflated.remove(key);
+                }
+                None if slot.frame.is_some() => s.lossless -= 1,
+                None => {}
+            }
+            if let Some(f) = slot.frame {
+                buf.extend_from_slice(&f);
+                n += 1;
+            }
+        }
+        if n == 0 {
+            Drained::Empty
+        } else {
+            Drained::Frames(n)
+        }
+    }
+
+    /// Waits until something may have been queued.
+    pub async fn wait(&self) {
+        self.wake.notified().await
+    }
+}

@@ -1,0 +1,295 @@
+//! One WebSocket connection after the upgrade: starts its writer, subscribes,
+//! sends the snapshot, then reads client messages until either side closes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncRead;
+use tokio::time::Instant;
+
+use super::frame;
+use super::outbox::Outbox;
+use super::reader::{Inbound, MessageReader, ReadError};
+use super::registry::Registration;
+use crate::app::App;
+use crate::hub::message::parse_offset;
+use crate::hub::{Mode, Subscription};
+use crate::keys::{parse_ws_channel, ws_channel_name, PersonaId};
+use crate::protocol::{close, error_code, parse_client_message, ClientMessage, ServerMessage};
+use crate::snapshot;
+
+/// How long a subscription may wait for Redis before the snapshot is sent anyway.
+const READY_WAIT: Duration = Duration::from_secs(3);
+/// How long to wait for the client's close reply after ours.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Which endpoint the connection came through.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// `/dashboard/ws/{persona}`: one persona, verbatim payloads.
+    Dashboard(PersonaId),
+    /// `/ws`: subscribe/unsubscribe to any number of personas.
+    Multiplex,
+}
+
+pub struct Session<R> {
+    app: Arc<App>,
+    outbox: Arc<Outbox>,
+    reader: MessageReader<R>,
+    endpoint: Endpoint,
+    subscriptions: HashMap<PersonaId, Subscription>,
+}
+
+impl<R: AsyncRead + Unpin> Session<R> {
+    pub fn new(
+        app: Arc<App>,
+        outbox: Arc<Outbox>,
+        reader: MessageReader<R>,
+        endpoint: Endpoint,
+    ) -> Self {
+        Self {
+            app,
+            outbox,
+            reader,
+            endpoint,
+            subscriptions: HashMap::new(),
+        }
+    }
+
+    /// Runs the connection to its end. `_registration` keeps it counted.
+    pub async fn run(mut self, _registration: Registration) {
+        let metrics = self.app.metrics.clone();
+        metrics.connections_total.inc();
+        metrics.connections_active.inc();
+        self.start().await;
+        self.read_loop().await;
+        self.subscriptions.clear();
+        metrics.connections_active.dec();
+    }
+
+    async fn start(&mut self) {
+        if let Endpoint::Dashboard(persona) = self.endpoint.clone() {
+            let mut sub =
+                self.app
+                    .hub
+                    .subscribe(&persona, self.outbox.clone(), Mode::Verbatim, None);
+            // Subscribe before the snapshot so nothing falls between them.
+            if tokio::time::timeout(READY_WAIT, sub.ready()).await.is_err() {
+                tracing::warn!(%persona, "Redis subscription not confirmed; sending the snapshot anyway");
+            }
+            self.subscriptions.insert(persona.clone(), sub);
+            let first = snapshot_frame(&persona, None).await;
+            let covered = first.1.as_deref().and_then(parse_offset);
+            self.outbox.release(Some(first.0), covered);
+        } else {
+            self.outbox.release(None, None);
+        }
+        if !self.app.redis_status.is_up() {
+            self.reply(&ServerMessage::Status {
+                redis: Some("down"),
+                resync: None,
+            });
+        }
+    }
+}
+
+/// The `initial_data` frame and the offset it covers.
+async fn snapshot_frame(
+    persona: &PersonaId,
+    channel: Option<&str>,
+) -> (bytes::Bytes, Option<String>) {
+    match snapshot::fetch(persona).await {
+        Ok(snap) => (frame::text(&snap.to_message(channel, None)), snap.offset),
+        Err(e) => {
+            tracing::warn!(%persona, error = %e, "snapshot unavailable");
+            let snap = snapshot::Snapshot::empty();
+            (frame::text(&snap.to_message(channel, None)), None)
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> Session<R> {
+    async fn read_loop(&mut self) {
+        let ping_interval = self.app.config.ws.ping_interval;
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+        let mut last_seen = Instant::now();
+        let shutdown = self.app.shutdown.clone();
+        let closing = self.outbox.closing().clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = closing.cancelled() => break,
+                _ = shutdown.cancelled() => {
+                    self.close(close::GOING_AWAY, "server shutting down");
+                    break;
+                }
+                _ = heartbeat.tick() => {
+                    if last_seen.elapsed() > ping_interval * 2 {
+                        self.close(close::PING_TIMEOUT, "no answer to pings");
+                        break;
+                    }
+                    self.outbox.push_frame(frame::ping(b""));
+                }
+                inbound = self.reader.next() => {
+                    last_seen = Instant::now();
+                    match inbound {
+                        Ok(msg) => {
+                            if !self.on_inbound(msg).await {
+                                // The client closed and our echo is queued.
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            self.on_read_error(e);
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        // We asked to close: give the client a moment to answer, then drop.
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            while let Ok(msg) = self.reader.next().await {
+                if matches!(msg, Inbound::Close { .. }) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
+    fn on_read_error(&mut self, e: ReadError) {
+        match e.close_code() {
+            Some(code) => {
+                tracing::debug!(error = %e, code, "closing connection on a bad frame");
+                self.close(code, &e.to_string());
+            }
+            None => {
+                tracing::debug!(error = %e, "connection ended");
+                self.outbox.abandon();
+            }
+        }
+    }
+
+    /// Handles one inbound message; false ends the read loop.
+    async fn on_inbound(&mut self, msg: Inbound) -> bool {
+        match msg {
+            Inbound::Text(mut text) => {
+                match parse_client_message(&mut text) {
+                    Ok(m) => self.on_message(m).await,
+                    Err(e) => self.error(e.code(), &e.to_string()),
+                }
+                true
+            }
+            Inbound::Binary => {
+                self.error(error_code::BINARY_NOT_SUPPORTED, "send JSON text frames");
+                true
+            }
+            Inbound::Ping(payload) => {
+                self.outbox.push_frame(frame::pong(&payload));
+                true
+            }
+            Inbound::Pong => true,
+            Inbound::Close { echo } => {
+                self.outbox.close_with(frame::close_raw(&echo));
+                false
+            }
+        }
+    }
+
+    async fn on_message(&mut self, m: ClientMessage) {
+        match (m, self.endpoint.clone()) {
+            (ClientMessage::Ping, _) => self.reply(&ServerMessage::Pong),
+            (ClientMessage::Refresh, Endpoint::Dashboard(persona)) => {
+                let (f, _) = snapshot_frame(&persona, None).await;
+                self.outbox.push_frame(f);
+            }
+            (ClientMessage::Refresh, Endpoint::Multiplex) => {
+                let personas: Vec<PersonaId> = self.subscriptions.keys().cloned().collect();
+                for persona in personas {
+                    let name = ws_channel_name(&persona);
+                    let (f, _) = snapshot_frame(&persona, Some(&name)).await;
+                    self.outbox.push_frame(f);
+                }
+            }
+            (ClientMessage::Subscribe { channel }, Endpoint::Multiplex) => self.subscribe(&channel),
+            (ClientMessage::Unsubscribe { channel }, Endpoint::Multiplex) => {
+                self.unsubscribe(&channel)
+            }
+            (
+                ClientMessage::Subscribe { .. } | ClientMessage::Unsubscribe { .. },
+                Endpoint::Dashboard(_),
+            ) => {
+                self.error(
+                    error_code::UNSUPPORTED,
+                    "this endpoint follows one persona; use /ws to subscribe to several",
+                );
+            }
+        }
+    }
+
+    fn subscribe(&mut self, channel: &str) {
+        let max_len = self.app.config.ws.max_persona_id_len;
+        let persona = match parse_ws_channel(channel, max_len) {
+            Ok(p) => p,
+            Err(e) => {
+                return self.error(
+                    error_code::INVALID_CHANNEL,
+                    &format!("`persona:<id>` expected: {e}"),
+                )
+            }
+        };
+        let ack = frame::text(&ServerMessage::Subscribed { channel }.to_json());
+        if self.subscriptions.contains_key(&persona) {
+            self.outbox.push_frame(ack);
+            return;
+        }
+        let max = self.app.config.ws.max_subscriptions;
+        if self.subscriptions.len() >= max {
+            return self.error(
+                error_code::TOO_MANY_SUBSCRIPTIONS,
+                &format!("at most {max} subscriptions per connection"),
+            );
+        }
+        let sub = self
+            .app
+            .hub
+            .subscribe(&persona, self.outbox.clone(), Mode::Wrapped, Some(ack));
+        self.subscriptions.insert(persona, sub);
+    }
+
+    fn unsubscribe(&mut self, channel: &str) {
+        let max_len = self.app.config.ws.max_persona_id_len;
+        let persona = match parse_ws_channel(channel, max_len) {
+            Ok(p) => p,
+            Err(e) => {
+                return self.error(
+                    error_code::INVALID_CHANNEL,
+                    &format!("`persona:<id>` expected: {e}"),
+                )
+            }
+        };
+        if self.subscriptions.remove(&persona).is_none() {
+            return self.error(
+                error_code::NOT_SUBSCRIBED,
+                &format!("not subscribed to {channel}"),
+            );
+        }
+        self.reply(&ServerMessage::Unsubscribed { channel });
+    }
+
+    fn reply(&self, m: &ServerMessage<'_>) {
+        self.outbox.push_frame(frame::text(&m.to_json()));
+    }
+
+    fn error(&self, code: &'static str, message: &str) {
+        self.app.metrics.client_error(code);
+        self.reply(&ServerMessage::Error { code, message });
+    }
+
+    fn close(&self, code: u16, reason: &str) {
+        self.app.metrics.close_sent(code);
+        self.outbox.close(code, reason);
+    }
+}

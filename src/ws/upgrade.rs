@@ -1,0 +1,139 @@
+//! The WebSocket handshake: checks the request, reserves a connection slot,
+//! answers 101, and hands the upgraded socket to a session and a writer.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fastwebsockets::Role;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, SEC_WEBSOCKET_VERSION};
+use hyper::upgrade::Upgraded;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::TcpStream;
+
+use super::outbox::Outbox;
+use super::reader::MessageReader;
+use super::registry::Registration;
+use super::session::{Endpoint, Session};
+use super::writer;
+use crate::app::App;
+use crate::http::response::{error, Body};
+
+pub fn handle(app: &Arc<App>, mut req: Request<Incoming>, endpoint: Endpoint) -> Response<Body> {
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        app.metrics.rejected("not_upgrade");
+        return error(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "this endpoint speaks WebSocket only",
+        );
+    }
+    if req
+        .headers()
+        .get(SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        app.metrics.rejected("bad_version");
+        let mut res = error(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported_version",
+            "Sec-WebSocket-Version must be 13",
+        );
+        res.headers_mut()
+            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return res;
+    }
+    if app.is_draining() {
+        app.metrics.rejected("draining");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "server is shutting down",
+        );
+    }
+    let outbox = Arc::new(Outbox::new(app.queue_limits()));
+    let Some(registration) = app
+        .connections
+        .register(outbox.clone(), app.config.ws.max_connections)
+    else {
+        app.metrics.rejected("max_connections");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "connection limit reached; retry later",
+        );
+    };
+    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(pair) => pair,
+        Err(e) => {
+            app.metrics.rejected("bad_handshake");
+            return error(StatusCode::BAD_REQUEST, "bad_handshake", &e.to_string());
+        }
+    };
+    let app2 = app.clone();
+    app.tasks.spawn(async move {
+        match upgrade.await {
+            Ok(ws) => {
+                let upgraded = ws.into_inner().into_inner();
+                run(app2, upgraded, outbox, registration, endpoint).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+    let (parts, _) = response.into_parts();
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+/// Splits the socket so reads and writes never wait on each other. The
+/// usual case is a plain TCP stream, split without a lock.
+async fn run(
+    app: Arc<App>,
+    upgraded: Upgraded,
+    outbox: Arc<Outbox>,
+    registration: Registration,
+    endpoint: Endpoint,
+) {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let (r, w) = parts.io.into_inner().into_split();
+            let r = std::io::Cursor::new(parts.read_buf).chain(r);
+            drive(app, r, w, outbox, registration, endpoint).await
+        }
+        Err(upgraded) => {
+            let (r, w) = tokio::io::split(TokioIo::new(upgraded));
+            drive(app, r, w, outbox, registration, endpoint).await
+        }
+    }
+}
+
+async fn drive<R, W>(
+    app: Arc<App>,
+    r: R,
+    w: W,
+    outbox: Arc<Outbox>,
+    registration: Registration,
+    endpoint: Endpoint,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let grace = app.config.ws.slow_close_grace;
+    let writer = tokio::spawn(writer::run(outbox.clone(), w, grace, app.metrics.clone()));
+    let (ws_read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), Role::Server);
+    let reader = MessageReader::new(ws_read, app.config.ws.max_message_bytes);
+    Session::new(app, outbox.clone(), reader, endpoint)
+        .run(registration)
+        .await;
+    // The session is over: let the writer flush its close frame, then stop it.
+    if !outbox.is_closing() {
+        outbox.abandon();
+    }
+    let mut writer = writer;
+    if tokio::time::timeout(grace, &mut writer).await.is_err() {
+        writer.abort();
+    }
+}
