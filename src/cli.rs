@@ -21,6 +21,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway.
     Serve(ServeArgs),
+    /// Print the effective configuration (after every layer) as JSON, or
+    /// exit 64 naming the bad key.
+    Config(ServeArgs),
     /// Publish realistic demo events for a few personas until interrupted.
     Simulate(SimulateArgs),
 }

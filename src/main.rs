@@ -28,6 +28,16 @@ fn main() -> ExitCode {
             }
             run(pulsegate::server::serve(config))
         }
+        Command::Config(args) => match Config::load(args.config.as_deref(), args.overrides()) {
+            Ok(c) => {
+                println!("{}", serde_json::to_string_pretty(&c).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pulsegate: invalid configuration: {e}");
+                ExitCode::from(EXIT_BAD_CONFIG)
+            }
+        },
         Command::Simulate(args) => {
             let _ = pulsegate::telemetry::init(&Default::default());
             run(pulsegate::simulate::run(args))

@@ -1,0 +1,8 @@
+//! Integration tests against real redis-server processes.
+
+mod common;
+mod config;
+mod fanout;
+mod faults;
+mod protocol;
+mod shutdown;
