@@ -79,6 +79,10 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         retry_tx,
         background.clone(),
     ));
+    tokio::spawn(crate::redis::functions::keep_loaded(
+        command.clone(),
+        background.clone(),
+    ));
     let probe = Probe {
         command,
         subscriber: sub_client.clone(),

@@ -1,6 +1,7 @@
 //! Redis connections: one multiplexed command client and one dedicated
 //! subscriber connection, both with timeouts and endless reconnects.
 
+pub mod functions;
 pub mod health;
 pub mod subscriber;
 

@@ -1,0 +1,48 @@
+//! The Redis Functions library (`lua/pulse.lua`), embedded at compile time and
+//! loaded at start and after every reconnect: a Redis restarted without
+//! persistence has forgotten it.
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use tokio_util::sync::CancellationToken;
+
+/// The library source, as shipped in `lua/pulse.lua`.
+pub const LIBRARY: &str = include_str!("../../lua/pulse.lua");
+
+/// `FUNCTION LOAD REPLACE` the library.
+pub async fn load(client: &Client) -> Result<(), fred::error::Error> {
+    let _: String = client.function_load(true, LIBRARY).await?;
+    Ok(())
+}
+
+/// Loads the library now and again after every reconnect, until cancelled.
+pub async fn keep_loaded(client: Client, cancel: CancellationToken) {
+    let mut reconnects = client.reconnect_rx();
+    loop {
+        // Retry until it sticks: the command may race a reconnect.
+        loop {
+            match load(&client).await {
+                Ok(()) => {
+                    tracing::info!("Redis functions library loaded");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot load the Redis functions library; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = cancel.cancelled() => return,
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            r = reconnects.recv() => {
+                if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    return;
+                }
+            }
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
