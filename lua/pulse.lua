@@ -21,7 +21,6 @@ suffix, so all keys of a persona share the {persona_id} cluster hash tag.
   B:events          (pub/sub channel, not a key) receives every m
   B:persona         HASH    total_variants, active_variants, er_sum_u (sum of
                             round(current_er*1e6) over active variants),
-                            last_id (last stream id generated),
                             kills:<YYYY-MM-DD>, kill_ms_sum:<YYYY-MM-DD>
   B:v:<variant_id>  HASH    variant_id, content, predicted_er, pattern_used
                             ("" = none), posted_at, posted_id, status
@@ -29,14 +28,18 @@ suffix, so all keys of a persona share the {persona_id} cluster hash tag.
                             current_er, last_updated,
                             [kill_reason, final_er, sample_size, killed_at,
                             time_to_kill_ms, kill_id],
-                            st = "<views>:<inter>:<er_u>:<last_updated>:<wm>:
-                                  <w5v>:<w5i>:<w15v>:<w15i>:<w60v>:<w60i>"
-                            (hot state read by ingest; wm = newest bucket
-                            minute, wN* = view/interaction deltas over the N
-                            minutes ending at wm),
-                            r<0..59> = "<minute>:<view_delta>:<inter_delta>"
-                            (per-minute bucket ring, slot = minute % 60,
-                            minute = floor(ts / 60000))
+                            st = struct.pack('>d'x11: views, inter, er_u,
+                                 last_updated, wm, w5v, w5i, w15v, w15i,
+                                 w60v, w60i) -- hot state read by ingest
+                                 (binary: ~10x cheaper to decode than text);
+                                 er_u = round(current_er*1e6); wm = newest
+                                 bucket minute (-1: none); wN* = view and
+                                 interaction deltas over the N minutes
+                                 ending at wm,
+                            r<0..59> = struct.pack('>ddd', minute,
+                                 view_delta, interaction_delta) -- per-minute
+                                 bucket ring, slot = minute % 60,
+                                 minute = floor(ts / 60000)
   B:active          ZSET    active variant ids, score posted_at
   B:posted          ZSET    posted variant ids, score posted_at (kill-rate window)
   B:killed          ZSET    killed variant ids, score posted_at (kill-rate window)
@@ -55,11 +58,31 @@ Expiry / pruning
   B:persona   kills:/kill_ms_sum: fields of days older than 7 days HDEL'd on kill.
   B:stream    MAXLEN ~ stream_maxlen.   B:persona, B:active: no TTL.
 
+Stream ids: the message stored in B:stream (and published) contains its own
+id ("offset"), so ids are chosen before XADD: max(TIME, last id) with the
+next sequence number. The last id per persona is cached in the Lua state
+(an optimisation only); XADD itself enforces monotonicity, and when it
+refuses the id (cache cold or behind: restart, failover, another writer) the
+real last-generated-id is read with XINFO STREAM and the XADD retried. XADD
+is the first write of every ingest, so a failure leaves nothing changed.
+
 NB: Redis runs library code at FUNCTION LOAD in a sandbox without redis.call,
-cjson, math, string, ...; those are only touched inside the callbacks.
+cjson, math, string, ...; they are bound to upvalues by init() on first call.
 ]]
 
 local VERSION = '1'
+
+-- Globals cached in upvalues by init() (~25 ns saved per global access in the
+-- Lua 5.1 VM; the load-time sandbox does not expose them).
+local floor, fmt, smatch, tostr, tonum, typ, jnull, jdecode, jencode, rcall, rpcall, spack, sunpack
+
+local function init()
+  floor, fmt, smatch = math.floor, string.format, string.match
+  tostr, tonum, typ = tostring, tonumber, type
+  jnull, jdecode, jencode = cjson.null, cjson.decode, cjson.encode
+  rcall, rpcall = redis.call, redis.pcall
+  spack, sunpack = struct.pack, struct.unpack
+end
 
 local MAX_INT = 99999999999999           -- 1e14 - 1: counts and ms timestamps
 local MINUTE_MS = 60000
@@ -72,7 +95,10 @@ local MAX_CONTENT_LEN = 65536
 local MAX_REASON_LEN = 256
 local ER_TOLERANCE = 1e-3
 local ID_PATTERN = '^[A-Za-z0-9_%.:%-]+$'
-local ST_PATTERN = '^(%d+):(%d+):(%d+):(%d+):(%d+):(%d+):(%d+):(%d+):(%d+):(%d+):(%d+)$'
+-- binary layouts (struct.pack; doubles hold integers < 2^53 exactly). Parsing
+-- text with string.match + tonumber costs ~10x more in the hot path.
+local ST_FMT = '>ddddddddddd'   -- views inter er_u last_updated wm w5v w5i w15v w15i w60v w60i
+local SLOT_FMT = '>ddd'         -- minute view_delta interaction_delta
 
 -- Option name -> {min, max, default}. Unknown option names are rejected.
 local OPTION_SPECS = {
@@ -102,7 +128,7 @@ end
 
 -- quote user input for an error message: bounded and printable
 local function q(s)
-  s = tostring(s)
+  s = tostr(s)
   if #s > 64 then s = string.sub(s, 1, 64) .. '...' end
   return '"' .. string.gsub(s, '[%c"\\]', '?') .. '"'
 end
@@ -111,7 +137,7 @@ local function protect(fn)
   return function(keys, args)
     local ok, res = pcall(fn, keys, args)
     if ok then return res end
-    if type(res) == 'table' and res.pulse_err then
+    if typ(res) == 'table' and res.pulse_err then
       return redis.error_reply(res.pulse_err)
     end
     error(res, 0)
@@ -121,26 +147,26 @@ end
 ---------------------------------------------------------------------------
 -- small helpers
 ---------------------------------------------------------------------------
-local function r6(x) return math.floor(x * 1e6 + 0.5) / 1e6 end
-local function r2(x) return math.floor(x * 100 + 0.5) / 100 end
+local function r6(x) return floor(x * 1e6 + 0.5) / 1e6 end
+local function r2(x) return floor(x * 100 + 0.5) / 100 end
 -- Number formatting dominates the hot path (tostring/%.14g ~0.6us, %.0f ~1us,
 -- %d ~0.2us per number), so integers are always formatted with %d (64-bit).
-local function istr(n) return string.format('%d', n) end
+local function istr(n) return fmt('%d', n) end
 -- JSON text of a float rounded to 6 decimals (tostring = %.14g, like cjson)
-local function jf(x) return tostring(math.floor(x * 1e6 + 0.5) / 1e6) end
+local function jf(x) return tostr(floor(x * 1e6 + 0.5) / 1e6) end
 
 local function is_finite(x) return x == x and x ~= math.huge and x ~= -math.huge end
-local function is_int(x) return type(x) == 'number' and is_finite(x) and math.floor(x) == x end
+local function is_int(x) return typ(x) == 'number' and is_finite(x) and floor(x) == x end
 
 local function days_to_civil(z)       -- days since 1970-01-01 -> y, m, d
   z = z + 719468
-  local era = math.floor(z / 146097)
+  local era = floor(z / 146097)
   local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524) - floor(doe / 146096)) / 365)
   local y = yoe + era * 400
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))
+  local mp = floor((5 * doy + 2) / 153)
+  local d = doy - floor((153 * mp + 2) / 5) + 1
   local m = mp < 10 and mp + 3 or mp - 9
   if m <= 2 then y = y + 1 end
   return y, m, d
@@ -148,27 +174,27 @@ end
 
 local ts_cache_sec, ts_cache_prefix      -- RFC 3339 text of the last second
 
-local SLOT = {}                          -- ring slot field names r0..r59
-for i = 0, 59 do SLOT[i] = 'r' .. i end
+local SLOT, SLOT_NAME = {}, {}           -- ring slot field names r0..r59
+for i = 0, 59 do SLOT[i] = 'r' .. i; SLOT_NAME['r' .. i] = true end
 
 local function rfc3339(ms)            -- 2026-11-22T03:10:00.123Z
-  local sec = math.floor(ms / 1000)
+  local sec = floor(ms / 1000)
   local frac = ms - sec * 1000
   if sec ~= ts_cache_sec then
-    local days = math.floor(sec / 86400)
+    local days = floor(sec / 86400)
     local rem = sec - days * 86400
     local y, mo, d = days_to_civil(days)
-    local h = math.floor(rem / 3600); rem = rem - h * 3600
-    local mi = math.floor(rem / 60)
-    ts_cache_prefix = string.format('%04d-%02d-%02dT%02d:%02d:%02d.', y, mo, d, h, mi, rem - mi * 60)
+    local h = floor(rem / 3600); rem = rem - h * 3600
+    local mi = floor(rem / 60)
+    ts_cache_prefix = fmt('%04d-%02d-%02dT%02d:%02d:%02d.', y, mo, d, h, mi, rem - mi * 60)
     ts_cache_sec = sec
   end
-  return string.format('%s%03dZ', ts_cache_prefix, frac)
+  return fmt('%s%03dZ', ts_cache_prefix, frac)
 end
 
 local function day_str(ms)            -- UTC day, YYYY-MM-DD
-  local y, mo, d = days_to_civil(math.floor(ms / DAY_MS))
-  return string.format('%04d-%02d-%02d', y, mo, d)
+  local y, mo, d = days_to_civil(floor(ms / DAY_MS))
+  return fmt('%04d-%02d-%02d', y, mo, d)
 end
 
 local function window_label(ms)
@@ -179,8 +205,8 @@ local function window_label(ms)
 end
 
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local t = rcall('TIME')
+  return tonum(t[1]) * 1000 + floor(tonum(t[2]) / 1000)
 end
 
 local function hash_map(flat)
@@ -197,7 +223,7 @@ end
 
 local function ratio(i, v)
   if v > 0 then return r6(i / v) end
-  return cjson.null
+  return jnull
 end
 
 local function jratio(i, v)              -- ratio() as JSON text
@@ -208,36 +234,44 @@ end
 ---------------------------------------------------------------------------
 -- validation
 ---------------------------------------------------------------------------
-local base_ok                            -- last KEYS[1] that passed validation
+-- Per persona base (KEYS[1]) record, cached in the Lua state: the derived key
+-- names and the last stream id generated (ms, seq). A cache only: bounded,
+-- rebuilt after FUNCTION LOAD / restart, and ids are verified by XADD.
+local bases, bases_count = {}, 0
 
 local function check_base(keys)
   if #keys ~= 1 then bad('keys', 'expected exactly 1 key <prefix>:{<persona_id>}, got ' .. #keys) end
   local base = keys[1]
-  if base == base_ok then return base end
-  local prefix, persona = string.match(base, '^(.+):{([^{}]*)}$')
+  local rec = bases[base]
+  if rec then return rec end
+  local prefix, persona = smatch(base, '^(.+):{([^{}]*)}$')
   if not prefix or string.find(prefix, '[{}]') then
     bad('key', 'must look like <prefix>:{<persona_id>}, got ' .. q(base))
   end
-  if #persona < 1 or #persona > MAX_ID_LEN or not string.match(persona, ID_PATTERN) then
+  if #persona < 1 or #persona > MAX_ID_LEN or not smatch(persona, ID_PATTERN) then
     bad('persona_id', 'must be 1..128 chars of [A-Za-z0-9_.:-], got ' .. q(persona))
   end
-  base_ok = base
-  return base
+  bases_count = bases_count + 1
+  if bases_count > 100000 then bases, bases_count = {}, 1 end
+  rec = {base = base, skey = base .. ':stream', ch = base .. ':events', pkey = base .. ':persona',
+         vpre = base .. ':v:'}
+  bases[base] = rec
+  return rec
 end
 
-local function present(v) return v ~= nil and v ~= cjson.null end
+local function present(v) return v ~= nil and v ~= jnull end
 
 local function shown(v)
-  if type(v) == 'string' then return q(v) end
+  if typ(v) == 'string' then return q(v) end
   local ok, s = pcall(cjson.encode, v)
-  return ok and q(s) or q(type(v))
+  return ok and q(s) or q(typ(v))
 end
 
 local function req_id(ev, field)
   local v = ev[field]
   if not present(v) then bad(field, 'missing') end
-  if type(v) ~= 'string' then bad(field, 'must be a string, got ' .. shown(v)) end
-  if #v < 1 or #v > MAX_ID_LEN or not string.match(v, ID_PATTERN) then
+  if typ(v) ~= 'string' then bad(field, 'must be a string, got ' .. shown(v)) end
+  if #v < 1 or #v > MAX_ID_LEN or not smatch(v, ID_PATTERN) then
     bad(field, 'must be 1..128 chars of [A-Za-z0-9_.:-], got ' .. q(v))
   end
   return v
@@ -265,9 +299,9 @@ end
 local function req_number(ev, field, lo, hi)
   local v = ev[field]
   if not present(v) then bad(field, 'missing') end
-  if type(v) ~= 'number' or not is_finite(v) then bad(field, 'must be a finite number, got ' .. shown(v)) end
+  if typ(v) ~= 'number' or not is_finite(v) then bad(field, 'must be a finite number, got ' .. shown(v)) end
   if v < lo or (hi and v > hi) then
-    bad(field, 'must be in [' .. lo .. ', ' .. (hi and tostring(hi) or 'inf') .. '], got ' .. tostring(v))
+    bad(field, 'must be in [' .. lo .. ', ' .. (hi and tostr(hi) or 'inf') .. '], got ' .. tostr(v))
   end
   return v
 end
@@ -275,14 +309,14 @@ end
 local function req_text(ev, field, maxlen, allow_empty)
   local v = ev[field]
   if not present(v) then bad(field, 'missing') end
-  if type(v) ~= 'string' then bad(field, 'must be a string, got ' .. shown(v)) end
+  if typ(v) ~= 'string' then bad(field, 'must be a string, got ' .. shown(v)) end
   if #v > maxlen then bad(field, 'longer than ' .. maxlen .. ' bytes') end
   if not allow_empty and #v == 0 then bad(field, 'must not be empty') end
   return v
 end
 
 local function is_object(t, raw)
-  return type(t) == 'table' and t[1] == nil and not (next(t) == nil and string.match(raw, '^%s*%['))
+  return typ(t) == 'table' and t[1] == nil and not (next(t) == nil and smatch(raw, '^%s*%['))
 end
 
 local opt_cache_raw, opt_cache_val       -- last options string and its parse
@@ -290,13 +324,13 @@ local opt_cache_raw, opt_cache_val       -- last options string and its parse
 local function parse_options(raw)
   if raw == nil or raw == '' then raw = '{}' end
   if raw == opt_cache_raw then return opt_cache_val end
-  local ok, o = pcall(cjson.decode, raw)
+  local ok, o = pcall(jdecode, raw)
   if not ok or not is_object(o, raw) then bad('options', 'must be a JSON object') end
   local res = {}
   for k, v in pairs(o) do
     local spec = OPTION_SPECS[k]
-    if not spec then bad('options.' .. tostring(k), 'unknown option') end
-    if v ~= cjson.null then
+    if not spec then bad('options.' .. tostr(k), 'unknown option') end
+    if v ~= jnull then
       if not is_int(v) or v < spec[1] or v > spec[2] then
         bad('options.' .. k, 'must be an integer in [' .. istr(spec[1]) .. ', ' .. istr(spec[2]) ..
             '], got ' .. shown(v))
@@ -315,67 +349,71 @@ end
 ---------------------------------------------------------------------------
 -- stream ids & appending
 ---------------------------------------------------------------------------
--- the stream's real last-generated-id (used when B:persona has no last_id
--- or when it turned out to be behind the stream)
+-- the stream's real last-generated-id -> ms, seq (nil when no stream)
 local function stream_last_id(skey)
-  if redis.call('EXISTS', skey) == 0 then return nil end
-  local info = redis.call('XINFO', 'STREAM', skey)
+  if rcall('EXISTS', skey) == 0 then return nil end
+  local info = rcall('XINFO', 'STREAM', skey)
   for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then return info[i + 1] end
+    if info[i] == 'last-generated-id' then
+      local a, b = smatch(info[i + 1], '^(%d+)%-(%d+)$')
+      return tonum(a), tonum(b)
+    end
   end
   return nil
 end
 
--- ids strictly after `last`: <max(now, last_ms)>-<seq>, and the messages
-local function build(items, last, now)
-  local ms, seq = now, 0
-  if last then
-    local a, b = string.match(last, '^(%d+)%-(%d+)$')
-    a = tonumber(a)
-    if a and a >= now then ms, seq = a, tonumber(b) + 1 end
-  end
-  local ids, msgs = {}, {}
-  for i = 1, #items do
-    local it = items[i]
-    local id = string.format('%d-%d', ms, seq + i - 1)
-    ids[i] = id
-    msgs[i] = '{"type":"variant_update","timestamp":"' .. rfc3339(it.ts) .. '","offset":"' .. id ..
-              '","data":' .. it.json .. '}'
-  end
-  return ids, msgs
+-- first id after (lms, lseq) at server time now
+local function id_after(lms, lseq, now)
+  if lms and lms >= now then return lms, lseq + 1 end
+  return now, 0
 end
 
-local function xadd(call, skey, maxlen, id, msg, it)
-  if it.p then
-    return call('XADD', skey, 'MAXLEN', '~', maxlen, id, 'm', msg, 't', it.t, 'v', it.v, 'p', it.p)
-  end
-  return call('XADD', skey, 'MAXLEN', '~', maxlen, id, 'm', msg, 't', it.t, 'v', it.v)
+-- message envelope; data is the data object's JSON text
+local function envelope(ts, id, data)
+  return '{"type":"variant_update","timestamp":"' .. rfc3339(ts) .. '","offset":"' .. id ..
+         '","data":' .. data .. '}'
 end
 
--- items: list of {t=, v=, p=, ts=, json=<data JSON text>}. XADDs every item with an explicit
--- id (> last id) and its final message (which contains that id). XADD is the
--- first write of every ingest: if it fails, nothing has been changed.
--- Returns ids, msgs and sets ctx.last_id to the last id used.
+local function xadd(call, skey, maxlen, id, msg, t, v, p)
+  if p then
+    return call('XADD', skey, 'MAXLEN', '~', maxlen, id, 'm', msg, 't', t, 'v', v, 'p', p)
+  end
+  return call('XADD', skey, 'MAXLEN', '~', maxlen, id, 'm', msg, 't', t, 'v', v)
+end
+
+-- Appends items {t=, v=, p=, ts=, data=<JSON text>} with consecutive ids
+-- and their final messages. Returns ids, msgs. First write of an ingest.
 local function append(ctx, items)
-  local skey = ctx.base .. ':stream'
+  local rec = ctx.rec
+  local skey = rec.skey
   local maxlen = ctx.opts.maxlen_s
-  local last = ctx.last_id or stream_last_id(skey)
-  local ids, msgs = build(items, last, ctx.now)
-  local r = xadd(redis.pcall, skey, maxlen, ids[1], msgs[1], items[1])
-  if type(r) == 'table' and r.err then
-    -- B:persona's last_id is behind the stream (hash lost, stream written
-    -- by someone else): resync from the stream and retry once.
-    ids, msgs = build(items, stream_last_id(skey), ctx.now)
-    xadd(redis.call, skey, maxlen, ids[1], msgs[1], items[1])
+  local ms, seq = id_after(rec.ms, rec.seq, ctx.now)
+  for attempt = 1, 2 do
+    local ids, msgs = {}, {}
+    for i = 1, #items do
+      local it = items[i]
+      ids[i] = fmt('%d-%d', ms, seq + i - 1)
+      msgs[i] = envelope(it.ts, ids[i], it.data)
+    end
+    local it = items[1]
+    local r = xadd(attempt == 1 and rpcall or rcall, skey, maxlen, ids[1], msgs[1], it.t, it.v, it.p)
+    if typ(r) ~= 'table' or not r.err then
+      for i = 2, #items do
+        it = items[i]
+        xadd(rcall, skey, maxlen, ids[i], msgs[i], it.t, it.v, it.p)
+      end
+      rec.ms, rec.seq = ms, seq + #items - 1
+      return ids, msgs
+    end
+    -- id refused (cache cold or behind the stream): resync and retry once
+    local lms, lseq = stream_last_id(skey)
+    ms, seq = id_after(lms, lseq, ctx.now)
   end
-  for i = 2, #items do xadd(redis.call, skey, maxlen, ids[i], msgs[i], items[i]) end
-  ctx.last_id = ids[#ids]
-  return ids, msgs
 end
 
 local function publish(ctx, msgs)
-  local ch = ctx.base .. ':events'
-  for i = 1, #msgs do redis.call('PUBLISH', ch, msgs[i]) end
+  local ch = ctx.rec.ch
+  for i = 1, #msgs do rcall('PUBLISH', ch, msgs[i]) end
 end
 
 ---------------------------------------------------------------------------
@@ -384,29 +422,28 @@ end
 -- st -> views, inter, er_u, last_updated, wm (nil if no update yet),
 --       w5v, w5i, w15v, w15i, w60v, w60i
 local function parse_st(st)
-  if st then
-    local a, b, c, d, e, f, g, h, i, j, k = string.match(st, ST_PATTERN)
-    if a then
-      return tonumber(a), tonumber(b), tonumber(c), tonumber(d), tonumber(e),
-             tonumber(f), tonumber(g), tonumber(h), tonumber(i), tonumber(j), tonumber(k)
-    end
+  if st and #st == 88 then
+    local a, b, c, d, e, f, g, h, i, j, k = sunpack(ST_FMT, st)
+    if e < 0 then e = nil end
+    return a, b, c, d, e, f, g, h, i, j, k
   end
   return 0, 0, 0, 0, nil, 0, 0, 0, 0, 0, 0
 end
 
--- ring slot value "<minute>:<dv>:<di>" -> minute, dv, di
+-- ring slot value -> minute, dv, di
 local function parse_slot(s)
-  if not s then return nil, 0, 0 end
-  local m, v, i = string.match(s, '^(%d+):(%d+):(%d+)$')
-  if not m then return nil, 0, 0 end
-  return tonumber(m), tonumber(v), tonumber(i)
+  if s and #s == 24 then
+    local m, v, i = sunpack(SLOT_FMT, s)
+    return m, v, i
+  end
+  return nil, 0, 0
 end
 
 -- HGETALL of a variant hash -> views map, interactions map (minute -> delta)
 local function load_buckets(flat)
   local bv, bi = {}, {}
   for x = 1, #flat, 2 do
-    if string.match(flat[x], '^r%d+$') then
+    if SLOT_NAME[flat[x]] then
       local m, v, i = parse_slot(flat[x + 1])
       if m then bv[m], bi[m] = v, i end
     end
@@ -433,7 +470,7 @@ end
 
 local function variant_ttl(ctx, vkey)
   local ttl = ctx.opts.variant_ttl_s
-  if ttl > 0 then redis.call('EXPIRE', vkey, istr(ttl)) end
+  if ttl > 0 then rcall('EXPIRE', vkey, istr(ttl)) end
 end
 
 local function unknown_variant(vid)
@@ -454,9 +491,9 @@ local function on_variant_posted(ctx, ev, vid)
   local base = ctx.base
   local vkey = base .. ':v:' .. vid
   local pkey = base .. ':persona'
-  local pred_s = tostring(pred)
+  local pred_s = tostr(pred)
 
-  local cur = redis.call('HMGET', vkey, 'status', 'content', 'predicted_er', 'pattern_used', 'posted_id')
+  local cur = rcall('HMGET', vkey, 'status', 'content', 'predicted_er', 'pattern_used', 'posted_id')
   if cur[1] then
     -- a retry of the same post is a no-op returning the original id
     if cur[2] == content and cur[3] == pred_s and cur[4] == (pattern or '') and cur[5] then
@@ -466,24 +503,21 @@ local function on_variant_posted(ctx, ev, vid)
           ' already exists with different content/predicted_er/pattern_used')
   end
 
-  local per = redis.call('HMGET', pkey, 'last_id', 'total_variants', 'active_variants')
-  ctx.last_id = per[1] or nil
-
   -- pattern fatigue: uses of the pattern in (posted_at - W, posted_at]
   local W = opts.pattern_window_ms
   local fatigue_count = nil
   if pattern then
-    local before = redis.call('ZCOUNT', base .. ':pat:' .. pattern, '(' .. istr(posted_at - W), istr(posted_at))
+    local before = rcall('ZCOUNT', base .. ':pat:' .. pattern, '(' .. istr(posted_at - W), istr(posted_at))
     if before == opts.pattern_fatigue_threshold then fatigue_count = before + 1 end
   end
 
-  local items = {{t = 'variant_posted', v = vid, ts = ctx.ts, json = cjson.encode({
+  local items = {{t = 'variant_posted', v = vid, ts = ctx.ts, data = jencode({
     event_type = 'variant_posted', variant_id = vid, content = content,
-    predicted_er = pred, pattern_used = pattern or cjson.null, posted_at = posted_at,
+    predicted_er = pred, pattern_used = pattern or jnull, posted_at = posted_at,
     status = 'active', view_count = 0, interaction_count = 0, current_er = 0,
   })}}
   if fatigue_count then
-    items[2] = {t = 'pattern_fatigue', v = vid, p = pattern, ts = ctx.ts, json = cjson.encode({
+    items[2] = {t = 'pattern_fatigue', v = vid, p = pattern, ts = ctx.ts, data = jencode({
       event_type = 'pattern_fatigue', pattern = pattern, usage_count = fatigue_count,
       threshold = opts.pattern_fatigue_threshold, window = window_label(W),
       window_ms = W, variant_id = vid,
@@ -493,69 +527,79 @@ local function on_variant_posted(ctx, ev, vid)
   local ids, msgs = append(ctx, items)
 
   local ps = istr(posted_at)
-  redis.call('HSET', vkey, 'variant_id', vid, 'content', content, 'predicted_er', pred_s,
-             'pattern_used', pattern or '', 'posted_at', ps, 'posted_id', ids[1],
-             'status', 'active', 'view_count', '0', 'interaction_count', '0',
-             'current_er', '0', 'last_updated', istr(ctx.ts))
+  rcall('HSET', vkey, 'variant_id', vid, 'content', content, 'predicted_er', pred_s,
+        'pattern_used', pattern or '', 'posted_at', ps, 'posted_id', ids[1],
+        'status', 'active', 'view_count', '0', 'interaction_count', '0',
+        'current_er', '0', 'last_updated', istr(ctx.ts))
   variant_ttl(ctx, vkey)
-  redis.call('HSET', pkey, 'last_id', ctx.last_id,
-             'total_variants', istr((tonumber(per[2]) or 0) + 1),
-             'active_variants', istr((tonumber(per[3]) or 0) + 1))
-  redis.call('ZADD', base .. ':active', ps, vid)
+  rcall('HINCRBY', pkey, 'total_variants', '1')
+  rcall('HINCRBY', pkey, 'active_variants', '1')
+  rcall('ZADD', base .. ':active', ps, vid)
 
   local KW = opts.kill_rate_window_ms
   local postedkey = base .. ':posted'
-  redis.call('ZADD', postedkey, ps, vid)
-  redis.call('ZREMRANGEBYSCORE', postedkey, '-inf', istr(posted_at - KW))
-  redis.call('PEXPIRE', postedkey, istr(KW))
-  redis.call('ZREM', base .. ':killed', vid)
+  rcall('ZADD', postedkey, ps, vid)
+  rcall('ZREMRANGEBYSCORE', postedkey, '-inf', istr(posted_at - KW))
+  rcall('PEXPIRE', postedkey, istr(KW))
+  rcall('ZREM', base .. ':killed', vid)
 
   if pattern then
     local patkey = base .. ':pat:' .. pattern
     local idx = base .. ':patterns'
     local cutoff = istr(posted_at - W)
-    redis.call('ZADD', patkey, ps, vid)
-    redis.call('ZREMRANGEBYSCORE', patkey, '-inf', cutoff)
-    redis.call('PEXPIRE', patkey, istr(W))
-    redis.call('ZADD', idx, 'GT', ps, pattern)
-    local old = redis.call('ZRANGEBYSCORE', idx, '-inf', cutoff)
-    for i = 1, #old do redis.call('DEL', base .. ':pat:' .. old[i]) end
-    if #old > 0 then redis.call('ZREMRANGEBYSCORE', idx, '-inf', cutoff) end
-    redis.call('PEXPIRE', idx, istr(W))
+    rcall('ZADD', patkey, ps, vid)
+    rcall('ZREMRANGEBYSCORE', patkey, '-inf', cutoff)
+    rcall('PEXPIRE', patkey, istr(W))
+    rcall('ZADD', idx, 'GT', ps, pattern)
+    local old = rcall('ZRANGEBYSCORE', idx, '-inf', cutoff)
+    for i = 1, #old do rcall('DEL', base .. ':pat:' .. old[i]) end
+    if #old > 0 then rcall('ZREMRANGEBYSCORE', idx, '-inf', cutoff) end
+    rcall('PEXPIRE', idx, istr(W))
   end
 
   publish(ctx, msgs)
   return ids[1]
 end
 
+-- The hot path: kept to TIME, HMGET, XADD, [HSET, HINCRBY,] PUBLISH.
+local PERF_FMT = '{"type":"variant_update","timestamp":"%s","offset":"%s","data":{' ..
+  '"event_type":"performance_update","variant_id":"%s","status":"%s","view_count":%d,' ..
+  '"interaction_count":%d,"current_er":%s,"predicted_er":%s,"performance_vs_prediction":%s,' ..
+  '"er_5m":%s,"er_15m":%s,"er_60m":%s,"view_delta":%d,"interaction_delta":%d,"stale":%s,' ..
+  '"last_updated":%d}}'
+
 local function on_performance_update(ctx, ev, vid)
-  local views = req_count(ev, 'view_count')
-  local inter = req_count(ev, 'interaction_count')
+  local views, inter = ev.view_count, ev.interaction_count
+  if typ(views) ~= 'number' or not (views >= 0 and views <= MAX_INT) or floor(views) ~= views then
+    req_count(ev, 'view_count')
+  end
+  if typ(inter) ~= 'number' or not (inter >= 0 and inter <= MAX_INT) or floor(inter) ~= inter then
+    req_count(ev, 'interaction_count')
+  end
   local er_in = ev.engagement_rate
-  if present(er_in) then
-    if type(er_in) ~= 'number' or not is_finite(er_in) then
+  if er_in ~= nil and er_in ~= jnull then
+    if typ(er_in) ~= 'number' or not is_finite(er_in) then
       bad('engagement_rate', 'must be a finite number, got ' .. shown(er_in))
     end
     local expect = views > 0 and inter / views or 0
     if math.abs(er_in - expect) > ER_TOLERANCE then
-      bad('engagement_rate', string.format(
+      bad('engagement_rate', fmt(
         '%.6g does not match interaction_count/view_count = %.6g (tolerance 1e-3)', er_in, expect))
     end
   end
-  local base = ctx.base
-  local vkey = base .. ':v:' .. vid
-  local pkey = base .. ':persona'
-  local m = math.floor(ctx.ts / MINUTE_MS)
+  local rec, ts = ctx.rec, ctx.ts
+  local vkey = rec.vpre .. vid
+  local m = floor(ts / MINUTE_MS)
   local fm = SLOT[m % RING]
 
   -- one read: status, prediction, hot state, and the ring slots of minutes
   -- m (this bucket / the one leaving the 60-min window), m-5 and m-15 (the
   -- ones leaving the 5- and 15-min windows on a one-minute slide)
-  local cur = redis.call('HMGET', vkey, 'status', 'predicted_er', 'st', fm,
-                         SLOT[(m - 5) % RING], SLOT[(m - 15) % RING])
-  if not cur[1] then unknown_variant(vid) end
-  local active = cur[1] == 'active'
-  local pred = tonumber(cur[2]) or 0
+  local cur = rcall('HMGET', vkey, 'status', 'predicted_er', 'st', fm,
+                    SLOT[(m - 5) % RING], SLOT[(m - 15) % RING])
+  local status = cur[1]
+  if not status then unknown_variant(vid) end
+  local pred = tonum(cur[2]) or 0
   local old_v, old_i, old_u, old_lu, E, v5, i5, v15, i15, v60, i60 = parse_st(cur[3])
 
   -- out-of-order rule: totals are max-merged per field; only increments count
@@ -563,9 +607,6 @@ local function on_performance_update(ctx, ev, vid)
   local new_i = inter > old_i and inter or old_i
   local dv, di = new_v - old_v, new_i - old_i
   local stale = dv == 0 and di == 0
-
-  local per = redis.call('HMGET', pkey, 'last_id', 'er_sum_u')
-  ctx.last_id = per[1] or nil
 
   -- rolling windows end at wm = the newest minute the variant got an update for
   local sm, sv, si = parse_slot(cur[4])
@@ -581,13 +622,13 @@ local function on_performance_update(ctx, ev, vid)
     if km == m - 15 then v15, i15 = v15 - kv, i15 - ki end
     if sm == m - RING then v60, i60 = v60 - sv, i60 - si end
   else                                       -- jump: recompute from the ring
-    local bv, bi = load_buckets(redis.call('HGETALL', vkey))
+    local bv, bi = load_buckets(rcall('HGETALL', vkey))
     v5, i5, v15, i15, v60, i60 = window_sums(bv, bi, m)
   end
   local slot_val = nil
   if not stale and m > newE - RING then
     if sm ~= m then sv, si = 0, 0 end        -- slot held an older minute
-    slot_val = string.format('%d:%d:%d', m, sv + dv, si + di)
+    slot_val = spack(SLOT_FMT, m, sv + dv, si + di)
     local age = newE - m
     v60, i60 = v60 + dv, i60 + di
     if age < 15 then
@@ -597,43 +638,52 @@ local function on_performance_update(ctx, ev, vid)
   end
 
   local cer = new_v > 0 and new_i / new_v or 0
-  local new_u = math.floor(cer * 1e6 + 0.5)
-  local lu = (not stale and ctx.ts > old_lu) and ctx.ts or old_lu
+  local new_u = floor(cer * 1e6 + 0.5)
+  local lu = old_lu
+  if not stale and ts > old_lu then lu = ts end
+  local ce = tostr(new_u / 1e6)
+  local pvp = pred > 0 and jf((cer - pred) / pred) or 'null'
+  local e5 = v5 > 0 and jf(i5 / v5) or 'null'
+  local e15 = v15 > 0 and jf(i15 / v15) or 'null'
+  local e60 = v60 > 0 and jf(i60 / v60) or 'null'
+  local stale_s = stale and 'true' or 'false'
+  local rfc = rfc3339(ts)
 
-  -- hand-built JSON (hot path; variant_id and status need no escaping)
-  local ce = tostring(new_u / 1e6)
-  local ids, msgs = append(ctx, {{t = 'performance_update', v = vid, ts = ctx.ts, json = string.format(
-    '{"event_type":"performance_update","variant_id":"%s","status":"%s","view_count":%d,' ..
-    '"interaction_count":%d,"current_er":%s,"predicted_er":%s,"performance_vs_prediction":%s,' ..
-    '"er_5m":%s,"er_15m":%s,"er_60m":%s,"view_delta":%d,"interaction_delta":%d,"stale":%s,' ..
-    '"last_updated":%d}',
-    vid, cur[1], new_v, new_i, ce, tostring(pred), pred > 0 and jf((cer - pred) / pred) or 'null',
-    jratio(i5, v5), jratio(i15, v15), jratio(i60, v60), dv, di, stale and 'true' or 'false', lu)}})
+  -- XADD with the final message (hand-built JSON: variant_id and status need
+  -- no escaping); see append() for the id rules
+  local skey = rec.skey
+  local maxlen = ctx.opts.maxlen_s
+  local ms, seq = id_after(rec.ms, rec.seq, ctx.now)
+  local id, msg
+  for attempt = 1, 2 do
+    id = fmt('%d-%d', ms, seq)
+    msg = fmt(PERF_FMT, rfc, id, vid, status, new_v, new_i, ce, cur[2] or '0', pvp, e5, e15, e60,
+              dv, di, stale_s, lu)
+    local r = (attempt == 1 and rpcall or rcall)('XADD', skey, 'MAXLEN', '~', maxlen, id,
+                                                 'm', msg, 't', 'performance_update', 'v', vid)
+    if typ(r) ~= 'table' or not r.err then break end
+    local lms, lseq = stream_last_id(skey)
+    ms, seq = id_after(lms, lseq, ctx.now)
+  end
+  rec.ms, rec.seq = ms, seq
 
-  if stale then
-    redis.call('HSET', pkey, 'last_id', ctx.last_id)
-  else
-    local st = string.format('%d:%d:%d:%d:%d:%d:%d:%d:%d:%d:%d', new_v, new_i, new_u, lu, newE,
-                             v5, i5, v15, i15, v60, i60)
-    local nv, ni, ls = istr(new_v), istr(new_i), istr(lu)
+  if not stale then
+    local st = spack(ST_FMT, new_v, new_i, new_u, lu, newE, v5, i5, v15, i15, v60, i60)
     if slot_val then
-      redis.call('HSET', vkey, 'st', st, fm, slot_val, 'view_count', nv,
-                 'interaction_count', ni, 'current_er', ce, 'last_updated', ls)
+      rcall('HSET', vkey, 'st', st, fm, slot_val, 'view_count', fmt('%d', new_v),
+            'interaction_count', fmt('%d', new_i), 'current_er', ce, 'last_updated', fmt('%d', lu))
     else
-      redis.call('HSET', vkey, 'st', st, 'view_count', nv,
-                 'interaction_count', ni, 'current_er', ce, 'last_updated', ls)
+      rcall('HSET', vkey, 'st', st, 'view_count', fmt('%d', new_v),
+            'interaction_count', fmt('%d', new_i), 'current_er', ce, 'last_updated', fmt('%d', lu))
     end
-    if active and new_u ~= old_u then
-      redis.call('HSET', pkey, 'last_id', ctx.last_id,
-                 'er_sum_u', istr((tonumber(per[2]) or 0) + new_u - old_u))
-    else
-      redis.call('HSET', pkey, 'last_id', ctx.last_id)
+    if status == 'active' then
+      if new_u ~= old_u then rcall('HINCRBY', rec.pkey, 'er_sum_u', fmt('%d', new_u - old_u)) end
+      variant_ttl(ctx, vkey)
     end
-    if active then variant_ttl(ctx, vkey) end
   end
 
-  publish(ctx, msgs)
-  return ids[1]
+  rcall('PUBLISH', rec.ch, msg)
+  return id
 end
 
 local function on_early_kill(ctx, ev, vid)
@@ -645,7 +695,7 @@ local function on_early_kill(ctx, ev, vid)
   local pkey = base .. ':persona'
   local opts = ctx.opts
 
-  local cur = redis.call('HMGET', vkey, 'status', 'posted_at', 'kill_reason', 'kill_id', 'st', 'pattern_used')
+  local cur = rcall('HMGET', vkey, 'status', 'posted_at', 'kill_reason', 'kill_id', 'st', 'pattern_used')
   if not cur[1] then unknown_variant(vid) end
   if cur[1] == 'killed' then
     -- a retry of the same kill is a no-op returning the original id
@@ -654,54 +704,50 @@ local function on_early_kill(ctx, ev, vid)
   end
   local views, inters, er_u = parse_st(cur[5])
 
-  local posted_at = tonumber(cur[2]) or ctx.ts
+  local posted_at = tonum(cur[2]) or ctx.ts
   local ttk = ctx.ts - posted_at
   if ttk < 0 then ttk = 0 end
   local day = day_str(ctx.ts)
-  local kf, mf = 'kills:' .. day, 'kill_ms_sum:' .. day
-  local per = redis.call('HMGET', pkey, 'last_id', 'active_variants', 'er_sum_u', kf, mf)
-  ctx.last_id = per[1] or nil
 
-  local ids, msgs = append(ctx, {{t = 'early_kill', v = vid, ts = ctx.ts, json = cjson.encode({
+  local ids, msgs = append(ctx, {{t = 'early_kill', v = vid, ts = ctx.ts, data = jencode({
     event_type = 'early_kill', variant_id = vid, status = 'killed',
     kill_reason = reason, final_er = r6(fer), sample_size = sample,
     time_to_kill_minutes = r2(ttk / MINUTE_MS), killed_at = ctx.ts, posted_at = posted_at,
     current_er = er_u / 1e6, view_count = views, interaction_count = inters,
-    pattern_used = (cur[6] and cur[6] ~= '') and cur[6] or cjson.null,
+    pattern_used = (cur[6] and cur[6] ~= '') and cur[6] or jnull,
   })}})
 
-  redis.call('HSET', vkey, 'status', 'killed', 'kill_reason', reason, 'final_er', tostring(r6(fer)),
-             'sample_size', istr(sample), 'killed_at', istr(ctx.ts), 'time_to_kill_ms', istr(ttk),
-             'kill_id', ids[1])
-  redis.call('EXPIRE', vkey, istr(opts.killed_ttl_s))
-  redis.call('HSET', pkey, 'last_id', ctx.last_id,
-             'active_variants', istr(math.max((tonumber(per[2]) or 0) - 1, 0)),
-             'er_sum_u', istr((tonumber(per[3]) or 0) - er_u),
-             kf, istr((tonumber(per[4]) or 0) + 1),
-             mf, istr((tonumber(per[5]) or 0) + ttk))
+  rcall('HSET', vkey, 'status', 'killed', 'kill_reason', reason, 'final_er', tostr(r6(fer)),
+        'sample_size', istr(sample), 'killed_at', istr(ctx.ts), 'time_to_kill_ms', istr(ttk),
+        'kill_id', ids[1])
+  rcall('EXPIRE', vkey, istr(opts.killed_ttl_s))
+  rcall('HINCRBY', pkey, 'active_variants', '-1')
+  if er_u ~= 0 then rcall('HINCRBY', pkey, 'er_sum_u', istr(-er_u)) end
+  rcall('HINCRBY', pkey, 'kills:' .. day, '1')
+  rcall('HINCRBY', pkey, 'kill_ms_sum:' .. day, istr(ttk))
   -- prune day counters older than KILL_DAYS_KEPT days (ISO dates sort as text)
   local cutoff = day_str(ctx.ts - (KILL_DAYS_KEPT - 1) * DAY_MS)
-  local fields = redis.call('HKEYS', pkey)
+  local fields = rcall('HKEYS', pkey)
   local old = nil
   for i = 1, #fields do
-    local d = string.match(fields[i], '^kills:(.+)$') or string.match(fields[i], '^kill_ms_sum:(.+)$')
+    local d = smatch(fields[i], '^kills:(.+)$') or smatch(fields[i], '^kill_ms_sum:(.+)$')
     if d and d < cutoff then
       old = old or {}
       old[#old + 1] = fields[i]
     end
   end
-  if old then redis.call('HDEL', pkey, unpack(old)) end
+  if old then rcall('HDEL', pkey, unpack(old)) end
 
-  redis.call('ZREM', base .. ':active', vid)
+  rcall('ZREM', base .. ':active', vid)
   local KW = opts.kill_rate_window_ms
   local killedkey = base .. ':killed'
-  redis.call('ZADD', killedkey, istr(posted_at), vid)
-  redis.call('ZREMRANGEBYSCORE', killedkey, '-inf', istr(ctx.ts - KW))
-  redis.call('PEXPIRE', killedkey, istr(KW))
+  rcall('ZADD', killedkey, istr(posted_at), vid)
+  rcall('ZREMRANGEBYSCORE', killedkey, '-inf', istr(ctx.ts - KW))
+  rcall('PEXPIRE', killedkey, istr(KW))
   local killskey = base .. ':kills'
-  redis.call('ZADD', killskey, istr(ctx.ts), vid)
-  redis.call('ZREMRANGEBYRANK', killskey, '0', istr(-(RECENT_KILLS_KEPT + 1)))
-  redis.call('EXPIRE', killskey, istr(opts.killed_ttl_s))
+  rcall('ZADD', killskey, istr(ctx.ts), vid)
+  rcall('ZREMRANGEBYRANK', killskey, '0', istr(-(RECENT_KILLS_KEPT + 1)))
+  rcall('EXPIRE', killskey, istr(opts.killed_ttl_s))
 
   publish(ctx, msgs)
   return ids[1]
@@ -717,53 +763,67 @@ local HANDLERS = {
 -- entry points
 ---------------------------------------------------------------------------
 local function ingest(keys, args)
-  local base = check_base(keys)
-  if #args < 1 then bad('event', 'missing event JSON argument') end
-  if #args > 2 then bad('args', 'expected <event-json> [<options-json>], got ' .. #args .. ' arguments') end
+  if not floor then init() end
+  local rec = check_base(keys)
+  local nargs = #args
+  if nargs < 1 then bad('event', 'missing event JSON argument') end
+  if nargs > 2 then bad('args', 'expected <event-json> [<options-json>], got ' .. nargs .. ' arguments') end
   local raw = args[1]
-  local ok, ev = pcall(cjson.decode, raw)
+  local ok, ev = pcall(jdecode, raw)
   if not ok then bad('event', 'malformed JSON: ' .. q(ev)) end
-  if not is_object(ev, raw) then bad('event', 'must be a JSON object') end
+  if typ(ev) ~= 'table' or ev[1] ~= nil then bad('event', 'must be a JSON object') end
   local opts = parse_options(args[2])
   local t = ev.type
-  if not present(t) then bad('type', 'missing') end
-  if type(t) ~= 'string' then bad('type', 'must be a string, got ' .. shown(t)) end
   local handler = HANDLERS[t]
   if not handler then
+    if not is_object(ev, raw) then bad('event', 'must be a JSON object') end
+    if not present(t) then bad('type', 'missing') end
+    if typ(t) ~= 'string' then bad('type', 'must be a string, got ' .. shown(t)) end
     bad('type', 'unknown event type ' .. q(t) .. ' (expected variant_posted, performance_update or early_kill)')
   end
-  local vid = req_id(ev, 'variant_id')
-  local ts = opt_ms(ev, 'ts')
-  local now = now_ms()
-  return handler({base = base, opts = opts, now = now, ts = ts or now}, ev, vid)
+  local vid = ev.variant_id
+  if typ(vid) ~= 'string' or #vid > MAX_ID_LEN or not smatch(vid, ID_PATTERN) then
+    req_id(ev, 'variant_id')
+  end
+  local ts = ev.ts
+  if ts ~= nil and (typ(ts) ~= 'number' or not (ts >= 0 and ts <= MAX_INT) or floor(ts) ~= ts) then
+    ts = opt_ms(ev, 'ts')                    -- null -> nil, anything else raises
+  end
+  local tm = rcall('TIME')
+  local now = tonum(tm[1]) * 1000 + floor(tonum(tm[2]) / 1000)
+  return handler({rec = rec, base = rec.base, opts = opts, now = now, ts = ts or now}, ev, vid)
 end
 
 local function snapshot(keys, args)
-  local base = check_base(keys)
+  if not floor then init() end
+  local base = check_base(keys).base
   if #args > 1 then bad('args', 'expected [<options-json>], got ' .. #args .. ' arguments') end
   local opts = parse_options(args[1])
   local now = opts.now_ms or now_ms()
-  local nm = math.floor(now / MINUTE_MS)
-  local per = hash_map(redis.call('HGETALL', base .. ':persona'))
+  local nm = floor(now / MINUTE_MS)
+  local per = hash_map(rcall('HGETALL', base .. ':persona'))
+  local offset = jnull
+  local lms, lseq = stream_last_id(base .. ':stream')
+  if lms then offset = fmt('%d-%d', lms, lseq) end
 
-  local active_n = tonumber(per.active_variants) or 0
-  local er_sum_u = tonumber(per.er_sum_u) or 0
+  local active_n = tonum(per.active_variants) or 0
+  local er_sum_u = tonum(per.er_sum_u) or 0
   local today = day_str(now)
-  local kills_today = tonumber(per['kills:' .. today]) or 0
-  local kill_ms = tonumber(per['kill_ms_sum:' .. today]) or 0
+  local kills_today = tonum(per['kills:' .. today]) or 0
+  local kill_ms = tonum(per['kill_ms_sum:' .. today]) or 0
   local KW = opts.kill_rate_window_ms
   local hi = istr(now)
   local lo_k = '(' .. istr(now - KW)
-  local posted_w = redis.call('ZCOUNT', base .. ':posted', lo_k, hi)
-  local killed_w = redis.call('ZCOUNT', base .. ':killed', lo_k, hi)
+  local posted_w = rcall('ZCOUNT', base .. ':posted', lo_k, hi)
+  local killed_w = rcall('ZCOUNT', base .. ':killed', lo_k, hi)
 
-  local summary = cjson.encode({
-    total_variants = tonumber(per.total_variants) or 0,
+  local summary = jencode({
+    total_variants = tonum(per.total_variants) or 0,
     active_variants = active_n,
-    avg_engagement_rate = active_n > 0 and r6(er_sum_u / active_n / 1e6) or cjson.null,
+    avg_engagement_rate = active_n > 0 and r6(er_sum_u / active_n / 1e6) or jnull,
     kills_today = kills_today,
-    avg_time_to_kill_minutes = kills_today > 0 and r2(kill_ms / kills_today / MINUTE_MS) or cjson.null,
-    kill_rate = posted_w > 0 and r6(killed_w / posted_w) or cjson.null,
+    avg_time_to_kill_minutes = kills_today > 0 and r2(kill_ms / kills_today / MINUTE_MS) or jnull,
+    kill_rate = posted_w > 0 and r6(killed_w / posted_w) or jnull,
     posted_in_window = posted_w,
     killed_in_window = killed_w,
     kill_rate_window_ms = KW,
@@ -772,11 +832,11 @@ local function snapshot(keys, args)
   -- active variants, most recently posted first
   local maxv = opts.max_variants
   local vids = {}
-  if maxv > 0 then vids = redis.call('ZREVRANGE', base .. ':active', '0', istr(maxv - 1)) end
+  if maxv > 0 then vids = rcall('ZREVRANGE', base .. ':active', '0', istr(maxv - 1)) end
   local active_json = {}
   local series_start = (nm - RING + 1) * MINUTE_MS
   for _, vid in ipairs(vids) do
-    local flat = redis.call('HGETALL', base .. ':v:' .. vid)
+    local flat = rcall('HGETALL', base .. ':v:' .. vid)
     local h = hash_map(flat)
     if h.status then
       local bv, bi = load_buckets(flat)
@@ -785,33 +845,33 @@ local function snapshot(keys, args)
       for k = 1, RING do
         local mm = nm - RING + k
         local v = bv[mm]
-        series[k] = (v and v > 0) and r6(bi[mm] / v) or cjson.null
+        series[k] = (v and v > 0) and r6(bi[mm] / v) or jnull
       end
-      local vc, ic = tonumber(h.view_count) or 0, tonumber(h.interaction_count) or 0
-      local pred = tonumber(h.predicted_er) or 0
+      local vc, ic = tonum(h.view_count) or 0, tonum(h.interaction_count) or 0
+      local pred = tonum(h.predicted_er) or 0
       local cer = vc > 0 and ic / vc or 0
-      active_json[#active_json + 1] = cjson.encode({
+      active_json[#active_json + 1] = jencode({
         variant_id = vid, content = h.content or '', predicted_er = pred,
-        pattern_used = (h.pattern_used and h.pattern_used ~= '') and h.pattern_used or cjson.null,
-        posted_at = tonumber(h.posted_at) or cjson.null, status = h.status,
+        pattern_used = (h.pattern_used and h.pattern_used ~= '') and h.pattern_used or jnull,
+        posted_at = tonum(h.posted_at) or jnull, status = h.status,
         view_count = vc, interaction_count = ic, current_er = r6(cer),
-        performance_vs_prediction = pred > 0 and r6((cer - pred) / pred) or cjson.null,
-        last_updated = tonumber(h.last_updated) or cjson.null,
+        performance_vs_prediction = pred > 0 and r6((cer - pred) / pred) or jnull,
+        last_updated = tonum(h.last_updated) or jnull,
         er_5m = ratio(i5, v5), er_15m = ratio(i15, v15), er_60m = ratio(i60, v60),
         er_series = series, er_series_start = series_start,
       })
     end
   end
-  local truncated = redis.call('ZCARD', base .. ':active') > #vids
+  local truncated = rcall('ZCARD', base .. ':active') > #vids
 
   -- patterns used in (now - W, now], most used first
   local W = opts.pattern_window_ms
   local thr = opts.pattern_fatigue_threshold
   local lo_p = '(' .. istr(now - W)
-  local names = redis.call('ZRANGEBYSCORE', base .. ':patterns', lo_p, '+inf')
+  local names = rcall('ZRANGEBYSCORE', base .. ':patterns', lo_p, '+inf')
   local pats = {}
   for _, p in ipairs(names) do
-    local c = redis.call('ZCOUNT', base .. ':pat:' .. p, lo_p, hi)
+    local c = rcall('ZCOUNT', base .. ':pat:' .. p, lo_p, hi)
     if c > 0 then pats[#pats + 1] = {p, c} end
   end
   table.sort(pats, function(a, b)
@@ -820,30 +880,30 @@ local function snapshot(keys, args)
   end)
   local pat_json = {}
   for i, pc in ipairs(pats) do
-    pat_json[i] = cjson.encode({pattern = pc[1], usage_count = pc[2], fatigued = pc[2] > thr})
+    pat_json[i] = jencode({pattern = pc[1], usage_count = pc[2], fatigued = pc[2] > thr})
   end
 
   -- recent kills, newest first
   local kill_json = {}
   if opts.recent_kills > 0 then
-    local ks = redis.call('ZREVRANGE', base .. ':kills', '0', istr(opts.recent_kills - 1), 'WITHSCORES')
+    local ks = rcall('ZREVRANGE', base .. ':kills', '0', istr(opts.recent_kills - 1), 'WITHSCORES')
     for i = 1, #ks, 2 do
       local vid = ks[i]
-      local k = redis.call('HMGET', base .. ':v:' .. vid, 'kill_reason', 'final_er', 'sample_size',
-                           'time_to_kill_ms', 'posted_at', 'pattern_used')
-      local ttk = tonumber(k[4])
-      kill_json[#kill_json + 1] = cjson.encode({
-        variant_id = vid, killed_at = tonumber(ks[i + 1]),
-        kill_reason = k[1] or cjson.null, final_er = tonumber(k[2]) or cjson.null,
-        sample_size = tonumber(k[3]) or cjson.null,
-        time_to_kill_minutes = ttk and r2(ttk / MINUTE_MS) or cjson.null,
-        posted_at = tonumber(k[5]) or cjson.null,
-        pattern_used = (k[6] and k[6] ~= '') and k[6] or cjson.null,
+      local k = rcall('HMGET', base .. ':v:' .. vid, 'kill_reason', 'final_er', 'sample_size',
+                      'time_to_kill_ms', 'posted_at', 'pattern_used')
+      local ttk = tonum(k[4])
+      kill_json[#kill_json + 1] = jencode({
+        variant_id = vid, killed_at = tonum(ks[i + 1]),
+        kill_reason = k[1] or jnull, final_er = tonum(k[2]) or jnull,
+        sample_size = tonum(k[3]) or jnull,
+        time_to_kill_minutes = ttk and r2(ttk / MINUTE_MS) or jnull,
+        posted_at = tonum(k[5]) or jnull,
+        pattern_used = (k[6] and k[6] ~= '') and k[6] or jnull,
       })
     end
   end
 
-  return '{"offset":' .. cjson.encode(per.last_id or cjson.null) ..
+  return '{"offset":' .. jencode(offset) ..
          ',"now":' .. istr(now) ..
          ',"summary":' .. summary ..
          ',"active_variants":' .. json_array(active_json) ..

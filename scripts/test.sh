@@ -11,7 +11,7 @@
 # 4. cargo test --workspace "$@"
 #
 # SKIP_LINT=1 skips steps 2 and 3.
-# Example: scripts/test.sh -p pulsegate --test fanout -- --nocapture
+# Example: scripts/test.sh -p pulsegate --test integration fanout:: -- --nocapture
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -26,6 +26,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Upgraded WebSockets leave hyper's graceful shutdown; this tracks them.
     pub tasks: TaskTracker,
+    /// The `[ingest]` options as the JSON argument of every function call.
+    pub function_options: String,
     draining: AtomicBool,
 }
 
@@ -40,6 +42,7 @@ impl App {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            function_options: crate::redis::functions::options_json(&config.ingest),
             config,
             metrics,
             hub,

@@ -8,8 +8,10 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod http;
 pub mod hub;
+pub mod ingest;
 pub mod keys;
 pub mod metrics;
 pub mod protocol;

@@ -30,7 +30,10 @@ fn main() -> ExitCode {
         }
         Command::Config(args) => match Config::load(args.config.as_deref(), args.overrides()) {
             Ok(c) => {
-                println!("{}", serde_json::to_string_pretty(&c).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&c.redacted()).unwrap_or_default()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {

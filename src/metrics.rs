@@ -57,6 +57,8 @@ pub struct Metrics {
     pub slow_disconnects: Counter,
     pub ws_closes: Family<CodeLabel, Counter>,
     pub client_errors: Family<ErrorLabel, Counter>,
+    pub ingest_accepted: Counter,
+    pub ingest_rejected: Family<ReasonLabel, Counter>,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
 }
@@ -87,11 +89,23 @@ impl Metrics {
             slow_disconnects: Counter::default(),
             ws_closes: Family::default(),
             client_errors: Family::default(),
+            ingest_accepted: Counter::default(),
+            ingest_rejected: Family::default(),
             http_requests: Family::default(),
             http_latency: Family::new_with_constructor(latency_histogram),
             registry: Registry::default(),
         };
         let r = &mut registry;
+        r.register(
+            "ingest_accepted",
+            "Events accepted through the HTTP ingest routes",
+            m.ingest_accepted.clone(),
+        );
+        r.register(
+            "ingest_rejected",
+            "HTTP ingest requests refused, by reason",
+            m.ingest_rejected.clone(),
+        );
         r.register(
             "connections_active",
             "Open WebSocket connections",
@@ -199,6 +213,12 @@ impl Metrics {
 
     pub fn client_error(&self, code: &'static str) {
         self.client_errors.get_or_create(&ErrorLabel { code }).inc();
+    }
+
+    pub fn ingest_rejected(&self, reason: &'static str) {
+        self.ingest_rejected
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     pub fn rejected(&self, reason: &'static str) {

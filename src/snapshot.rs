@@ -1,11 +1,11 @@
-//! The persona snapshot sent as `initial_data`.
-//!
-//! The shape is fixed: `summary`, `active_variants`,
-//! `optimization_opportunities`. The ingest functions (lua/) fill it from
-//! Redis; until a persona has data the fields are empty.
+//! The persona snapshot: read atomically with `FCALL_RO pulse_snapshot`
+//! (aggregates and the stream offset they are current to), enriched, and
+//! shaped as `initial_data`.
 
 use serde_json::{json, Value};
 
+use crate::app::App;
+use crate::dashboard::{suggestions, RawSnapshot};
 use crate::keys::PersonaId;
 use crate::protocol::ServerMessage;
 
@@ -17,6 +17,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The fixed shape with nothing in it (used when Redis cannot answer).
     pub fn empty() -> Self {
         Self {
             offset: None,
@@ -42,11 +43,70 @@ impl Snapshot {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("Redis is unavailable: {0}")]
-    Redis(String),
+    #[error("Redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error("unexpected snapshot from Redis: {0}")]
+    Decode(#[from] serde_json::Error),
 }
 
-/// Reads the snapshot of `persona`.
-pub async fn fetch(_persona: &PersonaId) -> Result<Snapshot, SnapshotError> {
-    Ok(Snapshot::empty())
+/// Reads and enriches the raw snapshot of `persona`.
+pub async fn fetch_raw(app: &App, persona: &PersonaId) -> Result<RawSnapshot, SnapshotError> {
+    use fred::prelude::*;
+    let base = app.hub.keys().base(persona);
+    let raw: String = app
+        .redis
+        .fcall_ro(
+            "pulse_snapshot",
+            vec![base],
+            vec![app.function_options.as_str()],
+        )
+        .await?;
+    let mut snap: RawSnapshot = serde_json::from_str(&raw)?;
+    snap.enrich(&app.config.optimization);
+    Ok(snap)
+}
+
+/// The `initial_data` payload of `persona`.
+pub async fn fetch(app: &App, persona: &PersonaId) -> Result<Snapshot, SnapshotError> {
+    let snap = fetch_raw(app, persona).await?;
+    Ok(Snapshot {
+        offset: snap.offset.clone(),
+        data: dashboard_data(&snap, app),
+    })
+}
+
+/// What a dashboard needs at once: the summary, the live table, and what to do.
+pub fn dashboard_data(snap: &RawSnapshot, app: &App) -> Value {
+    let cfg = &app.config.optimization;
+    json!({
+        "summary": snap.summary,
+        "active_variants": snap.active_variants,
+        "active_variants_truncated": snap.active_variants_truncated,
+        "optimization_opportunities": suggestions::suggest(snap, cfg),
+        "performance_leaders": snap.leaders(cfg),
+        "pattern_fatigue_warnings": fatigue_warnings(snap, app),
+        "patterns": snap.patterns,
+        "recent_kills": snap.recent_kills,
+        "early_kills_today": {
+            "kills_today": snap.summary.kills_today,
+            "avg_time_to_kill_minutes": snap.summary.avg_time_to_kill_minutes,
+        },
+        "generated_at": snap.now,
+    })
+}
+
+pub fn fatigue_warnings(snap: &RawSnapshot, app: &App) -> Value {
+    let ingest = &app.config.ingest;
+    Value::Array(
+        snap.fatigued()
+            .map(|p| {
+                json!({
+                    "pattern": p.pattern,
+                    "usage_count": p.usage_count,
+                    "threshold": ingest.pattern_fatigue_threshold,
+                    "window_ms": ingest.pattern_window.as_millis() as u64,
+                })
+            })
+            .collect(),
+    )
 }

@@ -1,6 +1,118 @@
-//! pulsegate-loadtest: the bundled load-test harness (filled in by the load-test issue).
+//! pulsegate-loadtest: opens many WebSocket subscribers, publishes at a fixed
+//! rate through Redis or HTTP, and measures delivery, latency and the
+//! server's cost. See loadtest/README.md.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod clock;
+mod histo;
+mod pool;
+mod procstat;
+mod publisher;
+mod report;
+mod resp;
+mod run;
+mod scenario;
+mod seq;
+mod subscriber;
+mod target;
+mod worker;
+mod wsclient;
+
+use std::io::BufRead;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
 
 fn main() {
-    eprintln!("pulsegate-loadtest: not implemented yet; see docs/benchmarks.md");
-    std::process::exit(2);
+    let cli = Cli::parse();
+    // Sockets are files: take the whole hard limit (20,000 here).
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let code = match cli.command {
+        Command::List { scenario_dir } => list(scenario_dir),
+        Command::Run(args) => run_main(&args),
+        Command::Worker => worker_main(),
+    };
+    std::process::exit(code);
+}
+
+fn runtime(threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn list(dir: Option<std::path::PathBuf>) -> i32 {
+    let dir = dir.unwrap_or_else(scenario::default_dir);
+    match scenario::list(&dir) {
+        Ok(items) => {
+            for (name, desc) in items {
+                println!("{name:<20} {desc}");
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            64
+        }
+    }
+}
+
+fn run_main(args: &cli::RunArgs) -> i32 {
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let rt = runtime(threads);
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = run::run(args) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
+    // Subscriber tasks may still hold sockets; don't wait for them.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(report) => {
+            print!("{}", report.table());
+            if let Some(path) = &args.json {
+                let json = serde_json::to_string_pretty(&report).expect("report serialises");
+                if let Err(e) = std::fs::write(path, json) {
+                    eprintln!("error: write {}: {e}", path.display());
+                    return 1;
+                }
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+fn worker_main() -> i32 {
+    // The assignment names the thread count, so read it before the runtime
+    // exists; the tokio side reads the rest of stdin through the same buffer.
+    let mut first = String::new();
+    if std::io::stdin().lock().read_line(&mut first).is_err() {
+        return 64;
+    }
+    let threads = serde_json::from_str::<worker::Assignment>(&first)
+        .map(|a| a.plan.threads)
+        .unwrap_or(1);
+    let rt = runtime(threads);
+    let result = rt.block_on(worker::child_main(Some(first)));
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("worker error: {e:#}");
+            1
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! HTTP routing: health, metrics, and the WebSocket upgrade endpoints.
 //! Every request is counted by route and status, with its latency.
 
+pub mod api;
 pub mod health;
 pub mod response;
 
@@ -34,53 +35,78 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
 
 async fn route(app: &Arc<App>, req: Request<Incoming>) -> (&'static str, Response<Body>) {
     let path = req.uri().path().to_owned();
-    let get = req.method() == Method::GET;
+    let method = req.method().clone();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    match segments.as_slice() {
-        [""] | [] if get => ("/", health::root()),
-        ["healthz"] if get => ("/healthz", health::healthz()),
-        ["readyz"] if get => ("/readyz", health::readyz(app)),
-        ["metrics"] if get => (
-            "/metrics",
-            response::with_type(
-                StatusCode::OK,
-                app.metrics.encode(),
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ),
-        ),
-        ["ws"] if get => ("/ws", upgrade::handle(app, req, Endpoint::Multiplex)),
-        ["dashboard", "ws", id] if get => {
-            let route = "/dashboard/ws/{persona_id}";
-            match PersonaId::parse(id, app.config.ws.max_persona_id_len) {
-                Ok(p) => (route, upgrade::handle(app, req, Endpoint::Dashboard(p))),
-                Err(e) => {
-                    app.metrics.rejected("bad_persona_id");
-                    (
-                        route,
-                        error(
-                            StatusCode::BAD_REQUEST,
-                            "invalid_persona_id",
-                            &e.to_string(),
-                        ),
-                    )
-                }
-            }
-        }
-        [""] | [] | ["healthz"] | ["readyz"] | ["metrics"] | ["ws"] | ["dashboard", "ws", _] => (
-            "method_not_allowed",
+    let Some(route) = route_name(&segments) else {
+        let message = format!("no route for {path}");
+        return (
+            "not_found",
+            error(StatusCode::NOT_FOUND, "not_found", &message),
+        );
+    };
+    let wanted = if route.starts_with("/api/events/") {
+        Method::POST
+    } else {
+        Method::GET
+    };
+    if method != wanted {
+        let message = format!("{route} takes {wanted} only");
+        return (
+            route,
             error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
-                "only GET is allowed here",
+                &message,
             ),
-        ),
-        _ => (
-            "not_found",
-            error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                &format!("no route for {path}"),
-            ),
-        ),
+        );
     }
+    let res = match segments.as_slice() {
+        ["healthz"] => health::healthz(),
+        ["readyz"] => health::readyz(app),
+        ["metrics"] => response::with_type(
+            StatusCode::OK,
+            app.metrics.encode(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        ["ws"] => upgrade::handle(app, req, Endpoint::Multiplex),
+        ["dashboard", "ws", id] => match PersonaId::parse(id, app.config.ws.max_persona_id_len) {
+            Ok(p) => upgrade::handle(app, req, Endpoint::Dashboard(p)),
+            Err(e) => {
+                app.metrics.rejected("bad_persona_id");
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_persona_id",
+                    &e.to_string(),
+                )
+            }
+        },
+        ["api", "metrics", p] => api::metrics(app, p).await,
+        ["api", "variants", p, "active"] => api::active_variants(app, p).await,
+        ["api", "optimization", p] => api::optimization(app, p).await,
+        ["api", "events", kind] => {
+            let kind = kind.to_string();
+            api::ingest_event(app, &kind, req).await
+        }
+        _ => health::root(),
+    };
+    (route, res)
+}
+
+/// The route pattern a path matches (the `route` label of the metrics).
+fn route_name(segments: &[&str]) -> Option<&'static str> {
+    Some(match segments {
+        [] | [""] => "/",
+        ["healthz"] => "/healthz",
+        ["readyz"] => "/readyz",
+        ["metrics"] => "/metrics",
+        ["ws"] => "/ws",
+        ["dashboard", "ws", _] => "/dashboard/ws/{persona_id}",
+        ["api", "metrics", _] => "/api/metrics/{persona_id}",
+        ["api", "variants", _, "active"] => "/api/variants/{persona_id}/active",
+        ["api", "optimization", _] => "/api/optimization/{persona_id}",
+        ["api", "events", "variant-posted"] => "/api/events/variant-posted",
+        ["api", "events", "performance-update"] => "/api/events/performance-update",
+        ["api", "events", "early-kill"] => "/api/events/early-kill",
+        _ => return None,
+    })
 }

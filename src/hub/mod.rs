@@ -153,6 +153,19 @@ impl Hub {
         }
     }
 
+    /// Queues `ack` for a client already subscribed to `persona`: now if the
+    /// channel is live, else when it becomes live.
+    pub fn acknowledge(&self, persona: &PersonaId, outbox: &Arc<Outbox>, ack: Bytes) {
+        let name = self.keys.channel(persona);
+        let mut channels = self.lock();
+        match channels.get_mut(name.as_str()) {
+            Some(c) if !*c.ready.borrow() => c.pending_acks.push((outbox.clone(), ack)),
+            _ => {
+                outbox.push_frame(ack);
+            }
+        }
+    }
+
     fn unsubscribe(&self, name: &Arc<str>, id: u64) {
         let mut channels = self.lock();
         let Some(channel) = channels.get_mut(name) else {
@@ -250,11 +263,7 @@ impl Hub {
                 Pushed::Conflated => {
                     self.metrics.messages_conflated.inc();
                 }
-                Pushed::Overflow => {
-                    self.metrics.slow_disconnects.inc();
-                    self.metrics
-                        .close_sent(crate::protocol::close::SLOW_CONSUMER);
-                }
+                Pushed::Overflow => {}
             }
         }
     }

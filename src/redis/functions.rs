@@ -7,8 +7,23 @@ use std::time::Duration;
 use fred::prelude::*;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::IngestConfig;
+
 /// The library source, as shipped in `lua/pulse.lua`.
 pub const LIBRARY: &str = include_str!("../../lua/pulse.lua");
+
+/// The `[ingest]` settings as the options argument of the functions.
+pub fn options_json(cfg: &IngestConfig) -> String {
+    serde_json::json!({
+        "stream_maxlen": cfg.stream_maxlen,
+        "pattern_window_ms": cfg.pattern_window.as_millis() as u64,
+        "pattern_fatigue_threshold": cfg.pattern_fatigue_threshold,
+        "kill_rate_window_ms": cfg.kill_rate_window.as_millis() as u64,
+        "killed_ttl_s": cfg.killed_ttl.as_secs(),
+        "max_variants": cfg.max_variants,
+    })
+    .to_string()
+}
 
 /// `FUNCTION LOAD REPLACE` the library.
 pub async fn load(client: &Client) -> Result<(), fred::error::Error> {

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::frame;
+use crate::metrics::Metrics;
 use crate::protocol::close;
 
 /// A stream entry id (`<ms>-<seq>`), used to drop messages a snapshot already covers.
@@ -84,10 +85,12 @@ pub struct Outbox {
     limits: Limits,
     /// Cancelled once a close is requested; bounds a writer stuck on a full socket.
     closing: CancellationToken,
+    /// Overflows are counted here, whoever pushed the message that overflowed.
+    metrics: Arc<Metrics>,
 }
 
 impl Outbox {
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(limits: Limits, metrics: Arc<Metrics>) -> Self {
         Self {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -101,6 +104,7 @@ impl Outbox {
             wake: Notify::new(),
             limits,
             closing: CancellationToken::new(),
+            metrics,
         }
     }
 
@@ -119,9 +123,9 @@ impl Outbox {
         let was_empty = s.queue.is_empty();
         let mut result = Pushed::Queued;
         if let Some(key) = &d.conflation_key {
-            let tail_seq = s.head_seq + s.queue.len() as u64;
+            let tail_seq = s.head_seq.wrapping_add(s.queue.len() as u64);
             if let Some(old) = s.conflated.insert(key.clone(), tail_seq) {
-                let idx = (old - s.head_seq) as usize;
+                let idx = old.wrapping_sub(s.head_seq) as usize;
                 if let Some(slot) = s.queue.get_mut(idx) {
                     slot.frame = None;
                     slot.key = None;
@@ -129,20 +133,14 @@ impl Outbox {
                 result = Pushed::Conflated;
             } else if s.conflated.len() > self.limits.max_conflated {
                 drop(s);
-                self.close(
-                    close::SLOW_CONSUMER,
-                    "slow consumer: too many pending updates",
-                );
+                self.overflow("slow consumer: too many pending updates");
                 return Pushed::Overflow;
             }
         } else {
             s.lossless += 1;
             if s.lossless > self.limits.max_messages {
                 drop(s);
-                self.close(
-                    close::SLOW_CONSUMER,
-                    "slow consumer: backlog limit exceeded",
-                );
+                self.overflow("slow consumer: backlog limit exceeded");
                 return Pushed::Overflow;
             }
         }
@@ -157,6 +155,12 @@ impl Outbox {
             self.wake.notify_one();
         }
         result
+    }
+
+    fn overflow(&self, reason: &str) {
+        self.metrics.slow_disconnects.inc();
+        self.metrics.close_sent(close::SLOW_CONSUMER);
+        self.close(close::SLOW_CONSUMER, reason);
     }
 
     /// Queues a reply or control frame (lossless, counted against the bound).

@@ -4,8 +4,11 @@
 //! continuation frames, so the size limit is enforced here across fragments
 //! (close 1009), as are fragment order and UTF-8 of fragmented text.
 
+use std::pin::Pin;
+
 use bytes::BytesMut;
 use fastwebsockets::{CloseCode, OpCode, WebSocketError, WebSocketRead};
+use futures_util::Stream;
 use tokio::io::AsyncRead;
 
 use crate::protocol::close;
@@ -52,6 +55,26 @@ pub struct MessageReader<R> {
     max_bytes: usize,
     /// Message being assembled from fragments: (is_text, bytes).
     partial: Option<(bool, BytesMut)>,
+}
+
+/// Inbound messages as a stream. A read in progress lives in the stream, not
+/// in the `next()` future, so a `select!` that picks another branch never
+/// drops half a frame (fastwebsockets' reads are not cancel-safe).
+pub type InboundStream = Pin<Box<dyn Stream<Item = Result<Inbound, ReadError>> + Send>>;
+
+impl<R: AsyncRead + Unpin + Send + 'static> MessageReader<R> {
+    /// Ends after the first error.
+    pub fn into_stream(self) -> InboundStream {
+        Box::pin(futures_util::stream::unfold(
+            Some(self),
+            |state| async move {
+                let mut reader = state?;
+                let item = reader.next().await;
+                let keep = item.is_ok().then_some(reader);
+                Some((item, keep))
+            },
+        ))
+    }
 }
 
 impl<R: AsyncRead + Unpin> MessageReader<R> {

@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncRead;
 use tokio::time::Instant;
 
 use super::frame;
 use super::outbox::Outbox;
-use super::reader::{Inbound, MessageReader, ReadError};
+use futures_util::StreamExt;
+
+use super::reader::{Inbound, InboundStream, ReadError};
 use super::registry::Registration;
 use crate::app::App;
 use crate::hub::message::parse_offset;
@@ -33,25 +34,25 @@ pub enum Endpoint {
     Multiplex,
 }
 
-pub struct Session<R> {
+pub struct Session {
     app: Arc<App>,
     outbox: Arc<Outbox>,
-    reader: MessageReader<R>,
+    inbound: InboundStream,
     endpoint: Endpoint,
     subscriptions: HashMap<PersonaId, Subscription>,
 }
 
-impl<R: AsyncRead + Unpin> Session<R> {
+impl Session {
     pub fn new(
         app: Arc<App>,
         outbox: Arc<Outbox>,
-        reader: MessageReader<R>,
+        inbound: InboundStream,
         endpoint: Endpoint,
     ) -> Self {
         Self {
             app,
             outbox,
-            reader,
+            inbound,
             endpoint,
             subscriptions: HashMap::new(),
         }
@@ -79,7 +80,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 tracing::warn!(%persona, "Redis subscription not confirmed; sending the snapshot anyway");
             }
             self.subscriptions.insert(persona.clone(), sub);
-            let first = snapshot_frame(&persona, None).await;
+            let first = snapshot_frame(&self.app, &persona, None).await;
             let covered = first.1.as_deref().and_then(parse_offset);
             self.outbox.release(Some(first.0), covered);
         } else {
@@ -96,10 +97,11 @@ impl<R: AsyncRead + Unpin> Session<R> {
 
 /// The `initial_data` frame and the offset it covers.
 async fn snapshot_frame(
+    app: &App,
     persona: &PersonaId,
     channel: Option<&str>,
 ) -> (bytes::Bytes, Option<String>) {
-    match snapshot::fetch(persona).await {
+    match snapshot::fetch(app, persona).await {
         Ok(snap) => (frame::text(&snap.to_message(channel, None)), snap.offset),
         Err(e) => {
             tracing::warn!(%persona, error = %e, "snapshot unavailable");
@@ -109,7 +111,7 @@ async fn snapshot_frame(
     }
 }
 
-impl<R: AsyncRead + Unpin> Session<R> {
+impl Session {
     async fn read_loop(&mut self) {
         let ping_interval = self.app.config.ws.ping_interval;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
@@ -131,16 +133,20 @@ impl<R: AsyncRead + Unpin> Session<R> {
                     }
                     self.outbox.push_frame(frame::ping(b""));
                 }
-                inbound = self.reader.next() => {
+                inbound = self.inbound.next() => {
                     last_seen = Instant::now();
                     match inbound {
-                        Ok(msg) => {
+                        None => {
+                            self.outbox.abandon();
+                            return;
+                        }
+                        Some(Ok(msg)) => {
                             if !self.on_inbound(msg).await {
                                 // The client closed and our echo is queued.
                                 return;
                             }
                         }
-                        Err(e) => {
+                        Some(Err(e)) => {
                             self.on_read_error(e);
                             return;
                         }
@@ -150,7 +156,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
         }
         // We asked to close: give the client a moment to answer, then drop.
         let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            while let Ok(msg) = self.reader.next().await {
+            while let Some(Ok(msg)) = self.inbound.next().await {
                 if matches!(msg, Inbound::Close { .. }) {
                     break;
                 }
@@ -202,14 +208,14 @@ impl<R: AsyncRead + Unpin> Session<R> {
         match (m, self.endpoint.clone()) {
             (ClientMessage::Ping, _) => self.reply(&ServerMessage::Pong),
             (ClientMessage::Refresh, Endpoint::Dashboard(persona)) => {
-                let (f, _) = snapshot_frame(&persona, None).await;
+                let (f, _) = snapshot_frame(&self.app, &persona, None).await;
                 self.outbox.push_frame(f);
             }
             (ClientMessage::Refresh, Endpoint::Multiplex) => {
                 let personas: Vec<PersonaId> = self.subscriptions.keys().cloned().collect();
                 for persona in personas {
                     let name = ws_channel_name(&persona);
-                    let (f, _) = snapshot_frame(&persona, Some(&name)).await;
+                    let (f, _) = snapshot_frame(&self.app, &persona, Some(name.as_str())).await;
                     self.outbox.push_frame(f);
                 }
             }
@@ -242,7 +248,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
         };
         let ack = frame::text(&ServerMessage::Subscribed { channel }.to_json());
         if self.subscriptions.contains_key(&persona) {
-            self.outbox.push_frame(ack);
+            self.app.hub.acknowledge(&persona, &self.outbox, ack);
             return;
         }
         let max = self.app.config.ws.max_subscriptions;

@@ -55,7 +55,7 @@ pub fn handle(app: &Arc<App>, mut req: Request<Incoming>, endpoint: Endpoint) ->
             "server is shutting down",
         );
     }
-    let outbox = Arc::new(Outbox::new(app.queue_limits()));
+    let outbox = Arc::new(Outbox::new(app.queue_limits(), app.metrics.clone()));
     let Some(registration) = app
         .connections
         .register(outbox.clone(), app.config.ws.max_connections)
@@ -124,8 +124,8 @@ async fn drive<R, W>(
     let grace = app.config.ws.slow_close_grace;
     let writer = tokio::spawn(writer::run(outbox.clone(), w, grace, app.metrics.clone()));
     let (ws_read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), Role::Server);
-    let reader = MessageReader::new(ws_read, app.config.ws.max_message_bytes);
-    Session::new(app, outbox.clone(), reader, endpoint)
+    let inbound = MessageReader::new(ws_read, app.config.ws.max_message_bytes).into_stream();
+    Session::new(app, outbox.clone(), inbound, endpoint)
         .run(registration)
         .await;
     // The session is over: let the writer flush its close frame, then stop it.

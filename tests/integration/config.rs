@@ -114,4 +114,7 @@ fn layers_apply_file_then_env_then_flags() {
         "PULSEGATE_REDIS_URL over REDIS_URL"
     );
     assert_eq!(v["listen"], "127.0.0.1:3333", "flags over everything");
+
+    let (_, out, _) = pulsegate(&["config", "--redis-url", "redis://:s3cret@h:1"], &[]);
+    assert!(!out.contains("s3cret"), "passwords are not printed: {out}");
 }

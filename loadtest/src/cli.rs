@@ -1,0 +1,184 @@
+//! Command line: `run <scenario>` with flags that override the scenario file,
+//! `list`, and the hidden `worker` used by `--workers`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::scenario::{self, HttpBody, Mode, Plan, Publish, Scenario};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pulsegate-loadtest",
+    version,
+    about = "Load-test pulsegate (or any WebSocket fan-out server) on loopback"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a scenario by name (config/loadtest/<name>.toml) or path.
+    Run(Box<RunArgs>),
+    /// List the scenarios.
+    List {
+        #[arg(long)]
+        scenario_dir: Option<PathBuf>,
+    },
+    /// Internal: one subscriber process of a `--workers` run (plan on stdin).
+    #[command(hide = true)]
+    Worker,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Scenario name or path to a .toml file.
+    pub scenario: String,
+    /// Directory of scenario files. Default: ./config/loadtest.
+    #[arg(long)]
+    pub scenario_dir: Option<PathBuf>,
+    /// WebSocket base URL (pulsegate modes) or full URL template with
+    /// `{persona}` (generic mode).
+    #[arg(long, default_value = "ws://127.0.0.1:8081")]
+    pub target: String,
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Redis URL for `raw` and `ingest` publishing.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis: String,
+    /// Redis channel template.
+    #[arg(long, default_value = "pulse:{{persona}}:events")]
+    pub channel: String,
+    /// Key prefix of the gateway (`redis.key_prefix`), for `ingest`.
+    #[arg(long, default_value = "pulse")]
+    pub key_prefix: String,
+    #[arg(long, value_enum)]
+    pub publish: Option<Publish>,
+    /// URL template for `--publish http`, e.g. http://127.0.0.1:8090/pub/{persona}.
+    #[arg(long)]
+    pub http_url: Option<String>,
+    #[arg(long, value_enum, default_value = "loadtest")]
+    pub http_body: HttpBody,
+    #[arg(long)]
+    pub subscribers: Option<u32>,
+    #[arg(long)]
+    pub personas: Option<u32>,
+    /// Publish rate, messages per second over all personas.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Publish duration in seconds.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    #[arg(long)]
+    pub payload_bytes: Option<usize>,
+    /// New connections per second (0 = unlimited).
+    #[arg(long)]
+    pub ramp_rate: Option<f64>,
+    #[arg(long)]
+    pub connect_concurrency: Option<u32>,
+    /// Seconds to hold idle connections before publishing.
+    #[arg(long)]
+    pub hold: Option<f64>,
+    #[arg(long)]
+    pub drain: Option<f64>,
+    /// Worker processes for subscribers. Default: one per 18,000 subscribers.
+    #[arg(long)]
+    pub workers: Option<u32>,
+    /// Client source addresses, e.g. 127.0.0.2-127.0.0.9. Default: spread over
+    /// 127.0.0.2.. (20,000 connections each) above 20,000 subscribers.
+    #[arg(long)]
+    pub sources: Option<String>,
+    /// Runtime threads per process. Default: the CPUs this process may use.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Prefix of persona ids.
+    #[arg(long, default_value = "lt")]
+    pub persona_prefix: String,
+    /// Gateway process ids (comma-separated; summed) for CPU and RSS.
+    #[arg(long, value_delimiter = ',')]
+    pub gateway_pid: Vec<u32>,
+    /// Redis process id, for its CPU seconds.
+    #[arg(long)]
+    pub redis_pid: Option<u32>,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// A label stored in the JSON report (e.g. the server's name).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Allow non-loopback targets.
+    #[arg(long)]
+    pub allow_remote: bool,
+}
+
+impl RunArgs {
+    pub fn plan(&self) -> anyhow::Result<Plan> {
+        let dir = self
+            .scenario_dir
+            .clone()
+            .unwrap_or_else(scenario::default_dir);
+        let path = scenario::locate(&self.scenario, &dir)?;
+        let s: Scenario = scenario::load(&path)?;
+        let name = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let subscribers = self.subscribers.or(s.subscribers).unwrap_or(1_000);
+        let workers = self
+            .workers
+            .unwrap_or_else(|| subscribers.div_ceil(scenario::PER_PROCESS_SOCKETS))
+            .max(1);
+        let sources = match &self.sources {
+            Some(raw) => crate::target::parse_sources(raw)?,
+            None if subscribers > scenario::PER_SOURCE_PORTS => {
+                let n = subscribers.div_ceil(scenario::PER_SOURCE_PORTS);
+                crate::target::parse_sources(&format!("127.0.0.2-127.0.0.{}", 1 + n))?
+            }
+            None => Vec::new(),
+        };
+        let threads = self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        });
+        let plan = Plan {
+            name,
+            description: s.description.clone().unwrap_or_default(),
+            run_id: format!("{:06x}", crate::wsclient::next_random() & 0xFF_FFFF),
+            mode: self.mode.or(s.mode).unwrap_or(Mode::Pulsegate),
+            target: self.target.clone(),
+            subscribers,
+            personas: self.personas.or(s.personas).unwrap_or(1),
+            persona_prefix: self.persona_prefix.clone(),
+            rate: self.rate.or(s.rate).unwrap_or(1_000.0),
+            duration_s: self.duration.or(s.duration_s).unwrap_or(10.0),
+            payload_bytes: self.payload_bytes.or(s.payload_bytes).unwrap_or(100),
+            publish: self.publish.or(s.publish).unwrap_or(Publish::Raw),
+            redis: self.redis.clone(),
+            channel: self.channel.clone(),
+            key_prefix: self.key_prefix.clone(),
+            http_url: self.http_url.clone(),
+            http_body: self.http_body,
+            ramp_rate: self.ramp_rate.or(s.ramp_rate).unwrap_or(5_000.0),
+            connect_concurrency: self
+                .connect_concurrency
+                .or(s.connect_concurrency)
+                .unwrap_or(256),
+            connect_timeout_s: 10.0,
+            hold_s: self.hold.or(s.hold_s).unwrap_or(0.0),
+            drain_s: self.drain.or(s.drain_s).unwrap_or(5.0),
+            burst: s.burst.clone(),
+            slow: s.slow.clone(),
+            reconnect: s.reconnect.clone(),
+            workers,
+            sources,
+            threads,
+            allow_remote: self.allow_remote,
+        };
+        plan.validate()?;
+        Ok(plan)
+    }
+}

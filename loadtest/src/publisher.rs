@@ -1,0 +1,435 @@
+//! The publisher: sends at a fixed rate for a fixed time whatever the
+//! replies do (open loop), round-robin over the personas, each message
+//! stamped with its per-persona sequence number and the time it was sent.
+//! Transports: raw `PUBLISH` or `FCALL pulse_ingest` pipelined on one Redis
+//! connection, or pipelined keep-alive HTTP `POST`s.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use crate::histo;
+use crate::pool::Counter;
+use crate::resp::{self, Reply};
+use crate::scenario::{HttpBody, Plan, Publish};
+use crate::target::{fill, Url};
+
+/// Marks the readiness probe published until every generic subscriber has one.
+pub const PROBE_MARK: &[u8] = b"\"lt_probe\"";
+const PROBE_BODY: &[u8] = b"{\"type\":\"lt_probe\"}";
+/// The variant every `performance_update` of the run refers to.
+const VARIANT: &str = "lt";
+/// Most messages sent in one tick; more wait for the next.
+const MAX_BATCH: u64 = 20_000;
+const TICK: Duration = Duration::from_millis(1);
+
+/// Publisher-side counters.
+#[derive(Debug, Default)]
+pub struct PubStats {
+    pub sent: Counter,
+    pub replies: Counter,
+    pub errors: Counter,
+    /// Sum of `PUBLISH` replies: how many Redis subscribers got each message.
+    pub receivers: Counter,
+    pub first_error: Mutex<Option<String>>,
+}
+
+impl PubStats {
+    fn error(&self, e: String) {
+        self.errors.inc();
+        let mut first = self.first_error.lock().expect("first error");
+        if first.is_none() {
+            *first = Some(e);
+        }
+    }
+}
+
+/// What the publish phase did.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct PubReport {
+    /// Messages per persona (seqs 1..=n were sent).
+    pub published: Vec<u64>,
+    pub sent: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    /// Average Redis receivers per PUBLISH (raw mode).
+    pub receivers_per_publish: Option<f64>,
+    pub elapsed_s: f64,
+    /// How far behind its schedule the publisher was, per tick (µs).
+    pub lag_p99_us: u64,
+    pub lag_max_us: u64,
+}
+
+enum Transport {
+    Redis(resp::Writer),
+    Http(tokio::net::tcp::OwnedWriteHalf),
+}
+
+pub struct Publisher {
+    plan: Plan,
+    transport: Transport,
+    /// Per persona: channel (raw), key (ingest) or request path (http).
+    targets: Vec<String>,
+    personas: Vec<String>,
+    http_host: String,
+    seq: Vec<u64>,
+    pub stats: Arc<PubStats>,
+    replies: JoinHandle<()>,
+    probes: u64,
+}
+
+impl Publisher {
+    /// Connects and prepares (for `ingest`: checks the function exists and
+    /// posts the run's variant on every persona).
+    pub async fn connect(plan: &Plan) -> anyhow::Result<Self> {
+        let personas: Vec<String> = (0..plan.personas).map(|p| plan.persona(p)).collect();
+        let stats = Arc::new(PubStats::default());
+        let (transport, targets, http_host, replies) = match plan.publish {
+            Publish::Raw | Publish::Ingest => {
+                let (mut r, mut w) = resp::connect(&plan.redis, plan.allow_remote).await?;
+                let targets = if plan.publish == Publish::Raw {
+                    personas.iter().map(|p| fill(&plan.channel, p)).collect()
+                } else {
+                    prepare_ingest(plan, &personas, &mut r, &mut w).await?
+                };
+                let s = stats.clone();
+                let replies = tokio::spawn(redis_replies(r, s));
+                (Transport::Redis(w), targets, String::new(), replies)
+            }
+            Publish::Http => {
+                let url = Url::parse(plan.http_url.as_deref().context("--http-url")?)?;
+                let addr = url.resolve(plan.allow_remote)?;
+                let stream = TcpStream::connect(addr)
+                    .await
+                    .with_context(|| format!("connect to {addr} for HTTP publishing"))?;
+                stream.set_nodelay(true)?;
+                let (r, w) = stream.into_split();
+                let targets = personas.iter().map(|p| fill(&url.path, p)).collect();
+                let s = stats.clone();
+                let replies = tokio::spawn(http_replies(r, s));
+                (Transport::Http(w), targets, url.host_header(), replies)
+            }
+        };
+        Ok(Self {
+            plan: plan.clone(),
+            transport,
+            targets,
+            personas,
+            http_host,
+            seq: vec![0; plan.personas as usize],
+            stats,
+            replies,
+            probes: 0,
+        })
+    }
+
+    /// Publishes one probe on every persona (not counted as a message).
+    /// For `ingest`, probes go out as raw PUBLISH on the channel.
+    pub async fn probe(&mut self) -> anyhow::Result<()> {
+        let mut buf = Vec::new();
+        for p in 0..self.personas.len() {
+            match self.transport {
+                Transport::Redis(_) => {
+                    let channel = fill(&self.plan.channel, &self.personas[p]);
+                    resp::encode(&mut buf, &[b"PUBLISH", channel.as_bytes(), PROBE_BODY]);
+                }
+                Transport::Http(_) => self.http_request(&mut buf, p, PROBE_BODY),
+            }
+        }
+        self.probes += self.personas.len() as u64;
+        self.write(&buf).await
+    }
+
+    /// Publishes at the plan's rate for its duration (plus bursts).
+    pub async fn run(&mut self, mut on_tick: impl FnMut(f64, u64)) -> anyhow::Result<PubReport> {
+        let rate = self.plan.rate;
+        let duration = Duration::from_secs_f64(self.plan.duration_s);
+        let steady_total = (rate * self.plan.duration_s).round() as u64;
+        let base_replies = self.stats.replies.get();
+        let base_receivers = self.stats.receivers.get();
+        let mut lag = histo::new_hist();
+        let mut steady_sent = 0u64;
+        let mut bursts_due = 0u64;
+        let mut next_burst = self.plan.burst.as_ref().map(|b| b.every_s);
+        let mut buf = Vec::with_capacity(256 * 1024);
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let t0 = Instant::now();
+        loop {
+            ticker.tick().await;
+            let el = t0.elapsed();
+            let secs = el.as_secs_f64();
+            let target = ((secs * rate) as u64).min(steady_total);
+            if let (Some(b), Some(at)) = (&self.plan.burst, next_burst) {
+                if secs >= at && at < self.plan.duration_s {
+                    bursts_due += b.size as u64;
+                    next_burst = Some(at + b.every_s);
+                }
+            }
+            let due = (target - steady_sent + bursts_due).min(MAX_BATCH);
+            if due > 0 {
+                // Lag: now minus when the oldest message now due was scheduled.
+                if rate > 0.0 && target > steady_sent {
+                    let scheduled = steady_sent as f64 / rate;
+                    lag.saturating_record(((secs - scheduled).max(0.0) * 1e6) as u64);
+                }
+                buf.clear();
+                self.build(&mut buf, due);
+                self.write(&buf).await?;
+                let from_steady = due.min(target - steady_sent);
+                steady_sent += from_steady;
+                bursts_due -= due - from_steady;
+                self.stats.sent.add(due);
+            }
+            on_tick(secs, self.stats.sent.get());
+            if el >= duration && steady_sent >= steady_total && bursts_due == 0 {
+                break;
+            }
+        }
+        let elapsed_s = t0.elapsed().as_secs_f64();
+        // Wait (bounded) for every reply, so `published` is final.
+        let want = base_replies + self.stats.sent.get();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.stats.replies.get() < want && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let replies = self.stats.replies.get() - base_replies;
+        if replies < self.stats.sent.get() {
+            self.stats.error(format!(
+                "only {replies} of {} publish replies arrived within 10 s",
+                self.stats.sent.get()
+            ));
+        }
+        let receivers = self.stats.receivers.get() - base_receivers;
+        Ok(PubReport {
+            published: self.seq.clone(),
+            sent: self.stats.sent.get(),
+            errors: self.stats.errors.get(),
+            first_error: self.stats.first_error.lock().expect("first error").clone(),
+            receivers_per_publish: (self.plan.publish == Publish::Raw && replies > 0)
+                .then(|| receivers as f64 / replies as f64),
+            elapsed_s,
+            lag_p99_us: lag.value_at_quantile(0.99),
+            lag_max_us: lag.max(),
+        })
+    }
+
+    /// Appends `n` messages, continuing the round-robin.
+    fn build(&mut self, buf: &mut Vec<u8>, n: u64) {
+        let now_ns = crate::clock::now_ns();
+        let mut body = Vec::with_capacity(self.plan.payload_bytes + 64);
+        let total_before: u64 = self.seq.iter().sum();
+        for k in 0..n {
+            let p = ((total_before + k) % self.personas.len() as u64) as usize;
+            self.seq[p] += 1;
+            let seq = self.seq[p];
+            body.clear();
+            self.body(&mut body, p, seq, now_ns);
+            match self.plan.publish {
+                Publish::Raw => {
+                    resp::encode(buf, &[b"PUBLISH", self.targets[p].as_bytes(), &body]);
+                }
+                Publish::Ingest => resp::encode(
+                    buf,
+                    &[
+                        b"FCALL",
+                        b"pulse_ingest",
+                        b"1",
+                        self.targets[p].as_bytes(),
+                        &body,
+                    ],
+                ),
+                Publish::Http => self.http_request(buf, p, &body),
+            }
+        }
+    }
+
+    fn body(&self, out: &mut Vec<u8>, p: usize, seq: u64, now_ns: u64) {
+        use std::io::Write;
+        let ingest_shape = self.plan.publish == Publish::Ingest
+            || self.plan.http_body == HttpBody::PerformanceUpdate;
+        if ingest_shape {
+            let _ = write!(
+                out,
+                r#"{{"type":"performance_update","variant_id":"{VARIANT}","view_count":{seq},"interaction_count":0,"ts":{}"#,
+                now_ns / 1_000_000
+            );
+            if self.plan.publish == Publish::Http {
+                let _ = write!(out, r#","persona_id":"{}""#, self.personas[p]);
+            }
+            out.push(b'}');
+            return;
+        }
+        // seq and sent_ns first, so the subscriber's scan stops early.
+        let _ = write!(
+            out,
+            r#"{{"type":"loadtest","seq":{seq},"sent_ns":{now_ns},"pad":""#
+        );
+        let pad = self.plan.payload_bytes.saturating_sub(out.len() + 2);
+        out.resize(out.len() + pad, b'x');
+        out.extend_from_slice(b"\"}");
+    }
+
+    fn http_request(&self, buf: &mut Vec<u8>, p: usize, body: &[u8]) {
+        buf.extend_from_slice(
+            format!(
+                "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                self.targets[p],
+                self.http_host,
+                body.len()
+            )
+            .as_bytes(),
+        );
+        buf.extend_from_slice(body);
+    }
+
+    async fn write(&mut self, buf: &[u8]) -> anyhow::Result<()> {
+        match &mut self.transport {
+            Transport::Redis(w) => w.write_all(buf).await.context("write to Redis"),
+            Transport::Http(w) => w.write_all(buf).await.context("write HTTP requests"),
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.replies.abort();
+    }
+}
+
+/// Checks `pulse_ingest` exists and posts the run's variant on each persona.
+/// Returns the `KEYS[1]` of each persona.
+async fn prepare_ingest(
+    plan: &Plan,
+    personas: &[String],
+    r: &mut resp::Reader,
+    w: &mut resp::Writer,
+) -> anyhow::Result<Vec<String>> {
+    let list = resp::call(r, w, &[b"FUNCTION", b"LIST"]).await?;
+    if let Reply::Error(e) = &list {
+        bail!("FUNCTION LIST failed: {e}");
+    }
+    if !list.contains_str("pulse_ingest") {
+        bail!(
+            "Redis has no `pulse_ingest` function: --publish ingest needs the gateway's \
+             library loaded (redis-cli -x FUNCTION LOAD REPLACE < lua/pulse.lua), or use --publish raw"
+        );
+    }
+    let mut keys = Vec::new();
+    for p in personas {
+        let key = format!("{}:{{{p}}}", plan.key_prefix);
+        let event = format!(
+            r#"{{"type":"variant_posted","variant_id":"{VARIANT}","content":"load test","predicted_er":0.05}}"#
+        );
+        let reply = resp::call(
+            r,
+            w,
+            &[
+                b"FCALL",
+                b"pulse_ingest",
+                b"1",
+                key.as_bytes(),
+                event.as_bytes(),
+            ],
+        )
+        .await?;
+        if let Reply::Error(e) = reply {
+            bail!("pulse_ingest variant_posted on {key}: {e}");
+        }
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+async fn redis_replies(mut r: resp::Reader, stats: Arc<PubStats>) {
+    loop {
+        match resp::read_reply(&mut r).await {
+            Ok(Reply::Int(n)) => stats.receivers.add(n.max(0) as u64),
+            Ok(Reply::Error(e)) => stats.error(e),
+            Ok(_) => {}
+            Err(e) => {
+                stats.error(format!("Redis connection: {e:#}"));
+                return;
+            }
+        }
+        stats.replies.inc();
+    }
+}
+
+/// Reads pipelined HTTP responses; any status other than 2xx is an error.
+async fn http_replies(r: tokio::net::tcp::OwnedReadHalf, stats: Arc<PubStats>) {
+    let mut r = BufReader::with_capacity(64 * 1024, r);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match r.read_line(&mut line).await {
+            Ok(0) | Err(_) => {
+                stats.error("HTTP publish connection closed".into());
+                return;
+            }
+            Ok(_) => {}
+        }
+        let status = line.split_whitespace().nth(1).unwrap_or("").to_string();
+        let mut length = 0usize;
+        let mut chunked = false;
+        loop {
+            line.clear();
+            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                let v = v.trim();
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.parse().unwrap_or(0);
+                } else if k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked") {
+                    chunked = true;
+                }
+            }
+        }
+        let body_ok = if chunked {
+            skip_chunked(&mut r).await
+        } else {
+            skip(&mut r, length).await
+        };
+        if !body_ok {
+            return;
+        }
+        if !status.starts_with('2') {
+            stats.error(format!("HTTP publish answered {status}"));
+        }
+        stats.replies.inc();
+    }
+}
+
+async fn skip<R: tokio::io::AsyncRead + Unpin>(r: &mut R, n: usize) -> bool {
+    tokio::io::copy(&mut r.take(n as u64), &mut tokio::io::sink())
+        .await
+        .is_ok()
+}
+
+async fn skip_chunked<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> bool {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return false;
+        }
+        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16);
+        let Ok(size) = size else { return false };
+        if !skip(r, size + 2).await {
+            return false;
+        }
+        if size == 0 {
+            return true;
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Scenarios: TOML files under `config/loadtest/`, layered as built-in
+//! defaults < scenario file < command-line flags, resolved into one `Plan`
+//! that is validated (bounds, loopback) before anything connects.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// Hard caps: the harness must stay bounded whatever a file or flag says.
+pub const MAX_SUBSCRIBERS: u32 = 100_000;
+pub const MAX_DURATION_S: f64 = 600.0;
+pub const MAX_RATE: f64 = 2_000_000.0;
+pub const MAX_PAYLOAD: usize = 64 * 1024;
+/// Connections one process may hold: the open-file limit is 20,000 here.
+pub const PER_PROCESS_SOCKETS: u32 = 18_000;
+/// Ephemeral ports handed out per source address (about 28k exist).
+pub const PER_SOURCE_PORTS: u32 = 20_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// pulsegate's `/dashboard/ws/{persona}`: ready on `initial_data`.
+    Pulsegate,
+    /// pulsegate's multiplexed `/ws`: subscribe, ready on `subscribed`.
+    PulsegateMux,
+    /// Any server: the target URL as given (with `{persona}`), ready once a
+    /// probe message published after the upgrade has arrived.
+    Generic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Publish {
+    /// `PUBLISH <channel> <payload>`, pipelined on one connection.
+    Raw,
+    /// `FCALL pulse_ingest 1 <prefix>:{<persona>} <performance_update>`.
+    Ingest,
+    /// `POST` to `http_url` (keep-alive, pipelined).
+    Http,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum HttpBody {
+    /// `{"type":"loadtest","seq":..,"sent_ns":..,"pad":".."}` (generic servers).
+    Loadtest,
+    /// A `performance_update` event with `persona_id`, for pulsegate's
+    /// `POST /api/events/performance-update`.
+    PerformanceUpdate,
+}
+
+/// Extra messages on top of the steady rate: `size` at once every `every_s`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Burst {
+    pub size: u32,
+    pub every_s: f64,
+}
+
+/// A fraction of subscribers that stop reading (or read slowly).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slow {
+    pub fraction: f64,
+    /// Milliseconds slept between reads of at most 4 KiB; 0 stops reading entirely.
+    #[serde(default)]
+    pub read_delay_ms: u64,
+}
+
+/// `count` subscribers drop their connection `at_s` into the publish phase
+/// and reconnect at once, spread over `spread_ms`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reconnect {
+    pub count: u32,
+    pub at_s: f64,
+    #[serde(default)]
+    pub spread_ms: u64,
+}
+
+/// A scenario file: every key optional.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub description: Option<String>,
+    pub subscribers: Option<u32>,
+    pub personas: Option<u32>,
+    pub rate: Option<f64>,
+    pub duration_s: Option<f64>,
+    pub payload_bytes: Option<usize>,
+    pub publish: Option<Publish>,
+    pub mode: Option<Mode>,
+    pub ramp_rate: Option<f64>,
+    pub connect_concurrency: Option<u32>,
+    pub hold_s: Option<f64>,
+    pub drain_s: Option<f64>,
+    pub burst: Option<Burst>,
+    pub slow: Option<Slow>,
+    pub reconnect: Option<Reconnect>,
+}
+
+/// Everything one run needs, fully resolved. Sent to worker processes as JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub name: String,
+    pub description: String,
+    /// Random id in persona names, so runs never see each other's messages.
+    pub run_id: String,
+    pub mode: Mode,
+    pub target: String,
+    pub subscribers: u32,
+    pub personas: u32,
+    pub persona_prefix: String,
+    /// Messages per second over all personas (round-robin).
+    pub rate: f64,
+    pub duration_s: f64,
+    pub payload_bytes: usize,
+    pub publish: Publish,
+    pub redis: String,
+    /// Redis channel, `{persona}` replaced.
+    pub channel: String,
+    /// Key prefix for `pulse_ingest`'s `KEYS[1]` (`<prefix>:{<persona>}`).
+    pub key_prefix: String,
+    pub http_url: Option<String>,
+    pub http_body: HttpBody,
+    /// New connections per second; 0 = as fast as `connect_concurrency` allows.
+    pub ramp_rate: f64,
+    pub connect_concurrency: u32,
+    pub connect_timeout_s: f64,
+    /// Idle time after every subscriber is ready, before publishing (memory at rest).
+    pub hold_s: f64,
+    /// Longest wait for deliveries after the last publish.
+    pub drain_s: f64,
+    pub burst: Option<Burst>,
+    pub slow: Option<Slow>,
+    pub reconnect: Option<Reconnect>,
+    pub workers: u32,
+    /// Client source addresses; empty = let the kernel choose.
+    pub sources: Vec<std::net::IpAddr>,
+    pub threads: usize,
+    pub allow_remote: bool,
+}
+
+impl Plan {
+    pub fn persona(&self, index: u32) -> String {
+        format!("{}{}-{}", self.persona_prefix, self.run_id, index)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.subscribers == 0 || self.subscribers > MAX_SUBSCRIBERS {
+            bail!("subscribers must be 1..={MAX_SUBSCRIBERS}");
+        }
+        if self.personas == 0 || self.personas > self.subscribers {
+            bail!("personas must be 1..=subscribers");
+        }
+        if !(0.0..=MAX_DURATION_S).contains(&self.duration_s) {
+            bail!("duration must be 0..={MAX_DURATION_S} s");
+        }
+        if !(0.0..=MAX_RATE).contains(&self.rate) {
+            bail!("rate must be 0..={MAX_RATE} msg/s");
+        }
+        if self.payload_bytes > MAX_PAYLOAD {
+            bail!("payload_bytes must be at most {MAX_PAYLOAD}");
+        }
+        if !(0.0..=MAX_DURATION_S).contains(&self.hold_s) || !(0.0..=60.0).contains(&self.drain_s) {
+            bail!("hold_s must be 0..=600 and drain_s 0..=60");
+        }
+        if self.connect_concurrency == 0 {
+            bail!("connect_concurrency must be at least 1");
+        }
+        if let Some(s) = &self.slow {
+            if !(0.0..1.0).contains(&s.fraction) {
+                bail!("slow.fraction must be in [0, 1)");
+            }
+        }
+        if let Some(r) = &self.reconnect {
+            if r.count > self.subscribers || r.at_s > self.duration_s {
+                bail!("reconnect.count must be <= subscribers and reconnect.at_s <= duration");
+            }
+        }
+        if let Some(b) = &self.burst {
+            if b.every_s <= 0.0 || b.size as f64 > MAX_RATE {
+                bail!("burst.every_s must be > 0 and burst.size bounded");
+            }
+        }
+        if self.publish == Publish::Http && self.http_url.is_none() {
+            bail!("--publish http needs --http-url");
+        }
+        let per_worker = self.subscribers.div_ceil(self.workers.max(1));
+        if per_worker > PER_PROCESS_SOCKETS + 1_000 {
+            bail!(
+                "{per_worker} subscribers per process exceeds the open-file limit \
+                 (~19k sockets per process here): use --workers {}",
+                self.subscribers.div_ceil(PER_PROCESS_SOCKETS)
+            );
+        }
+        let ws = crate::target::Url::parse(&self.target)?;
+        if ws.scheme != "ws" {
+            bail!("--target must be a ws:// URL");
+        }
+        ws.resolve(self.allow_remote)?;
+        if self.publish != Publish::Http {
+            crate::target::Url::parse(&self.redis)?.resolve(self.allow_remote)?;
+        }
+        if let Some(u) = &self.http_url {
+            crate::target::Url::parse(u)?.resolve(self.allow_remote)?;
+        }
+        for ip in &self.sources {
+            if !self.allow_remote && !ip.is_loopback() {
+                bail!("source address {ip} is not loopback");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Finds a scenario by name (`steady` → `<dir>/steady.toml`) or path.
+pub fn locate(name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+    let as_path = PathBuf::from(name);
+    if as_path.extension().is_some_and(|e| e == "toml") && as_path.exists() {
+        return Ok(as_path);
+    }
+    let file = dir.join(format!("{name}.toml"));
+    if file.exists() {
+        return Ok(file);
+    }
+    bail!(
+        "no scenario `{name}` in {} (try `pulsegate-loadtest list`)",
+        dir.display()
+    )
+}
+
+pub fn load(path: &Path) -> anyhow::Result<Scenario> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parse {}", path.display()))
+}
+
+/// Default scenario directory: `./config/loadtest` when present, else the
+/// one in the source tree the binary was built from.
+pub fn default_dir() -> PathBuf {
+    let local = PathBuf::from("config/loadtest");
+    if local.is_dir() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/loadtest")
+}
+
+/// `(name, description)` of every scenario in `dir`.
+pub fn list(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let name = path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let desc = load(&path)?.description.unwrap_or_default();
+            out.push((name, desc));
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,258 @@
+//! The dashboard REST API (docs/api.md): read routes built from the atomic
+//! snapshot, and the ingest routes.
+
+use std::sync::Arc;
+
+use fred::prelude::*;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use super::response::{error, json, Body};
+use crate::app::App;
+use crate::dashboard::{human_duration, suggestions, RawSnapshot};
+use crate::ingest::{self, IngestError};
+use crate::keys::PersonaId;
+use crate::snapshot::{self, SnapshotError};
+
+/// Entries of the stream shown as `real_time_feed`.
+const FEED_LEN: usize = 20;
+
+/// An API failure: the status, a stable code and a message for people.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn into_response(self) -> Response<Body> {
+        error(self.status, self.code, &self.message)
+    }
+}
+
+fn persona(app: &App, raw: &str) -> Result<PersonaId, ApiError> {
+    PersonaId::parse(raw, app.config.ws.max_persona_id_len)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_persona_id", e.to_string()))
+}
+
+/// The snapshot of a persona that has data, or the answer to send instead.
+async fn load(app: &App, raw: &str) -> Result<(PersonaId, RawSnapshot), ApiError> {
+    let persona = persona(app, raw)?;
+    let snap = snapshot::fetch_raw(app, &persona).await.map_err(|e| {
+        tracing::warn!(%persona, error = %e, "snapshot failed");
+        match e {
+            SnapshotError::Redis(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "redis_unavailable",
+                e.to_string(),
+            ),
+            SnapshotError::Decode(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "bad_snapshot", e.to_string())
+            }
+        }
+    })?;
+    if snap.offset.is_none() && snap.summary.total_variants == 0 {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_persona",
+            format!("no events recorded for persona `{persona}`"),
+        ));
+    }
+    Ok((persona, snap))
+}
+
+fn or_answer(r: Result<Response<Body>, ApiError>) -> Response<Body> {
+    r.unwrap_or_else(ApiError::into_response)
+}
+
+/// `GET /api/metrics/{persona_id}`
+pub async fn metrics(app: &App, raw: &str) -> Response<Body> {
+    or_answer(
+        async {
+            let (persona, snap) = load(app, raw).await?;
+            let feed = real_time_feed(app, &persona).await;
+            let cfg = &app.config.optimization;
+            Ok(json(
+                StatusCode::OK,
+                &json!({
+                    "persona_id": persona.as_str(),
+                    "offset": snap.offset,
+                    "summary": {
+                        "total_variants": snap.summary.total_variants,
+                        "active_variants": snap.summary.active_variants,
+                        "avg_engagement_rate": snap.summary.avg_engagement_rate,
+                    },
+                    "active_variants": snap.active_variants,
+                    "performance_leaders": snap.leaders(cfg),
+                    "early_kills_today": {
+                        "kills_today": snap.summary.kills_today,
+                        "avg_time_to_kill_minutes": snap.summary.avg_time_to_kill_minutes,
+                        "kill_rate": snap.summary.kill_rate,
+                        "posted_in_window": snap.summary.posted_in_window,
+                        "killed_in_window": snap.summary.killed_in_window,
+                    },
+                    "pattern_fatigue_warnings": snapshot::fatigue_warnings(&snap, app),
+                    "optimization_opportunities": suggestions::suggest(&snap, cfg),
+                    "real_time_feed": feed,
+                }),
+            ))
+        }
+        .await,
+    )
+}
+
+/// The newest stream entries, newest first (what a dashboard feed shows).
+async fn real_time_feed(app: &App, persona: &PersonaId) -> Value {
+    let key = app.hub.keys().stream(persona);
+    let entries: Result<Vec<(String, std::collections::HashMap<String, String>)>, _> = app
+        .redis
+        .xrevrange(key, "+", "-", Some(FEED_LEN as u64))
+        .await;
+    match entries {
+        Ok(entries) => Value::Array(
+            entries
+                .into_iter()
+                .filter_map(|(_, fields)| serde_json::from_str(fields.get("m")?).ok())
+                .collect(),
+        ),
+        Err(e) => {
+            tracing::warn!(%persona, error = %e, "cannot read the feed");
+            Value::Array(Vec::new())
+        }
+    }
+}
+
+/// `GET /api/variants/{persona_id}/active`
+pub async fn active_variants(app: &App, raw: &str) -> Response<Body> {
+    or_answer(async {
+        let (persona, snap) = load(app, raw).await?;
+        let variants: Vec<Value> = snap
+            .active_variants
+            .iter()
+            .map(|v| {
+                let since = v.posted_at.map(|p| snap.now - p);
+                json!({
+                    "id": v.variant_id,
+                    "content": v.content,
+                    "predicted_er": v.predicted_er,
+                    "pattern_used": v.pattern_used,
+                    "live_metrics": {
+                        "engagement_rate": v.current_er,
+                        "interactions": v.interaction_count,
+                        "views": v.view_count,
+                        "er_interval": v.er_interval,
+                        "er_5m": v.er_5m,
+                        "er_15m": v.er_15m,
+                        "er_60m": v.er_60m,
+                    },
+                    "time_since_post": since.map(human_duration),
+                    "time_since_post_seconds": since.map(|ms| ms / 1000),
+                    "performance_vs_prediction": v.performance_vs_prediction,
+                    "verdict": v.verdict,
+                    "status": v.status,
+                })
+            })
+            .collect();
+        Ok(json(
+            StatusCode::OK,
+            &json!({"persona_id": persona.as_str(), "offset": snap.offset, "variants": variants}),
+        ))
+    }
+    .await)
+}
+
+/// `GET /api/optimization/{persona_id}`
+pub async fn optimization(app: &App, raw: &str) -> Response<Body> {
+    or_answer(
+        async {
+            let (persona, snap) = load(app, raw).await?;
+            Ok(json(
+                StatusCode::OK,
+                &json!({
+                    "persona_id": persona.as_str(),
+                    "suggestions": suggestions::suggest(&snap, &app.config.optimization),
+                }),
+            ))
+        }
+        .await,
+    )
+}
+
+/// `POST /api/events/{variant-posted|performance-update|early-kill}`
+pub async fn ingest_event(app: &Arc<App>, route: &str, req: Request<Incoming>) -> Response<Body> {
+    let Some(event_type) = ingest::event_type_for_route(route) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no event route `{route}`"),
+        );
+    };
+    let limit = app.config.ingest.max_body_bytes;
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                &format!("the body must be at most {limit} bytes"),
+            )
+        }
+    };
+    let mut body = body.to_vec();
+    match ingest::ingest(app, event_type, &mut body).await {
+        Ok(accepted) => {
+            app.metrics.ingest_accepted.inc();
+            json(
+                StatusCode::ACCEPTED,
+                &json!({"event_id": accepted.event_id, "persona_id": accepted.persona.as_str()}),
+            )
+        }
+        Err(e) => {
+            app.metrics.ingest_rejected(ingest_error_label(&e));
+            match &e {
+                IngestError::Invalid { field, message } => {
+                    field_error(StatusCode::BAD_REQUEST, "invalid_field", field, message)
+                }
+                IngestError::UnknownVariant { field, message } => {
+                    field_error(StatusCode::NOT_FOUND, "unknown_variant", field, message)
+                }
+                IngestError::Conflict {
+                    code,
+                    field,
+                    message,
+                } => field_error(StatusCode::CONFLICT, code, field, message),
+                IngestError::Unavailable(m) => {
+                    error(StatusCode::SERVICE_UNAVAILABLE, "ingest_unavailable", m)
+                }
+            }
+        }
+    }
+}
+
+fn ingest_error_label(e: &IngestError) -> &'static str {
+    match e {
+        IngestError::Invalid { .. } => "invalid",
+        IngestError::UnknownVariant { .. } => "unknown_variant",
+        IngestError::Conflict { .. } => "conflict",
+        IngestError::Unavailable(_) => "unavailable",
+    }
+}
+
+fn field_error(status: StatusCode, code: &str, field: &str, message: &str) -> Response<Body> {
+    json(
+        status,
+        &json!({"error": {"code": code, "field": field, "message": message}}),
+    )
+}
