@@ -10,6 +10,8 @@ Functions
            -> stream id (string) of the event's stream entry
   FCALL_RO pulse_snapshot 1 <prefix>:{<persona_id>} [<options-json>]
            -> JSON string (atomic snapshot of the persona)
+  FCALL_RO pulse_variant  1 <prefix>:{<persona_id>} <variant_id> [<options-json>]
+           -> JSON string of one variant's decoded state, or nil
   FCALL_RO pulse_version  0
            -> library version string
 
@@ -24,14 +26,14 @@ suffix, so all keys of a persona share the {persona_id} cluster hash tag.
                             kills:<YYYY-MM-DD>, kill_ms_sum:<YYYY-MM-DD>
   B:v:<variant_id>  HASH    variant_id, content, predicted_er, pattern_used
                             ("" = none), posted_at, posted_id, status
-                            (active|killed), view_count, interaction_count,
-                            current_er, last_updated,
+                            (active|killed),
                             [kill_reason, final_er, sample_size, killed_at,
                             time_to_kill_ms, kill_id],
                             st = struct.pack('>d'x11: views, inter, er_u,
                                  last_updated, wm, w5v, w5i, w15v, w15i,
-                                 w60v, w60i) -- hot state read by ingest
-                                 (binary: ~10x cheaper to decode than text);
+                                 w60v, w60i) -- the counters (decoded by
+                                 pulse_variant / pulse_snapshot; binary is
+                                 ~10x cheaper to decode than text);
                                  er_u = round(current_er*1e6); wm = newest
                                  bucket minute (-1: none); wN* = view and
                                  interaction deltas over the N minutes
@@ -529,8 +531,7 @@ local function on_variant_posted(ctx, ev, vid)
   local ps = istr(posted_at)
   rcall('HSET', vkey, 'variant_id', vid, 'content', content, 'predicted_er', pred_s,
         'pattern_used', pattern or '', 'posted_at', ps, 'posted_id', ids[1],
-        'status', 'active', 'view_count', '0', 'interaction_count', '0',
-        'current_er', '0', 'last_updated', istr(ctx.ts))
+        'status', 'active', 'st', spack(ST_FMT, 0, 0, 0, ctx.ts, -1, 0, 0, 0, 0, 0, 0))
   variant_ttl(ctx, vkey)
   rcall('HINCRBY', pkey, 'total_variants', '1')
   rcall('HINCRBY', pkey, 'active_variants', '1')
@@ -670,11 +671,9 @@ local function on_performance_update(ctx, ev, vid)
   if not stale then
     local st = spack(ST_FMT, new_v, new_i, new_u, lu, newE, v5, i5, v15, i15, v60, i60)
     if slot_val then
-      rcall('HSET', vkey, 'st', st, fm, slot_val, 'view_count', fmt('%d', new_v),
-            'interaction_count', fmt('%d', new_i), 'current_er', ce, 'last_updated', fmt('%d', lu))
+      rcall('HSET', vkey, 'st', st, fm, slot_val)
     else
-      rcall('HSET', vkey, 'st', st, 'view_count', fmt('%d', new_v),
-            'interaction_count', fmt('%d', new_i), 'current_er', ce, 'last_updated', fmt('%d', lu))
+      rcall('HSET', vkey, 'st', st)
     end
     if status == 'active' then
       if new_u ~= old_u then rcall('HINCRBY', rec.pkey, 'er_sum_u', fmt('%d', new_u - old_u)) end
@@ -794,6 +793,37 @@ local function ingest(keys, args)
   return handler({rec = rec, base = rec.base, opts = opts, now = now, ts = ts or now}, ev, vid)
 end
 
+-- decoded view of a variant hash (map of its fields) for the minute nm:
+-- the fields listed in README "pulse_snapshot"; nil if there is no variant
+local function variant_view(vid, h, nm)
+  if not h.status then return nil end
+  local vc, ic, _, lu = parse_st(h.st)
+  local bv, bi = {}, {}
+  for k = 0, RING - 1 do
+    local m, v, i = parse_slot(h[SLOT[k]])
+    if m then bv[m], bi[m] = v, i end
+  end
+  local v5, i5, v15, i15, v60, i60 = window_sums(bv, bi, nm)
+  local series = {}
+  for k = 1, RING do
+    local mm = nm - RING + k
+    local v = bv[mm]
+    series[k] = (v and v > 0) and r6(bi[mm] / v) or jnull
+  end
+  local pred = tonum(h.predicted_er) or 0
+  local cer = vc > 0 and ic / vc or 0
+  return {
+    variant_id = vid, content = h.content or '', predicted_er = pred,
+    pattern_used = (h.pattern_used and h.pattern_used ~= '') and h.pattern_used or jnull,
+    posted_at = tonum(h.posted_at) or jnull, status = h.status,
+    view_count = vc, interaction_count = ic, current_er = r6(cer),
+    performance_vs_prediction = pred > 0 and r6((cer - pred) / pred) or jnull,
+    last_updated = lu,
+    er_5m = ratio(i5, v5), er_15m = ratio(i15, v15), er_60m = ratio(i60, v60),
+    er_series = series, er_series_start = (nm - RING + 1) * MINUTE_MS,
+  }, bv, bi
+end
+
 local function snapshot(keys, args)
   if not floor then init() end
   local base = check_base(keys).base
@@ -834,33 +864,9 @@ local function snapshot(keys, args)
   local vids = {}
   if maxv > 0 then vids = rcall('ZREVRANGE', base .. ':active', '0', istr(maxv - 1)) end
   local active_json = {}
-  local series_start = (nm - RING + 1) * MINUTE_MS
   for _, vid in ipairs(vids) do
-    local flat = rcall('HGETALL', base .. ':v:' .. vid)
-    local h = hash_map(flat)
-    if h.status then
-      local bv, bi = load_buckets(flat)
-      local v5, i5, v15, i15, v60, i60 = window_sums(bv, bi, nm)
-      local series = {}
-      for k = 1, RING do
-        local mm = nm - RING + k
-        local v = bv[mm]
-        series[k] = (v and v > 0) and r6(bi[mm] / v) or jnull
-      end
-      local vc, ic = tonum(h.view_count) or 0, tonum(h.interaction_count) or 0
-      local pred = tonum(h.predicted_er) or 0
-      local cer = vc > 0 and ic / vc or 0
-      active_json[#active_json + 1] = jencode({
-        variant_id = vid, content = h.content or '', predicted_er = pred,
-        pattern_used = (h.pattern_used and h.pattern_used ~= '') and h.pattern_used or jnull,
-        posted_at = tonum(h.posted_at) or jnull, status = h.status,
-        view_count = vc, interaction_count = ic, current_er = r6(cer),
-        performance_vs_prediction = pred > 0 and r6((cer - pred) / pred) or jnull,
-        last_updated = tonum(h.last_updated) or jnull,
-        er_5m = ratio(i5, v5), er_15m = ratio(i15, v15), er_60m = ratio(i60, v60),
-        er_series = series, er_series_start = series_start,
-      })
-    end
+    local t = variant_view(vid, hash_map(rcall('HGETALL', base .. ':v:' .. vid)), nm)
+    if t then active_json[#active_json + 1] = jencode(t) end
   end
   local truncated = rcall('ZCARD', base .. ':active') > #vids
 
@@ -912,10 +918,44 @@ local function snapshot(keys, args)
          ',"recent_kills":' .. json_array(kill_json) .. '}'
 end
 
+-- one variant: the snapshot fields plus posted_id, kill fields and buckets
+local function variant(keys, args)
+  if not floor then init() end
+  local rec = check_base(keys)
+  if #args < 1 or #args > 2 then
+    bad('args', 'expected <variant_id> [<options-json>], got ' .. #args .. ' arguments')
+  end
+  local vid = req_id({variant_id = args[1]}, 'variant_id')
+  local opts = parse_options(args[2])
+  local now = opts.now_ms or now_ms()
+  local h = hash_map(rcall('HGETALL', rec.vpre .. vid))
+  local t, bv, bi = variant_view(vid, h, floor(now / MINUTE_MS))
+  if not t then return false end
+  t.posted_id = h.posted_id or jnull
+  t.kill_reason = h.kill_reason or jnull
+  t.final_er = tonum(h.final_er) or jnull
+  t.sample_size = tonum(h.sample_size) or jnull
+  t.killed_at = tonum(h.killed_at) or jnull
+  t.kill_id = h.kill_id or jnull
+  local ttk = tonum(h.time_to_kill_ms)
+  t.time_to_kill_minutes = ttk and r2(ttk / MINUTE_MS) or jnull
+  t.ttl_ms = rcall('PTTL', rec.vpre .. vid)
+  local minutes = {}
+  for m in pairs(bv) do minutes[#minutes + 1] = m end
+  table.sort(minutes)
+  local buckets = {}
+  for i, m in ipairs(minutes) do
+    buckets[i] = fmt('{"minute":%d,"view_delta":%d,"interaction_delta":%d}', m, bv[m], bi[m])
+  end
+  local j = jencode(t)
+  return string.sub(j, 1, -2) .. ',"buckets":' .. json_array(buckets) .. '}'
+end
+
 local function version()
   return VERSION
 end
 
 redis.register_function('pulse_ingest', protect(ingest))
 redis.register_function{function_name = 'pulse_snapshot', callback = protect(snapshot), flags = {'no-writes'}}
+redis.register_function{function_name = 'pulse_variant', callback = protect(variant), flags = {'no-writes'}}
 redis.register_function{function_name = 'pulse_version', callback = version, flags = {'no-writes'}}

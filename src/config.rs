@@ -132,6 +132,10 @@ pub struct WsConfig {
     /// socket is dropped. Default: 5s.
     #[serde(with = "humantime_serde")]
     pub slow_close_grace: Duration,
+    /// Most missed events a `?since=` resume replays; more and the client
+    /// gets a fresh snapshot with `recovered: false`. Must stay below
+    /// `queue_max_messages`. Default: 2000.
+    pub max_replay: usize,
     /// Persona ids longer than this are refused with 400. Default: 64.
     pub max_persona_id_len: usize,
 }
@@ -201,6 +205,7 @@ impl Default for WsConfig {
             queue_max_messages: 4096,
             queue_max_conflated: 10_000,
             slow_close_grace: Duration::from_secs(5),
+            max_replay: 2000,
             max_persona_id_len: 64,
         }
     }
@@ -450,6 +455,12 @@ impl Config {
         positive("ws.max_subscriptions", self.ws.max_subscriptions)?;
         positive("ws.queue_max_messages", self.ws.queue_max_messages)?;
         positive("ws.queue_max_conflated", self.ws.queue_max_conflated)?;
+        if self.ws.max_replay >= self.ws.queue_max_messages {
+            return Err(ConfigError::new(
+                "ws.max_replay",
+                "must be below ws.queue_max_messages (a replay must fit the client's queue)",
+            ));
+        }
         if !(1..=200).contains(&self.ws.max_persona_id_len) {
             return Err(ConfigError::new("ws.max_persona_id_len", "must be 1-200"));
         }

@@ -57,6 +57,7 @@ pub struct Metrics {
     pub slow_disconnects: Counter,
     pub ws_closes: Family<CodeLabel, Counter>,
     pub client_errors: Family<ErrorLabel, Counter>,
+    pub resumes: Family<ReasonLabel, Counter>,
     pub ingest_accepted: Counter,
     pub ingest_rejected: Family<ReasonLabel, Counter>,
     pub http_requests: Family<HttpLabels, Counter>,
@@ -89,6 +90,7 @@ impl Metrics {
             slow_disconnects: Counter::default(),
             ws_closes: Family::default(),
             client_errors: Family::default(),
+            resumes: Family::default(),
             ingest_accepted: Counter::default(),
             ingest_rejected: Family::default(),
             http_requests: Family::default(),
@@ -96,6 +98,11 @@ impl Metrics {
             registry: Registry::default(),
         };
         let r = &mut registry;
+        r.register(
+            "resumes",
+            "Resumes with ?since=, by result",
+            m.resumes.clone(),
+        );
         r.register(
             "ingest_accepted",
             "Events accepted through the HTTP ingest routes",
@@ -213,6 +220,10 @@ impl Metrics {
 
     pub fn client_error(&self, code: &'static str) {
         self.client_errors.get_or_create(&ErrorLabel { code }).inc();
+    }
+
+    pub fn resume(&self, reason: &'static str) {
+        self.resumes.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     pub fn ingest_rejected(&self, reason: &'static str) {

@@ -81,6 +81,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     ));
     tokio::spawn(crate::redis::functions::keep_loaded(
         command.clone(),
+        status.clone(),
         background.clone(),
     ));
     let probe = Probe {

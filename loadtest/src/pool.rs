@@ -236,7 +236,6 @@ pub fn role(plan: &Plan, i: u32) -> Role {
         plan.sources[(i / per.max(1)) as usize % plan.sources.len()]
     });
     Role {
-        index: i,
         persona: i % plan.personas,
         group,
         source,

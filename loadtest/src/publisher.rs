@@ -22,8 +22,11 @@ use crate::target::{fill, Url};
 /// Marks the readiness probe published until every generic subscriber has one.
 pub const PROBE_MARK: &[u8] = b"\"lt_probe\"";
 const PROBE_BODY: &[u8] = b"{\"type\":\"lt_probe\"}";
-/// The variant every `performance_update` of the run refers to.
-const VARIANT: &str = "lt";
+/// `performance_update`s rotate over this many variants per persona. The
+/// gateway conflates queued updates of one variant for lagging clients, so
+/// with one variant a client a single message behind already loses seqs;
+/// with 64 it must be 64 messages behind.
+const VARIANTS: u64 = 64;
 /// Most messages sent in one tick; more wait for the next.
 const MAX_BATCH: u64 = 20_000;
 const TICK: Duration = Duration::from_millis(1);
@@ -256,7 +259,8 @@ impl Publisher {
         if ingest_shape {
             let _ = write!(
                 out,
-                r#"{{"type":"performance_update","variant_id":"{VARIANT}","view_count":{seq},"interaction_count":0,"ts":{}"#,
+                r#"{{"type":"performance_update","variant_id":"lt{}","view_count":{seq},"interaction_count":0,"ts":{}"#,
+                seq % VARIANTS,
                 now_ns / 1_000_000
             );
             if self.plan.publish == Publish::Http {
@@ -323,23 +327,20 @@ async fn prepare_ingest(
     let mut keys = Vec::new();
     for p in personas {
         let key = format!("{}:{{{p}}}", plan.key_prefix);
-        let event = format!(
-            r#"{{"type":"variant_posted","variant_id":"{VARIANT}","content":"load test","predicted_er":0.05}}"#
-        );
-        let reply = resp::call(
-            r,
-            w,
-            &[
+        for v in 0..VARIANTS {
+            let event = format!(
+                r#"{{"type":"variant_posted","variant_id":"lt{v}","content":"load test","predicted_er":0.05}}"#
+            );
+            let args: [&[u8]; 5] = [
                 b"FCALL",
                 b"pulse_ingest",
                 b"1",
                 key.as_bytes(),
                 event.as_bytes(),
-            ],
-        )
-        .await?;
-        if let Reply::Error(e) = reply {
-            bail!("pulse_ingest variant_posted on {key}: {e}");
+            ];
+            if let Reply::Error(e) = resp::call(r, w, &args).await? {
+                bail!("pulse_ingest variant_posted on {key}: {e}");
+            }
         }
         keys.push(key);
     }

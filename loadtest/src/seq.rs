@@ -77,10 +77,6 @@ impl SeqTracker {
         }
     }
 
-    pub fn max_seen(&self) -> u64 {
-        self.max_seen
-    }
-
     /// Messages expected but not received, given `published` messages on
     /// this persona in total (seqs `1..=published`).
     pub fn lost(&self, published: u64) -> u64 {

@@ -36,7 +36,6 @@ pub enum Group {
 
 #[derive(Debug, Clone, Copy)]
 pub struct Role {
-    pub index: u32,
     pub persona: u32,
     pub group: Group,
     pub source: Option<std::net::IpAddr>,
@@ -182,6 +181,8 @@ async fn wait_ready(shared: &Shared, conn: &mut Conn, outcome: &mut Outcome) -> 
         Mode::PulsegateMux => b"\"subscribed\"",
         Mode::Generic => crate::publisher::PROBE_MARK,
     };
+    let stop = shared.stop.cancelled();
+    tokio::pin!(stop);
     loop {
         let mut found = false;
         if !conn.buf.is_empty() {
@@ -206,7 +207,7 @@ async fn wait_ready(shared: &Shared, conn: &mut Conn, outcome: &mut Outcome) -> 
         }
         tokio::select! {
             biased;
-            _ = shared.stop.cancelled() => return false,
+            _ = &mut stop => return false,
             r = read_more(conn, MAX_READ) => match r {
                 Ok(0) => { outcome.eof = true; return false; }
                 Ok(_) => {}
@@ -225,10 +226,14 @@ async fn read_loop(
     record_latency: bool,
 ) {
     let cap = if delay.is_some() { SLOW_READ } else { MAX_READ };
+    // One waiter for the whole loop: `cancelled()` registers under the
+    // token's lock, which every subscriber shares.
+    let stop = shared.stop.cancelled();
+    tokio::pin!(stop);
     while !conn.closed {
         let r = tokio::select! {
             biased;
-            _ = shared.stop.cancelled() => return,
+            _ = &mut stop => return,
             r = read_more(conn, cap) => r,
         };
         match r {
@@ -252,7 +257,7 @@ async fn read_loop(
         }
         if let Some(d) = delay {
             tokio::select! {
-                _ = shared.stop.cancelled() => return,
+                _ = &mut stop => return,
                 _ = tokio::time::sleep(d) => {}
             }
         }

@@ -22,7 +22,8 @@ pub fn healthz() -> Response<Body> {
 pub fn readyz(app: &App) -> Response<Body> {
     let redis_up = app.redis_status.is_up();
     let draining = app.is_draining();
-    let ready = redis_up && !draining;
+    let library = app.redis_status.library_loaded();
+    let ready = redis_up && library && !draining;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -33,6 +34,7 @@ pub fn readyz(app: &App) -> Response<Body> {
         &json!({
             "status": if ready { "ready" } else { "not_ready" },
             "redis": if redis_up { "up" } else { "down" },
+            "functions_loaded": library,
             "draining": draining,
             "connections": app.connections.len(),
         }),

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::app::App;
+use crate::hub::message::parse_offset;
 use crate::keys::PersonaId;
 use crate::metrics::{HttpLabels, RouteLabel};
 use crate::ws::session::Endpoint;
@@ -69,16 +70,9 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> (&'static str, Respons
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         ["ws"] => upgrade::handle(app, req, Endpoint::Multiplex),
-        ["dashboard", "ws", id] => match PersonaId::parse(id, app.config.ws.max_persona_id_len) {
-            Ok(p) => upgrade::handle(app, req, Endpoint::Dashboard(p)),
-            Err(e) => {
-                app.metrics.rejected("bad_persona_id");
-                error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_persona_id",
-                    &e.to_string(),
-                )
-            }
+        ["dashboard", "ws", id] => match dashboard_endpoint(app, id, req.uri().query()) {
+            Ok(endpoint) => upgrade::handle(app, req, endpoint),
+            Err(res) => res,
         },
         ["api", "metrics", p] => api::metrics(app, p).await,
         ["api", "variants", p, "active"] => api::active_variants(app, p).await,
@@ -109,4 +103,40 @@ fn route_name(segments: &[&str]) -> Option<&'static str> {
         ["api", "events", "early-kill"] => "/api/events/early-kill",
         _ => return None,
     })
+}
+
+/// The persona and `?since=` of a dashboard WebSocket, or the 400 to send.
+#[allow(clippy::result_large_err)]
+fn dashboard_endpoint(
+    app: &App,
+    id: &str,
+    query: Option<&str>,
+) -> Result<Endpoint, Response<Body>> {
+    let persona = PersonaId::parse(id, app.config.ws.max_persona_id_len).map_err(|e| {
+        app.metrics.rejected("bad_persona_id");
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid_persona_id",
+            &e.to_string(),
+        )
+    })?;
+    let since = match query_param(query, "since") {
+        None => None,
+        Some(raw) => Some(parse_offset(&raw).ok_or_else(|| {
+            app.metrics.rejected("bad_since");
+            error(
+                StatusCode::BAD_REQUEST,
+                "invalid_since",
+                "since must be a stream offset such as 1732240000000-0",
+            )
+        })?),
+    };
+    Ok(Endpoint::Dashboard { persona, since })
+}
+
+/// The first value of `name` in a query string, percent-decoded.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }

@@ -258,12 +258,9 @@ impl Hub {
                     wrapped.get_or_insert_with(|| message::wrapped(payload, &meta, &ws_name))
                 }
             };
-            match sub.outbox.push(delivery) {
-                Pushed::Queued | Pushed::Closed => {}
-                Pushed::Conflated => {
-                    self.metrics.messages_conflated.inc();
-                }
-                Pushed::Overflow => {}
+            // Overflows are counted by the outbox itself.
+            if sub.outbox.push(delivery) == Pushed::Conflated {
+                self.metrics.messages_conflated.inc();
             }
         }
     }

@@ -7,7 +7,10 @@ use std::time::Duration;
 use fred::prelude::*;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use crate::config::IngestConfig;
+use crate::redis::health::RedisStatus;
 
 /// The library source, as shipped in `lua/pulse.lua`.
 pub const LIBRARY: &str = include_str!("../../lua/pulse.lua");
@@ -32,13 +35,14 @@ pub async fn load(client: &Client) -> Result<(), fred::error::Error> {
 }
 
 /// Loads the library now and again after every reconnect, until cancelled.
-pub async fn keep_loaded(client: Client, cancel: CancellationToken) {
+pub async fn keep_loaded(client: Client, status: Arc<RedisStatus>, cancel: CancellationToken) {
     let mut reconnects = client.reconnect_rx();
     loop {
         // Retry until it sticks: the command may race a reconnect.
         loop {
             match load(&client).await {
                 Ok(()) => {
+                    status.set_library_loaded(true);
                     tracing::info!("Redis functions library loaded");
                     break;
                 }
@@ -53,6 +57,7 @@ pub async fn keep_loaded(client: Client, cancel: CancellationToken) {
         }
         tokio::select! {
             r = reconnects.recv() => {
+                status.set_library_loaded(false);
                 if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
                     return;
                 }

@@ -19,11 +19,21 @@ use crate::ws::registry::Connections;
 #[derive(Default)]
 pub struct RedisStatus {
     up: AtomicBool,
+    /// The functions library is loaded on the current connection.
+    library: AtomicBool,
 }
 
 impl RedisStatus {
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
+    }
+
+    pub fn library_loaded(&self) -> bool {
+        self.library.load(Ordering::Acquire)
+    }
+
+    pub fn set_library_loaded(&self, loaded: bool) {
+        self.library.store(loaded, Ordering::Release);
     }
 }
 

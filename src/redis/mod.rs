@@ -3,6 +3,7 @@
 
 pub mod functions;
 pub mod health;
+pub mod replay;
 pub mod subscriber;
 
 use fred::clients::SubscriberClient;

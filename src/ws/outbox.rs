@@ -47,6 +47,8 @@ pub enum Pushed {
     Overflow,
     /// The connection is already closing; the message was dropped.
     Closed,
+    /// The snapshot or replay the client got already contains it.
+    Covered,
 }
 
 /// What the writer should do next.
@@ -75,6 +77,9 @@ struct State {
     lossless: usize,
     /// Until the initial snapshot is in place, the writer sends nothing.
     held: bool,
+    /// Messages at or before this offset were covered by the snapshot or
+    /// replay; they may still arrive from pub/sub afterwards and are dropped.
+    floor: Option<Offset>,
     close: Option<Bytes>,
     close_sent: bool,
 }
@@ -98,6 +103,7 @@ impl Outbox {
                 conflated: HashMap::new(),
                 lossless: 0,
                 held: true,
+                floor: None,
                 close: None,
                 close_sent: false,
             }),
@@ -119,6 +125,11 @@ impl Outbox {
         let mut s = self.lock();
         if s.close.is_some() {
             return Pushed::Closed;
+        }
+        if let (Some(floor), Some(offset)) = (s.floor, d.offset) {
+            if offset <= floor {
+                return Pushed::Covered;
+            }
         }
         let was_empty = s.queue.is_empty();
         let mut result = Pushed::Queued;
@@ -172,10 +183,12 @@ impl Outbox {
         })
     }
 
-    /// Puts the snapshot first, drops queued messages it already covers
-    /// (offset at or before `covered`), and lets the writer start.
-    pub fn release(&self, first: Option<Bytes>, covered: Option<Offset>) {
+    /// Puts `first` (the snapshot, or the replayed events) ahead of everything
+    /// queued, drops queued messages it already covers (offset at or before
+    /// `covered`), and lets the writer start.
+    pub fn release(&self, first: Vec<Bytes>, covered: Option<Offset>) {
         let mut s = self.lock();
+        s.floor = covered;
         if let Some(covered) = covered {
             let state = &mut *s;
             for slot in state.queue.iter_mut() {
@@ -191,9 +204,9 @@ impl Outbox {
                 }
             }
         }
-        if let Some(first) = first {
+        for frame in first.into_iter().rev() {
             s.queue.push_front(Slot {
-                frame: Some(first),
+                frame: Some(frame),
                 key: None,
                 offset: None,
             });

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::frame;
-use super::outbox::Outbox;
+use super::outbox::{Offset, Outbox};
 use futures_util::StreamExt;
 
 use super::reader::{Inbound, InboundStream, ReadError};
@@ -18,6 +18,7 @@ use crate::hub::message::parse_offset;
 use crate::hub::{Mode, Subscription};
 use crate::keys::{parse_ws_channel, ws_channel_name, PersonaId};
 use crate::protocol::{close, error_code, parse_client_message, ClientMessage, ServerMessage};
+use crate::redis::replay::{self, Replay};
 use crate::snapshot;
 
 /// How long a subscription may wait for Redis before the snapshot is sent anyway.
@@ -28,8 +29,12 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Which endpoint the connection came through.
 #[derive(Debug, Clone)]
 pub enum Endpoint {
-    /// `/dashboard/ws/{persona}`: one persona, verbatim payloads.
-    Dashboard(PersonaId),
+    /// `/dashboard/ws/{persona}`: one persona, verbatim payloads; `since`
+    /// resumes after the given stream offset.
+    Dashboard {
+        persona: PersonaId,
+        since: Option<Offset>,
+    },
     /// `/ws`: subscribe/unsubscribe to any number of personas.
     Multiplex,
 }
@@ -70,21 +75,27 @@ impl Session {
     }
 
     async fn start(&mut self) {
-        if let Endpoint::Dashboard(persona) = self.endpoint.clone() {
+        if let Endpoint::Dashboard { persona, since } = self.endpoint.clone() {
             let mut sub =
                 self.app
                     .hub
                     .subscribe(&persona, self.outbox.clone(), Mode::Verbatim, None);
-            // Subscribe before the snapshot so nothing falls between them.
+            // Subscribe before reading Redis, so nothing falls between the
+            // read and the live messages; duplicates are dropped by offset.
             if tokio::time::timeout(READY_WAIT, sub.ready()).await.is_err() {
-                tracing::warn!(%persona, "Redis subscription not confirmed; sending the snapshot anyway");
+                tracing::warn!(%persona, "Redis subscription not confirmed; reading anyway");
             }
             self.subscriptions.insert(persona.clone(), sub);
-            let first = snapshot_frame(&self.app, &persona, None).await;
-            let covered = first.1.as_deref().and_then(parse_offset);
-            self.outbox.release(Some(first.0), covered);
+            let (first, covered) = match since {
+                Some(since) => resume(&self.app, &persona, since).await,
+                None => {
+                    let (frame, offset) = snapshot_frame(&self.app, &persona, None, None).await;
+                    (vec![frame], offset)
+                }
+            };
+            self.outbox.release(first, covered);
         } else {
-            self.outbox.release(None, None);
+            self.outbox.release(Vec::new(), None);
         }
         if !self.app.redis_status.is_up() {
             self.reply(&ServerMessage::Status {
@@ -93,25 +104,7 @@ impl Session {
             });
         }
     }
-}
 
-/// The `initial_data` frame and the offset it covers.
-async fn snapshot_frame(
-    app: &App,
-    persona: &PersonaId,
-    channel: Option<&str>,
-) -> (bytes::Bytes, Option<String>) {
-    match snapshot::fetch(app, persona).await {
-        Ok(snap) => (frame::text(&snap.to_message(channel, None)), snap.offset),
-        Err(e) => {
-            tracing::warn!(%persona, error = %e, "snapshot unavailable");
-            let snap = snapshot::Snapshot::empty();
-            (frame::text(&snap.to_message(channel, None)), None)
-        }
-    }
-}
-
-impl Session {
     async fn read_loop(&mut self) {
         let ping_interval = self.app.config.ws.ping_interval;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
@@ -207,15 +200,16 @@ impl Session {
     async fn on_message(&mut self, m: ClientMessage) {
         match (m, self.endpoint.clone()) {
             (ClientMessage::Ping, _) => self.reply(&ServerMessage::Pong),
-            (ClientMessage::Refresh, Endpoint::Dashboard(persona)) => {
-                let (f, _) = snapshot_frame(&self.app, &persona, None).await;
+            (ClientMessage::Refresh, Endpoint::Dashboard { persona, .. }) => {
+                let (f, _) = snapshot_frame(&self.app, &persona, None, None).await;
                 self.outbox.push_frame(f);
             }
             (ClientMessage::Refresh, Endpoint::Multiplex) => {
                 let personas: Vec<PersonaId> = self.subscriptions.keys().cloned().collect();
                 for persona in personas {
                     let name = ws_channel_name(&persona);
-                    let (f, _) = snapshot_frame(&self.app, &persona, Some(name.as_str())).await;
+                    let (f, _) =
+                        snapshot_frame(&self.app, &persona, Some(name.as_str()), None).await;
                     self.outbox.push_frame(f);
                 }
             }
@@ -225,7 +219,7 @@ impl Session {
             }
             (
                 ClientMessage::Subscribe { .. } | ClientMessage::Unsubscribe { .. },
-                Endpoint::Dashboard(_),
+                Endpoint::Dashboard { .. },
             ) => {
                 self.error(
                     error_code::UNSUPPORTED,
@@ -297,5 +291,51 @@ impl Session {
     fn close(&self, code: u16, reason: &str) {
         self.app.metrics.close_sent(code);
         self.outbox.close(code, reason);
+    }
+}
+
+/// The events missed since `since`, or a fresh snapshot marked
+/// `recovered: false` when they cannot all be had.
+async fn resume(
+    app: &App,
+    persona: &PersonaId,
+    since: Offset,
+) -> (Vec<bytes::Bytes>, Option<Offset>) {
+    let key = app.hub.keys().stream(persona);
+    let max = app.config.ws.max_replay;
+    let reason = match replay::since(&app.redis, &key, since, max).await {
+        Ok(Replay::Complete { messages, last }) => {
+            app.metrics.resume("complete");
+            let frames = messages.iter().map(|m| frame::text(m.as_bytes())).collect();
+            return (frames, Some(last));
+        }
+        Ok(Replay::Unrecoverable(reason)) => reason,
+        Err(e) => {
+            tracing::warn!(%persona, error = %e, "cannot read the stream to resume");
+            "redis_error"
+        }
+    };
+    app.metrics.resume(reason);
+    let (frame, covered) = snapshot_frame(app, persona, None, Some(false)).await;
+    (vec![frame], covered)
+}
+
+/// The `initial_data` frame and the offset it covers.
+async fn snapshot_frame(
+    app: &App,
+    persona: &PersonaId,
+    channel: Option<&str>,
+    recovered: Option<bool>,
+) -> (bytes::Bytes, Option<Offset>) {
+    match snapshot::fetch(app, persona).await {
+        Ok(snap) => {
+            let covered = snap.offset.as_deref().and_then(parse_offset);
+            (frame::text(&snap.to_message(channel, recovered)), covered)
+        }
+        Err(e) => {
+            tracing::warn!(%persona, error = %e, "snapshot unavailable");
+            let snap = snapshot::Snapshot::empty();
+            (frame::text(&snap.to_message(channel, recovered)), None)
+        }
     }
 }

@@ -245,3 +245,88 @@ pub async fn numsub(client: &Client, channel: &str) -> i64 {
     let v: Vec<Value> = client.pubsub_numsub(channel).await.expect("PUBSUB NUMSUB");
     v.get(1).and_then(|v| v.as_i64()).unwrap_or(-1)
 }
+
+/// `FCALL pulse_ingest` as any publisher would; returns the event id.
+pub async fn ingest(
+    client: &Client,
+    persona: &str,
+    event: serde_json::Value,
+) -> Result<String, fred::error::Error> {
+    client
+        .fcall(
+            "pulse_ingest",
+            vec![format!("pulse:{{{persona}}}")],
+            vec![event.to_string()],
+        )
+        .await
+}
+
+/// Ingest with an options argument (e.g. `{"stream_maxlen":100}`).
+pub async fn ingest_with(
+    client: &Client,
+    persona: &str,
+    event: serde_json::Value,
+    options: serde_json::Value,
+) -> Result<String, fred::error::Error> {
+    client
+        .fcall(
+            "pulse_ingest",
+            vec![format!("pulse:{{{persona}}}")],
+            vec![event.to_string(), options.to_string()],
+        )
+        .await
+}
+
+pub fn posted(variant: &str, predicted: f64, pattern: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "variant_posted", "variant_id": variant, "content": format!("content of {variant}"),
+        "predicted_er": predicted, "pattern_used": pattern,
+    })
+}
+
+pub fn perf(variant: &str, views: u64, interactions: u64) -> serde_json::Value {
+    serde_json::json!({
+        "type": "performance_update", "variant_id": variant,
+        "view_count": views, "interaction_count": interactions,
+    })
+}
+
+/// Any HTTP request; returns (status, parsed JSON body or Null).
+pub async fn http_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let raw = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// All ids of a stream, oldest first.
+pub async fn stream_ids(client: &Client, key: &str) -> Vec<String> {
+    let entries: Vec<(String, std::collections::HashMap<String, String>)> =
+        client.xrange(key, "-", "+", None).await.expect("XRANGE");
+    entries.into_iter().map(|(id, _)| id).collect()
+}

@@ -5,4 +5,5 @@ mod config;
 mod fanout;
 mod faults;
 mod protocol;
+mod resume;
 mod shutdown;
