@@ -191,3 +191,185 @@ fn stale(s: &RawSnapshot, cfg: &OptimizationConfig, out: &mut Vec<Suggestion>) {
                 .into(),
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dashboard::{PatternUsage, Summary, Variant};
+
+    fn variant(
+        id: &str,
+        predicted: f64,
+        views: u64,
+        interactions: u64,
+        pattern: &str,
+        last_updated: i64,
+    ) -> Variant {
+        let er = interactions as f64 / views.max(1) as f64;
+        Variant {
+            variant_id: id.into(),
+            content: String::new(),
+            predicted_er: predicted,
+            pattern_used: Some(pattern.into()),
+            posted_at: Some(0),
+            status: "active".into(),
+            view_count: views,
+            interaction_count: interactions,
+            current_er: er,
+            performance_vs_prediction: Some((er - predicted) / predicted),
+            last_updated: Some(last_updated),
+            er_5m: None,
+            er_15m: None,
+            er_60m: None,
+            er_series: Vec::new(),
+            er_series_start: None,
+            er_interval: None,
+            verdict: None,
+        }
+    }
+
+    fn snapshot(variants: Vec<Variant>) -> RawSnapshot {
+        let mut s = RawSnapshot {
+            offset: Some("1-0".into()),
+            now: 1_000_000,
+            summary: Summary::default(),
+            active_variants: variants,
+            active_variants_truncated: false,
+            patterns: Vec::new(),
+            recent_kills: Vec::new(),
+        };
+        s.enrich(&OptimizationConfig::default());
+        s
+    }
+
+    fn kinds(s: &RawSnapshot) -> Vec<&'static str> {
+        suggest(s, &OptimizationConfig::default())
+            .iter()
+            .map(|x| x.kind)
+            .collect()
+    }
+
+    #[test]
+    fn nothing_to_say_about_a_healthy_persona() {
+        let s = snapshot(vec![
+            variant("a", 0.05, 2000, 100, "p1", 999_000),
+            variant("b", 0.05, 2000, 102, "p2", 999_000),
+            variant("c", 0.05, 2000, 98, "p3", 999_000),
+        ]);
+        assert!(kinds(&s).is_empty(), "{:?}", kinds(&s));
+    }
+
+    #[test]
+    fn kill_rate_rule() {
+        let mut s = snapshot(vec![]);
+        s.summary.posted_in_window = 10;
+        s.summary.killed_in_window = 3; // 30%: not above
+        assert!(!kinds(&s).contains(&"prediction_calibration"));
+        s.summary.killed_in_window = 4; // 40%, but uncertain: medium
+        let out = suggest(&s, &OptimizationConfig::default());
+        assert_eq!(out[0].kind, "prediction_calibration");
+        assert_eq!(out[0].priority, Priority::Medium);
+        s.summary.posted_in_window = 100;
+        s.summary.killed_in_window = 60; // the interval excludes 30%: high
+        assert_eq!(
+            suggest(&s, &OptimizationConfig::default())[0].priority,
+            Priority::High
+        );
+        s.summary.posted_in_window = 4;
+        s.summary.killed_in_window = 4; // too few posted to judge
+        assert!(!kinds(&s).contains(&"prediction_calibration"));
+    }
+
+    #[test]
+    fn bias_rule_needs_a_clear_shift() {
+        let low = snapshot(vec![
+            variant("a", 0.10, 2000, 100, "p1", 999_000),
+            variant("b", 0.10, 2000, 110, "p2", 999_000),
+            variant("c", 0.10, 2000, 90, "p3", 999_000),
+        ]);
+        assert!(kinds(&low).contains(&"prediction_bias_optimistic"));
+        let high = snapshot(vec![
+            variant("a", 0.02, 2000, 100, "p1", 999_000),
+            variant("b", 0.02, 2000, 110, "p2", 999_000),
+            variant("c", 0.02, 2000, 90, "p3", 999_000),
+        ]);
+        assert!(kinds(&high).contains(&"prediction_bias_pessimistic"));
+        // Mean far from zero but all over the place: not clearly biased.
+        let noisy = snapshot(vec![
+            variant("a", 0.05, 2000, 400, "p1", 999_000),
+            variant("b", 0.05, 2000, 20, "p2", 999_000),
+            variant("c", 0.05, 2000, 5, "p3", 999_000),
+        ]);
+        assert!(
+            !kinds(&noisy)
+                .iter()
+                .any(|k| k.starts_with("prediction_bias")),
+            "{:?}",
+            kinds(&noisy)
+        );
+        // Too few variants with enough views.
+        let few = snapshot(vec![
+            variant("a", 0.10, 2000, 50, "p1", 999_000),
+            variant("b", 0.10, 50, 1, "p2", 999_000),
+        ]);
+        assert!(!kinds(&few).iter().any(|k| k.starts_with("prediction_bias")));
+    }
+
+    #[test]
+    fn fatigue_and_leader_rules() {
+        let mut s = snapshot(vec![
+            variant("star", 0.05, 5000, 500, "hook", 999_000),
+            variant("ok", 0.05, 2000, 100, "story", 999_000),
+            variant("ok2", 0.05, 2000, 100, "list", 999_000),
+        ]);
+        let k = kinds(&s);
+        assert!(k.contains(&"replicate_leader"), "{k:?}");
+        assert!(!k.contains(&"pattern_fatigue"));
+        s.patterns = vec![PatternUsage {
+            pattern: "hook".into(),
+            usage_count: 9,
+            fatigued: true,
+        }];
+        let k = kinds(&s);
+        assert!(k.contains(&"pattern_fatigue"));
+        // The leader's pattern is fatigued: do not advise repeating it.
+        assert!(!k.contains(&"replicate_leader"), "{k:?}");
+    }
+
+    #[test]
+    fn leaders_need_confidence() {
+        // 10% on 100 views vs 5% predicted: the interval [0.055, 0.174] excludes 5%.
+        let s = snapshot(vec![variant("a", 0.05, 100, 10, "hook", 999_000)]);
+        assert_eq!(s.active_variants[0].verdict, Some(Verdict::OverPerforming));
+        // 8% on 100 views: the interval includes 5%.
+        let s = snapshot(vec![variant("a", 0.05, 100, 8, "hook", 999_000)]);
+        assert_eq!(s.active_variants[0].verdict, Some(Verdict::AsPredicted));
+        assert!(!kinds(&s).contains(&"replicate_leader"));
+        let s = snapshot(vec![variant("a", 0.05, 99, 50, "hook", 999_000)]);
+        assert_eq!(
+            s.active_variants[0].verdict,
+            Some(Verdict::InsufficientData)
+        );
+        let s = snapshot(vec![variant("a", 0.10, 2000, 100, "hook", 999_000)]);
+        assert_eq!(s.active_variants[0].verdict, Some(Verdict::UnderPerforming));
+    }
+
+    #[test]
+    fn stale_rule() {
+        let fresh = snapshot(vec![variant("a", 0.05, 2000, 100, "p", 1_000_000 - 60_000)]);
+        assert!(!kinds(&fresh).contains(&"stale_variants"));
+        let stale = snapshot(vec![variant(
+            "a",
+            0.05,
+            2000,
+            100,
+            "p",
+            1_000_000 - 31 * 60_000,
+        )]);
+        let out = suggest(&stale, &OptimizationConfig::default());
+        assert_eq!(
+            out.last().map(|x| (x.kind, x.priority)),
+            Some(("stale_variants", Priority::Low))
+        );
+    }
+}

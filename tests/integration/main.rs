@@ -1,5 +1,6 @@
 //! Integration tests against real redis-server processes.
 
+mod api;
 mod common;
 mod config;
 mod fanout;
