@@ -7,6 +7,8 @@ use fred::prelude::*;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::status::AuditStatus;
+use crate::audit::writer::PgPool;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -26,6 +28,10 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Upgraded WebSockets leave hyper's graceful shutdown; this tracks them.
     pub tasks: TaskTracker,
+    /// The audit consumer's state (disabled without a database).
+    pub audit: Arc<AuditStatus>,
+    /// Postgres, for the audit query API (`None` without a database).
+    pub pg: Option<PgPool>,
     /// The `[ingest]` options as the JSON argument of every function call.
     pub function_options: String,
     draining: AtomicBool,
@@ -51,6 +57,8 @@ impl App {
             connections,
             shutdown,
             tasks: TaskTracker::new(),
+            audit: Arc::new(AuditStatus::default()),
+            pg: None,
             draining: AtomicBool::new(false),
         }
     }

@@ -24,6 +24,8 @@ pub enum Command {
     /// Print the effective configuration (after every layer) as JSON, or
     /// exit 64 naming the bad key.
     Config(ServeArgs),
+    /// Apply the audit schema migrations to `database.url` and exit.
+    Migrate(ServeArgs),
     /// Publish realistic demo events for a few personas until interrupted.
     Simulate(SimulateArgs),
 }

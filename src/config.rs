@@ -25,6 +25,7 @@ const SECTIONS: &[&str] = &[
     "shutdown",
     "ingest",
     "optimization",
+    "audit",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,7 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub ingest: IngestConfig,
     pub optimization: OptimizationConfig,
+    pub audit: AuditConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -168,6 +170,7 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             ingest: IngestConfig::default(),
             optimization: OptimizationConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -296,6 +299,50 @@ impl Default for OptimizationConfig {
             min_views: 100,
             stale_after: Duration::from_secs(30 * 60),
             leaders: 5,
+        }
+    }
+}
+
+/// The audit consumer (active when `database.url` is set and `enabled`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Consume streams into Postgres on this instance. Default: true.
+    pub enabled: bool,
+    /// Redis consumer group shared by every instance. Default: `audit`.
+    pub group: String,
+    /// This instance's consumer name. Default: `<hostname>-<pid>`.
+    pub consumer: Option<String>,
+    /// Most entries written in one transaction. Default: 1000.
+    pub batch_size: usize,
+    /// Longest pause between reads when streams are idle. Default: 200ms.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Entries pending this long with another consumer are claimed. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub claim_idle: Duration,
+    /// How often new persona streams are looked for. Default: 5s.
+    #[serde(with = "humantime_serde")]
+    pub discover_interval: Duration,
+    /// Postgres connections. Default: 4.
+    pub pool_size: u32,
+    /// Ingest is refused when the un-audited backlog of a stream comes within
+    /// this many entries of `ingest.stream_maxlen`. Default: 10000.
+    pub backlog_margin: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            group: "audit".into(),
+            consumer: None,
+            batch_size: 1000,
+            poll_interval: Duration::from_millis(200),
+            claim_idle: Duration::from_secs(10),
+            discover_interval: Duration::from_secs(5),
+            pool_size: 4,
+            backlog_margin: 10_000,
         }
     }
 }
@@ -491,6 +538,31 @@ impl Config {
             ));
         }
         positive("optimization.bias_min_variants", o.bias_min_variants)?;
+        let a = &self.audit;
+        if a.group.is_empty() || a.group.contains(char::is_whitespace) {
+            return Err(ConfigError::new(
+                "audit.group",
+                "must be a non-empty name without spaces",
+            ));
+        }
+        if !(1..=100_000).contains(&a.batch_size) {
+            return Err(ConfigError::new("audit.batch_size", "must be 1-100000"));
+        }
+        nonzero("audit.poll_interval", a.poll_interval)?;
+        nonzero("audit.claim_idle", a.claim_idle)?;
+        nonzero("audit.discover_interval", a.discover_interval)?;
+        if a.pool_size == 0 {
+            return Err(ConfigError::new(
+                "audit.pool_size",
+                "must be greater than 0",
+            ));
+        }
+        if a.backlog_margin >= self.ingest.stream_maxlen {
+            return Err(ConfigError::new(
+                "audit.backlog_margin",
+                "must be below ingest.stream_maxlen",
+            ));
+        }
         nonzero("optimization.stale_after", o.stale_after)?;
         Ok(())
     }

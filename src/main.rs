@@ -41,6 +41,25 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_CONFIG)
             }
         },
+        Command::Migrate(args) => {
+            let config = match Config::load(args.config.as_deref(), args.overrides()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("pulsegate: invalid configuration: {e}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            let _ = pulsegate::telemetry::init(&config.log);
+            let Some(url) = config.database.url.clone() else {
+                eprintln!("pulsegate: invalid configuration: config key `database.url`: required by `migrate` (or set DATABASE_URL)");
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            };
+            run(async move {
+                let applied = pulsegate::audit::migrate(&url).await?;
+                println!("migrations applied: {applied:?} (schema is current)");
+                Ok(())
+            })
+        }
         Command::Simulate(args) => {
             let _ = pulsegate::telemetry::init(&Default::default());
             run(pulsegate::simulate::run(args))

@@ -58,6 +58,16 @@ pub struct Metrics {
     pub ws_closes: Family<CodeLabel, Counter>,
     pub client_errors: Family<ErrorLabel, Counter>,
     pub resumes: Family<ReasonLabel, Counter>,
+    pub audit_rows_written: Counter,
+    pub audit_duplicates: Counter,
+    pub audit_batches: Counter,
+    pub audit_batch_size: Histogram,
+    pub audit_batch_seconds: Histogram,
+    pub audit_failures: Family<ReasonLabel, Counter>,
+    pub audit_claimed: Counter,
+    pub audit_streams: Gauge,
+    pub audit_lag_entries: Gauge,
+    pub audit_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub ingest_accepted: Counter,
     pub ingest_rejected: Family<ReasonLabel, Counter>,
     pub http_requests: Family<HttpLabels, Counter>,
@@ -91,6 +101,16 @@ impl Metrics {
             ws_closes: Family::default(),
             client_errors: Family::default(),
             resumes: Family::default(),
+            audit_rows_written: Counter::default(),
+            audit_duplicates: Counter::default(),
+            audit_batches: Counter::default(),
+            audit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
+            audit_batch_seconds: latency_histogram(),
+            audit_failures: Family::default(),
+            audit_claimed: Counter::default(),
+            audit_streams: Gauge::default(),
+            audit_lag_entries: Gauge::default(),
+            audit_lag_seconds: Gauge::default(),
             ingest_accepted: Counter::default(),
             ingest_rejected: Family::default(),
             http_requests: Family::default(),
@@ -98,6 +118,56 @@ impl Metrics {
             registry: Registry::default(),
         };
         let r = &mut registry;
+        r.register(
+            "audit_rows_written",
+            "Events written to Postgres (new rows)",
+            m.audit_rows_written.clone(),
+        );
+        r.register(
+            "audit_duplicates",
+            "Redelivered events already in Postgres (skipped)",
+            m.audit_duplicates.clone(),
+        );
+        r.register(
+            "audit_batches",
+            "Audit transactions committed",
+            m.audit_batches.clone(),
+        );
+        r.register(
+            "audit_batch_size",
+            "Entries per audit batch",
+            m.audit_batch_size.clone(),
+        );
+        r.register(
+            "audit_batch_seconds",
+            "Time to write and commit an audit batch, retries included",
+            m.audit_batch_seconds.clone(),
+        );
+        r.register(
+            "audit_failures",
+            "Audit failures, by stage",
+            m.audit_failures.clone(),
+        );
+        r.register(
+            "audit_claimed",
+            "Entries claimed from other consumers",
+            m.audit_claimed.clone(),
+        );
+        r.register(
+            "audit_streams",
+            "Persona streams the audit consumer follows",
+            m.audit_streams.clone(),
+        );
+        r.register(
+            "audit_lag_entries",
+            "Entries not yet audited (undelivered + pending)",
+            m.audit_lag_entries.clone(),
+        );
+        r.register(
+            "audit_lag_seconds",
+            "Age of the oldest entry not yet audited",
+            m.audit_lag_seconds.clone(),
+        );
         r.register(
             "resumes",
             "Resumes with ?since=, by result",

@@ -35,6 +35,8 @@ pub struct Running {
     pub local_addr: SocketAddr,
     accept: JoinHandle<()>,
     background: CancellationToken,
+    /// The audit consumer; awaited at shutdown so its batch is committed.
+    audit_task: Option<JoinHandle<()>>,
     subscriber: SubscriberClient,
 }
 
@@ -53,7 +55,13 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let status = Arc::new(RedisStatus::default());
     let shutdown = CancellationToken::new();
     let background = CancellationToken::new();
-    let app = Arc::new(App::new(
+    let (audit, pg, audit_task) = crate::audit::start(
+        &config,
+        command.clone(),
+        metrics.clone(),
+        background.clone(),
+    )?;
+    let mut app = App::new(
         config,
         metrics.clone(),
         hub.clone(),
@@ -61,7 +69,10 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         status.clone(),
         connections.clone(),
         shutdown,
-    ));
+    );
+    app.audit = audit;
+    app.pg = pg;
+    let app = Arc::new(app);
 
     let (retry_tx, retry_rx) = tokio::sync::mpsc::unbounded_channel();
     let changes = merge(changes, retry_rx);
@@ -102,6 +113,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         local_addr,
         accept,
         background,
+        audit_task,
         subscriber: sub_client,
     })
 }
@@ -151,6 +163,14 @@ impl Running {
             );
         }
         self.background.cancel();
+        if let Some(task) = self.audit_task {
+            // The consumer finishes (commits and acks) the batch in hand.
+            if tokio::time::timeout(deadline, task).await.is_err() {
+                tracing::warn!(
+                    "audit consumer did not stop in time; its batch stays pending in Redis"
+                );
+            }
+        }
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             let _ = self.subscriber.quit().await;
             let _ = app.redis.quit().await;

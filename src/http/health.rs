@@ -35,6 +35,7 @@ pub fn readyz(app: &App) -> Response<Body> {
             "status": if ready { "ready" } else { "not_ready" },
             "redis": if redis_up { "up" } else { "down" },
             "functions_loaded": library,
+            "audit": app.audit.snapshot(),
             "draining": draining,
             "connections": app.connections.len(),
         }),

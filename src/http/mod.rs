@@ -3,7 +3,9 @@
 
 pub mod api;
 pub mod health;
+pub mod history;
 pub mod response;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,7 +47,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> (&'static str, Respons
             error(StatusCode::NOT_FOUND, "not_found", &message),
         );
     };
-    let wanted = if route.starts_with("/api/events/") {
+    let wanted = if route.starts_with("/api/events/") && route != "/api/events/{persona_id}" {
         Method::POST
     } else {
         Method::GET
@@ -77,11 +79,20 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> (&'static str, Respons
         ["api", "metrics", p] => api::metrics(app, p).await,
         ["api", "variants", p, "active"] => api::active_variants(app, p).await,
         ["api", "optimization", p] => api::optimization(app, p).await,
+        ["api", "events", p] if route == "/api/events/{persona_id}" => {
+            history::events(app, p, req.uri().query()).await
+        }
+        ["api", "kills", p] => history::kills(app, p, req.uri().query()).await,
+        ["api", "variants", p, v, "history"] => {
+            history::variant_history(app, p, v, req.uri().query()).await
+        }
         ["api", "events", kind] => {
             let kind = kind.to_string();
             api::ingest_event(app, &kind, req).await
         }
-        _ => health::root(),
+        ["dashboard", id] => ui::dashboard(app, id, req.headers()),
+        ["ui", name] => ui::asset(name, req.headers()),
+        _ => ui::root(app, req.headers()).await,
     };
     (route, res)
 }
@@ -95,12 +106,17 @@ fn route_name(segments: &[&str]) -> Option<&'static str> {
         ["metrics"] => "/metrics",
         ["ws"] => "/ws",
         ["dashboard", "ws", _] => "/dashboard/ws/{persona_id}",
+        ["dashboard", _] => "/dashboard/{persona_id}",
+        ["ui", _] => "/ui/{asset}",
         ["api", "metrics", _] => "/api/metrics/{persona_id}",
         ["api", "variants", _, "active"] => "/api/variants/{persona_id}/active",
         ["api", "optimization", _] => "/api/optimization/{persona_id}",
+        ["api", "kills", _] => "/api/kills/{persona_id}",
+        ["api", "variants", _, _, "history"] => "/api/variants/{persona_id}/{variant_id}/history",
         ["api", "events", "variant-posted"] => "/api/events/variant-posted",
         ["api", "events", "performance-update"] => "/api/events/performance-update",
         ["api", "events", "early-kill"] => "/api/events/early-kill",
+        ["api", "events", _] => "/api/events/{persona_id}",
         _ => return None,
     })
 }

@@ -192,7 +192,7 @@ impl Outbox {
         if let Some(covered) = covered {
             let state = &mut *s;
             for slot in state.queue.iter_mut() {
-                if slot.frame.is_none() || !slot.offset.is_some_and(|o| o <= covered) {
+                if slot.frame.is_none() || slot.offset.is_none_or(|o| o > covered) {
                     continue;
                 }
                 slot.frame = None;

@@ -1,10 +1,12 @@
 //! Integration tests against real redis-server processes.
 
 mod api;
+mod audit;
 mod common;
 mod config;
 mod fanout;
 mod faults;
+mod pg;
 mod protocol;
 mod resume;
 mod shutdown;

@@ -1,0 +1,132 @@
+//! The audit trail: every ingested event lands in Postgres exactly once.
+//!
+//! Redis streams → [`consumer`] (consumer group, claims, batching) →
+//! [`writer`] (one idempotent transaction per batch) → XACK. [`migrate`]
+//! owns the schema, [`status`] the lag figures. docs/audit.md states the
+//! guarantees and how they are tested.
+
+pub mod consumer;
+pub mod entry;
+pub mod migrate;
+pub mod status;
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bb8_postgres::PostgresConnectionManager;
+use fred::prelude::*;
+use tokio::task::JoinHandle;
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use status::AuditStatus;
+use writer::PgPool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("invalid database URL: {0}")]
+    Url(#[source] tokio_postgres::Error),
+    #[error("cannot connect to Postgres: {0}")]
+    Connect(String),
+    #[error(transparent)]
+    Migrate(#[from] migrate::MigrateError),
+}
+
+/// A pool for `url` (connections are made lazily, with a timeout).
+pub fn pool(url: &str, size: u32, timeout: Duration) -> Result<PgPool, AuditError> {
+    let manager =
+        PostgresConnectionManager::new_from_stringlike(url, NoTls).map_err(AuditError::Url)?;
+    Ok(bb8::Pool::builder()
+        .max_size(size)
+        .connection_timeout(timeout)
+        .build_unchecked(manager))
+}
+
+/// Applies the migrations (`pulsegate migrate`, and at `serve` start-up).
+pub async fn migrate(url: &str) -> Result<Vec<i32>, AuditError> {
+    let (mut client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| AuditError::Connect(e.to_string()))?;
+    let driver = tokio::spawn(connection);
+    let applied = migrate::run(&mut client).await;
+    drop(client);
+    let _ = driver.await;
+    Ok(applied?)
+}
+
+/// The consumer name: configured, else unique to this process.
+fn consumer_name(config: &Config) -> String {
+    config.audit.consumer.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "gateway".into());
+        format!("{host}-{}", std::process::id())
+    })
+}
+
+/// Starts the audit consumer if a database is configured and audit is on:
+/// migrations are retried until Postgres answers, then the consumer runs.
+/// Returns the status handle (`enabled: false` when off).
+pub type Started = (Arc<AuditStatus>, Option<PgPool>, Option<JoinHandle<()>>);
+
+pub fn start(
+    config: &Config,
+    redis: Client,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) -> anyhow::Result<Started> {
+    let Some(url) = config.database.url.clone() else {
+        return Ok((Arc::new(AuditStatus::default()), None, None));
+    };
+    let pool = pool(&url, config.audit.pool_size, config.redis.command_timeout)?;
+    if !config.audit.enabled {
+        // The query API still reads Postgres; this instance just does not consume.
+        return Ok((Arc::new(AuditStatus::default()), Some(pool), None));
+    }
+    let status = Arc::new(AuditStatus::enabled());
+    let consumer = consumer::Consumer {
+        redis: redis.clone(),
+        pool: pool.clone(),
+        prefix: config.redis.key_prefix.clone(),
+        cfg: config.audit.clone(),
+        consumer: consumer_name(config),
+        metrics: metrics.clone(),
+        status: status.clone(),
+    };
+    let st = status.clone();
+    let c = cancel.clone();
+    let task = tokio::spawn(async move {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match migrate(&url).await {
+                Ok(applied) => {
+                    st.set_postgres(true, None);
+                    tracing::info!(?applied, consumer = %consumer.consumer, "audit schema ready; consuming streams");
+                    break;
+                }
+                Err(e) => {
+                    st.set_postgres(false, Some(e.to_string()));
+                    tracing::warn!(error = %e, retry_in = ?delay, "audit: cannot migrate yet");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = c.cancelled() => return,
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        consumer.run(c).await;
+    });
+    tokio::spawn(status::run(
+        redis,
+        config.audit.group.clone(),
+        status.clone(),
+        metrics,
+        Duration::from_secs(1),
+        cancel,
+    ));
+    Ok((status, Some(pool), Some(task)))
+}

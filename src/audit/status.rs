@@ -1,0 +1,144 @@
+//! How far the audit trail is behind: un-audited entries (undelivered lag +
+//! pending) and the age of the oldest, per stream, summed for `/metrics` and
+//! `/readyz`. Also whether Postgres took the last batch.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fred::prelude::*;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::message::parse_offset;
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    pub enabled: bool,
+    pub postgres: Option<bool>,
+    pub last_error: Option<String>,
+    pub streams: usize,
+    pub lag_entries: u64,
+    pub lag_seconds: f64,
+}
+
+#[derive(Default)]
+pub struct AuditStatus {
+    state: Mutex<Snapshot>,
+    stream_keys: Mutex<Vec<String>>,
+}
+
+impl AuditStatus {
+    pub fn enabled() -> Self {
+        let s = Self::default();
+        s.lock().enabled = true;
+        s
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Snapshot> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.lock().clone()
+    }
+
+    pub fn set_postgres(&self, up: bool, error: Option<String>) {
+        let mut s = self.lock();
+        s.postgres = Some(up);
+        if error.is_some() || up {
+            s.last_error = error;
+        }
+    }
+
+    pub fn set_streams(&self, keys: Vec<String>) {
+        self.lock().streams = keys.len();
+        *self.stream_keys.lock().unwrap_or_else(|e| e.into_inner()) = keys;
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.stream_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Measures the lag every `interval` until cancelled.
+pub async fn run(
+    redis: Client,
+    group: String,
+    status: Arc<AuditStatus>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = cancel.cancelled() => return,
+        }
+        let mut entries = 0u64;
+        let mut oldest_ms: Option<u64> = None;
+        for key in status.keys() {
+            match stream_lag(&redis, &key, &group).await {
+                Ok((n, oldest)) => {
+                    entries += n;
+                    if let Some(o) = oldest {
+                        oldest_ms = Some(oldest_ms.map_or(o, |m: u64| m.min(o)));
+                    }
+                }
+                Err(e) => tracing::debug!(%key, error = %e, "cannot measure audit lag"),
+            }
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let seconds = oldest_ms.map_or(0.0, |o| now_ms.saturating_sub(o) as f64 / 1000.0);
+        metrics.audit_lag_entries.set(entries as i64);
+        metrics.audit_lag_seconds.set(seconds);
+        let mut s = status.lock();
+        s.lag_entries = entries;
+        s.lag_seconds = seconds;
+    }
+}
+
+/// (un-audited entries, time of the oldest in ms) of one stream.
+async fn stream_lag(
+    redis: &Client,
+    key: &str,
+    group: &str,
+) -> Result<(u64, Option<u64>), fred::error::Error> {
+    let groups: Vec<HashMap<String, Value>> = redis.xinfo_groups(key).await?;
+    let Some(g) = groups
+        .iter()
+        .find(|g| g.get("name").and_then(|v| v.as_str()).as_deref() == Some(group))
+    else {
+        return Ok((0, None));
+    };
+    let pending = g.get("pending").and_then(|v| v.as_u64()).unwrap_or(0);
+    let lag = g.get("lag").and_then(|v| v.as_u64()).unwrap_or(0);
+    let mut oldest = None;
+    if pending > 0 {
+        let summary: Value = redis.xpending(key, group, ()).await?;
+        if let Value::Array(parts) = summary {
+            oldest = parts
+                .get(1)
+                .and_then(|v| v.as_str())
+                .and_then(|s| parse_offset(&s))
+                .map(|o| o.0);
+        }
+    } else if lag > 0 {
+        if let Some(last) = g.get("last-delivered-id").and_then(|v| v.as_str()) {
+            let next: Vec<(String, HashMap<String, String>)> =
+                redis.xrange(key, format!("({last}"), "+", Some(1)).await?;
+            oldest = next
+                .first()
+                .and_then(|(id, _)| parse_offset(id))
+                .map(|o| o.0);
+        }
+    }
+    Ok((lag + pending, oldest))
+}

@@ -1,0 +1,504 @@
+//! The audit trail against real Redis and Postgres: exactly once, through a
+//! Postgres outage, two instances and a SIGKILL, and a full backlog.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::json;
+
+use crate::common::*;
+use crate::pg::*;
+
+fn audit_config(redis: &RedisServer, db: &str) -> pulsegate::config::Config {
+    let mut c = test_config(redis);
+    c.database.url = Some(db.to_owned());
+    c.audit.discover_interval = Duration::from_millis(300);
+    c.audit.poll_interval = Duration::from_millis(50);
+    c.audit.claim_idle = Duration::from_secs(2);
+    c.validate().expect("valid");
+    c
+}
+
+/// A realistic mix for one persona: posts, updates, some kills.
+fn events_for(n: usize, persona: &str) -> Vec<serde_json::Value> {
+    let mut out = Vec::with_capacity(n);
+    let mut variants = 0usize;
+    let mut views = HashMap::new();
+    for i in 0..n {
+        if i % 20 == 0 {
+            variants += 1;
+            out.push(posted(
+                &format!("{persona}_v{variants}"),
+                0.05,
+                &format!("pattern{}", variants % 50),
+            ));
+        } else if i % 97 == 0 && variants > 1 {
+            let v = format!("{persona}_v{}", variants - 1);
+            out.push(json!({"type": "early_kill", "variant_id": v, "reason": "low_engagement", "final_engagement_rate": 0.01, "sample_size": 100}));
+        } else {
+            let v = format!("{persona}_v{variants}");
+            let seen = views.entry(v.clone()).or_insert(0u64);
+            *seen += 10;
+            out.push(perf(&v, *seen, *seen / 20));
+        }
+    }
+    out
+}
+
+async fn ingest_all(
+    client: &fred::prelude::Client,
+    persona: &str,
+    events: Vec<serde_json::Value>,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for chunk in events.chunks(200) {
+        let results = join_all(chunk.iter().map(|e| ingest(client, persona, e.clone()))).await;
+        for r in results {
+            match r {
+                Ok(id) => ids.push(id),
+                // A kill of an already killed variant is fine to refuse here.
+                Err(e)
+                    if e.details().contains("ALREADY_KILLED")
+                        || e.details().contains("UNKNOWN_VARIANT") => {}
+                Err(e) => panic!("ingest: {e}"),
+            }
+        }
+    }
+    ids
+}
+
+/// Every stream id of every persona, as (persona, id).
+async fn all_stream_ids(
+    client: &fred::prelude::Client,
+    personas: &[&str],
+) -> HashSet<(String, String)> {
+    let mut all = HashSet::new();
+    for p in personas {
+        for id in stream_ids(client, &format!("pulse:{{{p}}}:stream")).await {
+            all.insert((p.to_string(), id));
+        }
+    }
+    all
+}
+
+async fn audited_ids(db: &tokio_postgres::Client) -> HashSet<(String, String)> {
+    db.query("SELECT persona_id, event_id FROM dashboard_events", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_events_land_exactly_once() {
+    let redis = RedisServer::spawn().await;
+    let pg = PgServer::spawn();
+    let gw = start_gateway(audit_config(&redis, &pg.url())).await;
+    let publisher = redis.client().await;
+    let personas = ["alpha", "beta", "gamma", "delta"];
+    let mut tasks = Vec::new();
+    for p in personas {
+        let client = publisher.clone();
+        tasks.push(tokio::spawn(async move {
+            ingest_all(&client, p, events_for(2500, p)).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let expected = all_stream_ids(&publisher, &personas).await;
+    assert!(
+        expected.len() >= 10_000,
+        "{} stream entries",
+        expected.len()
+    );
+    let db = pg.client().await;
+    wait_count(
+        &db,
+        "SELECT count(*) FROM dashboard_events",
+        expected.len() as i64,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        audited_ids(&db).await,
+        expected,
+        "one row per stream entry, same ids"
+    );
+
+    let kills = count(
+        &db,
+        "SELECT count(*) FROM dashboard_events WHERE event_type = 'early_kill'",
+    )
+    .await;
+    assert!(kills > 0);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM variant_kills").await,
+        kills
+    );
+    let posts = count(
+        &db,
+        "SELECT count(*) FROM dashboard_events WHERE event_type = 'variant_posted'",
+    )
+    .await;
+    assert_eq!(count(&db, "SELECT count(*) FROM variants").await, posts);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM variants WHERE status = 'killed'").await,
+        kills
+    );
+    // Monitoring reflects the newest update of each variant.
+    let (views, last): (i64, i64) = {
+        let r = db
+            .query_one(
+                "SELECT m.view_count, (SELECT (event_data->'data'->>'view_count')::bigint FROM dashboard_events e
+                   WHERE e.persona_id = m.persona_id AND e.variant_id = m.variant_id AND e.event_type = 'performance_update'
+                   ORDER BY stream_ms DESC, stream_seq DESC LIMIT 1)
+                 FROM variant_monitoring m WHERE persona_id = 'alpha' AND variant_id = 'alpha_v3'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(views, last);
+
+    // The query API reads it back, paginated in stream order.
+    let mut cursor: Option<String> = None;
+    let mut seen = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/events/alpha?limit=1000&cursor={c}"),
+            None => "/api/events/alpha?limit=1000".to_owned(),
+        };
+        let (status, page) = http_json(gw.local_addr, "GET", &path, None).await;
+        assert_eq!(status, 200, "{page}");
+        seen += page["events"].as_array().unwrap().len();
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let alpha = expected.iter().filter(|(p, _)| p == "alpha").count();
+    assert_eq!(seen, alpha);
+    let (status, page) = http_json(
+        gw.local_addr,
+        "GET",
+        "/api/events/alpha?event_type=early_kill&limit=5",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["event_type"] == "early_kill"));
+    let (status, k) = http_json(gw.local_addr, "GET", "/api/kills/alpha", None).await;
+    assert_eq!(status, 200);
+    assert!(!k["kills"].as_array().unwrap().is_empty());
+    let (status, h) = http_json(
+        gw.local_addr,
+        "GET",
+        "/api/variants/alpha/alpha_v3/history",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{h}");
+    assert_eq!(h["variant"]["id"], "alpha_v3");
+    assert_eq!(h["events"][0]["event_type"], "variant_posted");
+    assert_eq!(
+        http_json(
+            gw.local_addr,
+            "GET",
+            "/api/variants/alpha/ghost/history",
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        http_json(
+            gw.local_addr,
+            "GET",
+            "/api/events/alpha?since=yesterday",
+            None
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        http_json(gw.local_addr, "GET", "/api/events/alpha?limit=0", None)
+            .await
+            .0,
+        400
+    );
+
+    let metrics = gw.app.metrics.encode();
+    assert!(
+        metrics.contains("pulsegate_audit_rows_written_total"),
+        "{metrics}"
+    );
+    let (_, ready) = http_json(gw.local_addr, "GET", "/readyz", None).await;
+    assert_eq!(ready["audit"]["postgres"], true, "{ready}");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_delays_the_audit_but_not_fan_out() {
+    let redis = RedisServer::spawn().await;
+    let pg = PgServer::spawn();
+    let proxy = FaultProxy::start(pg.port).await;
+    let gw = start_gateway(audit_config(&redis, &pg.url_via(proxy.port))).await;
+    let publisher = redis.client().await;
+    let mut ws = connect(gw.local_addr, "/dashboard/ws/p1").await;
+    next_json(&mut ws, Duration::from_secs(5)).await;
+    let db = pg.client().await;
+
+    let _first = ingest_all(&publisher, "p1", events_for(300, "p1")).await;
+    wait_count(
+        &db,
+        "SELECT count(*) FROM dashboard_events",
+        all_stream_ids(&publisher, &["p1"]).await.len() as i64,
+        Duration::from_secs(30),
+    )
+    .await;
+    proxy.cut();
+    let during = ingest_all(
+        &publisher,
+        "p1",
+        (0..1000)
+            .map(|i| posted(&format!("out{i}"), 0.05, &format!("q{i}")))
+            .collect(),
+    )
+    .await;
+    // Fan-out is untouched: every event arrives live while Postgres is gone.
+    let mut live = 0;
+    while live < during.len() {
+        let v = next_json(&mut ws, Duration::from_secs(10)).await;
+        if v["data"]["variant_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("out"))
+        {
+            live += 1;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, ready) = http_json(gw.local_addr, "GET", "/readyz", None).await;
+    assert_eq!(ready["status"], "ready", "fan-out stays ready: {ready}");
+    assert_eq!(ready["audit"]["postgres"], false, "{ready}");
+    assert!(
+        ready["audit"]["lag_entries"].as_u64().unwrap() > 0,
+        "{ready}"
+    );
+    proxy.restore();
+    let expected = all_stream_ids(&publisher, &["p1"]).await;
+    wait_count(
+        &db,
+        "SELECT count(*) FROM dashboard_events",
+        expected.len() as i64,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(audited_ids(&db).await, expected);
+    gw.shutdown().await;
+}
+
+fn spawn_gateway_process(
+    redis: &RedisServer,
+    db: &str,
+    name: &str,
+) -> (Child, std::net::SocketAddr) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_pulsegate"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--redis-url",
+            &redis.url(),
+            "--database-url",
+            db,
+        ])
+        .env("PULSEGATE_AUDIT_CONSUMER", name)
+        .env("PULSEGATE_AUDIT_CLAIM_IDLE", "2s")
+        .env("PULSEGATE_AUDIT_DISCOVER_INTERVAL", "300ms")
+        .env("PULSEGATE_AUDIT_POLL_INTERVAL", "50ms")
+        .env("PULSEGATE_AUDIT_BATCH_SIZE", "200")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn pulsegate");
+    (child, format!("127.0.0.1:{port}").parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_work_and_survive_a_sigkill() {
+    let redis = RedisServer::spawn().await;
+    let pg = PgServer::spawn();
+    let (mut a, addr_a) = spawn_gateway_process(&redis, &pg.url(), "gw-a");
+    let (mut b, addr_b) = spawn_gateway_process(&redis, &pg.url(), "gw-b");
+    wait_http_ok(addr_a, "/readyz", Duration::from_secs(20)).await;
+    wait_http_ok(addr_b, "/readyz", Duration::from_secs(20)).await;
+    let publisher = redis.client().await;
+    let personas = ["k1", "k2", "k3"];
+    let mut tasks = Vec::new();
+    for p in personas {
+        let client = publisher.clone();
+        tasks.push(tokio::spawn(async move {
+            ingest_all(&client, p, events_for(2000, p)).await
+        }));
+    }
+    // Kill one instance while the others are busy.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    a.kill().expect("SIGKILL");
+    let _ = a.wait();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let expected = all_stream_ids(&publisher, &personas).await;
+    let db = pg.client().await;
+    wait_count(
+        &db,
+        "SELECT count(*) FROM dashboard_events",
+        expected.len() as i64,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(audited_ids(&db).await, expected, "no gap, no duplicate");
+    let _ = b.kill();
+    let _ = b.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_is_refused_before_trimming_could_drop_unaudited_entries() {
+    let redis = RedisServer::spawn().await;
+    let pg = PgServer::spawn();
+    let proxy = FaultProxy::start(pg.port).await;
+    let mut config = audit_config(&redis, &pg.url_via(proxy.port));
+    config.ingest.stream_maxlen = 1000;
+    config.audit.backlog_margin = 200;
+    let gw = start_gateway(config).await;
+    let db = pg.client().await;
+    let post = |i: usize| json!({"persona_id": "full", "variant_id": format!("v{i}"), "content": "c", "predicted_er": 0.05, "pattern_used": format!("p{i}")});
+    let (status, _) = http_json(
+        gw.local_addr,
+        "POST",
+        "/api/events/variant-posted",
+        Some(&post(0).to_string()),
+    )
+    .await;
+    assert_eq!(status, 202);
+    wait_count(
+        &db,
+        "SELECT count(*) FROM dashboard_events",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    proxy.cut();
+    let mut accepted = 1;
+    let mut refused = None;
+    for i in 1..2000 {
+        let (status, body) = http_json(
+            gw.local_addr,
+            "POST",
+            "/api/events/variant-posted",
+            Some(&post(i).to_string()),
+        )
+        .await;
+        match status {
+            202 => accepted += 1,
+            503 => {
+                refused = Some(body);
+                break;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    let body = refused.expect("ingest is refused before the stream bound");
+    assert_eq!(body["error"]["code"], "audit_backlog_full", "{body}");
+    assert!(
+        accepted <= 1000 - 200 + 1,
+        "refused at the margin: accepted {accepted}"
+    );
+    // A direct FCALL is refused the same way.
+    let publisher = redis.client().await;
+    let err = ingest(&publisher, "full", posted("direct", 0.05, "x"))
+        .await
+        .expect_err("refused");
+    assert!(err.details().contains("BACKLOG"), "{err}");
+    proxy.restore();
+    wait_count(
+        &db,
+        "SELECT count(*) FROM dashboard_events",
+        accepted,
+        Duration::from_secs(60),
+    )
+    .await;
+    let expected = all_stream_ids(&publisher, &["full"]).await;
+    assert_eq!(
+        audited_ids(&db).await,
+        expected,
+        "every accepted event audited, none trimmed away"
+    );
+    // Once drained, ingest works again.
+    let (status, _) = http_json(
+        gw.local_addr,
+        "POST",
+        "/api/events/variant-posted",
+        Some(&post(5000).to_string()),
+    )
+    .await;
+    assert_eq!(status, 202);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_twice_and_concurrently() {
+    let pg = PgServer::spawn();
+    let url = pg.url();
+    let runs = join_all((0..4).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move { pulsegate::audit::migrate(&url).await })
+    }))
+    .await;
+    let applied: usize = runs
+        .into_iter()
+        .map(|r| r.unwrap().expect("migrate").len())
+        .sum();
+    assert_eq!(
+        applied,
+        pulsegate::audit::migrate::MIGRATIONS.len(),
+        "each migration applied once"
+    );
+    assert!(
+        pulsegate::audit::migrate(&url).await.unwrap().is_empty(),
+        "a second run has nothing to do"
+    );
+    let db = pg.client().await;
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pulsegate_migrations").await,
+        pulsegate::audit::migrate::MIGRATIONS.len() as i64
+    );
+    // The CLI does the same and says so.
+    let out = Command::new(env!("CARGO_BIN_EXE_pulsegate"))
+        .args(["migrate", "--database-url", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_pulsegate"))
+        .args(["migrate"])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}

@@ -1,0 +1,177 @@
+// The dashboard's WebSocket: reconnects by itself with jittered exponential
+// backoff and resumes with `?since=<last offset>` so nothing is missed.
+
+const BASE_DELAY_MS = 500;
+const MAX_DELAY_MS = 15000;
+/** A connection that lived this long starts the backoff over. */
+const STABLE_MS = 10000;
+const CONNECT_TIMEOUT_MS = 10000;
+/** Application pings: the gateway's ping frames are invisible to scripts. */
+const PING_EVERY_MS = 20000;
+/** Silence this long (pong included) means the connection is dead. */
+const SILENCE_MS = 50000;
+/** Close codes that mean "your token is not accepted": ask for one. */
+const AUTH_CODES = new Set([1008, 4001, 4003, 4401]);
+
+/** Delay before reconnect attempt `n` (0-based): half fixed, half random. */
+export function backoff(n, random = Math.random) {
+  const cap = Math.min(MAX_DELAY_MS, BASE_DELAY_MS * 2 ** Math.min(n, 16));
+  return Math.round(cap / 2 + random() * (cap / 2));
+}
+
+export class Connection {
+  /**
+   * @param {object} o
+   * @param {(since: string|null) => string} o.url  the WebSocket URL to open
+   * @param {() => string|null} o.since            the offset to resume from
+   * @param {(msg: object) => void} o.onMessage
+   * @param {(s: {state: string, attempt: number, retryAt?: number, code?: number}) => void} o.onState
+   */
+  constructor({ url, since, onMessage, onState }) {
+    this.url = url;
+    this.since = since;
+    this.onMessage = onMessage;
+    this.onState = onState;
+    this.ws = null;
+    this.attempt = 0;
+    this.timer = 0;
+    this.pinger = 0;
+    this.openedAt = 0;
+    this.lastSeen = 0;
+    this.stopped = false;
+    this.paused = false;
+    addEventListener('online', () => this.retryNow());
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'visible') this.retryNow();
+    });
+  }
+
+  start() {
+    this.stopped = false;
+    this.paused = false;
+    this.open();
+  }
+
+  /** Waiting for a token: no reconnects until start() again. */
+  pause() {
+    this.paused = true;
+    clearTimeout(this.timer);
+  }
+
+  get isOpen() {
+    return this.ws?.readyState === WebSocket.OPEN;
+  }
+
+  send(obj) {
+    if (!this.isOpen) return false;
+    this.ws.send(JSON.stringify(obj));
+    return true;
+  }
+
+  /** Closes the current socket (if any) and connects again at once. */
+  reconnect() {
+    this.drop();
+    this.attempt = 0;
+    this.open();
+  }
+
+  retryNow() {
+    if (this.stopped || this.paused || this.ws) return;
+    clearTimeout(this.timer);
+    this.open();
+  }
+
+  open() {
+    clearTimeout(this.timer);
+    const since = this.since();
+    let ws;
+    try {
+      ws = new WebSocket(this.url(since));
+    } catch (e) {
+      console.error('pulsegate: cannot open the WebSocket', e);
+      this.schedule(0);
+      return;
+    }
+    this.ws = ws;
+    this.onState({ state: this.attempt ? 'reconnecting' : 'connecting', attempt: this.attempt });
+    const connectTimer = setTimeout(() => {
+      if (ws.readyState === WebSocket.CONNECTING) this.lost(ws, 0);
+    }, CONNECT_TIMEOUT_MS);
+    ws.onopen = () => {
+      clearTimeout(connectTimer);
+      this.openedAt = Date.now();
+      this.lastSeen = Date.now();
+      this.onState({ state: 'open', attempt: this.attempt, resumed: since != null });
+      clearInterval(this.pinger);
+      this.pinger = setInterval(() => this.heartbeat(ws), PING_EVERY_MS);
+    };
+    ws.onmessage = (ev) => {
+      this.lastSeen = Date.now();
+      if (typeof ev.data !== 'string') return;
+      let msg;
+      try {
+        msg = JSON.parse(ev.data);
+      } catch {
+        console.warn('pulsegate: a message that is not JSON', ev.data.slice(0, 200));
+        return;
+      }
+      if (msg && typeof msg.type === 'string') this.onMessage(msg);
+    };
+    ws.onclose = (ev) => {
+      clearTimeout(connectTimer);
+      this.lost(ws, ev.code);
+    };
+    ws.onerror = () => {
+      // A close event always follows; it decides what to do.
+    };
+  }
+
+  heartbeat(ws) {
+    if (ws !== this.ws) return;
+    if (Date.now() - this.lastSeen > SILENCE_MS) {
+      this.lost(ws, 4000);
+      return;
+    }
+    this.send({ type: 'ping' });
+  }
+
+  /** Detaches `ws` (without waiting for its close handshake). */
+  drop() {
+    const ws = this.ws;
+    this.ws = null;
+    clearInterval(this.pinger);
+    if (!ws) return;
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    try {
+      ws.close(1000, 'reconnecting');
+    } catch {
+      // already closed
+    }
+  }
+
+  lost(ws, code) {
+    if (ws !== this.ws) return;
+    const lived = this.openedAt ? Date.now() - this.openedAt : 0;
+    this.openedAt = 0;
+    this.drop();
+    if (this.stopped) return;
+    if (AUTH_CODES.has(code)) {
+      this.paused = true;
+      this.onState({ state: 'auth', attempt: this.attempt, code });
+      return;
+    }
+    // A long-lived connection, or a server going away on purpose: retry soon.
+    if (lived >= STABLE_MS || code === 1001) this.attempt = 0;
+    this.schedule(code);
+  }
+
+  schedule(code) {
+    const delay = backoff(this.attempt);
+    this.attempt += 1;
+    this.onState({ state: 'waiting', attempt: this.attempt, retryAt: Date.now() + delay, code });
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      if (!this.paused && !this.stopped) this.open();
+    }, delay);
+  }
+}
