@@ -113,6 +113,7 @@ local OPTION_SPECS = {
   max_variants              = {0, MAX_INT, 1000},
   recent_kills              = {0, RECENT_KILLS_KEPT, 20},
   now_ms                    = {0, MAX_INT, false},
+  backlog_margin            = {0, MAX_INT, 10000},
 }
 
 ---------------------------------------------------------------------------
@@ -383,12 +384,35 @@ local function xadd(call, skey, maxlen, id, msg, t, v, p)
   return call('XADD', skey, 'MAXLEN', '~', maxlen, id, 'm', msg, 't', t, 'v', v)
 end
 
+-- Trimming must never remove an entry a consumer group (the audit trail)
+-- has not acknowledged: refuse the event while any group's un-audited
+-- backlog (undelivered lag + pending) would come within backlog_margin of
+-- stream_maxlen. Runs before the first write, so a refusal changes nothing.
+local function check_backlog(ctx, skey, n)
+  local groups = rpcall('XINFO', 'GROUPS', skey)       -- an error table when no stream yet
+  if typ(groups) ~= 'table' or groups.err or #groups == 0 then return end
+  local limit = ctx.opts.stream_maxlen - ctx.opts.backlog_margin
+  if limit < 1 then limit = 1 end
+  for _, g in ipairs(groups) do
+    local f = {}
+    for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+    local lag = tonumber(f['lag'])
+    if not lag then lag = rcall('XLEN', skey) end   -- unknown lag: assume all undelivered
+    local backlog = lag + (tonumber(f['pending']) or 0)
+    if backlog + n > limit then
+      raise('BACKLOG', 'stream', 'the audit backlog of group ' .. q(f['name']) .. ' is ' .. istr(backlog) ..
+            ' entries, at the limit of ' .. istr(limit) .. ' (stream_maxlen - backlog_margin); retry when it drains')
+    end
+  end
+end
+
 -- Appends items {t=, v=, p=, ts=, data=<JSON text>} with consecutive ids
 -- and their final messages. Returns ids, msgs. First write of an ingest.
 local function append(ctx, items)
   local rec = ctx.rec
   local skey = rec.skey
   local maxlen = ctx.opts.maxlen_s
+  check_backlog(ctx, skey, #items)
   local ms, seq = id_after(rec.ms, rec.seq, ctx.now)
   for attempt = 1, 2 do
     local ids, msgs = {}, {}
@@ -654,6 +678,7 @@ local function on_performance_update(ctx, ev, vid)
   -- no escaping); see append() for the id rules
   local skey = rec.skey
   local maxlen = ctx.opts.maxlen_s
+  check_backlog(ctx, skey, 1)
   local ms, seq = id_after(rec.ms, rec.seq, ctx.now)
   local id, msg
   for attempt = 1, 2 do
@@ -817,7 +842,7 @@ local function variant_view(vid, h, nm)
     pattern_used = (h.pattern_used and h.pattern_used ~= '') and h.pattern_used or jnull,
     posted_at = tonum(h.posted_at) or jnull, status = h.status,
     view_count = vc, interaction_count = ic, current_er = r6(cer),
-    performance_vs_prediction = pred > 0 and r6((cer - pred) / pred) or jnull,
+    performance_vs_prediction = (pred > 0 and vc > 0) and r6((cer - pred) / pred) or jnull,
     last_updated = lu,
     er_5m = ratio(i5, v5), er_15m = ratio(i15, v15), er_60m = ratio(i60, v60),
     er_series = series, er_series_start = (nm - RING + 1) * MINUTE_MS,

@@ -48,7 +48,10 @@ impl App {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            function_options: crate::redis::functions::options_json(&config.ingest),
+            function_options: crate::redis::functions::options_json(
+                &config.ingest,
+                config.audit.backlog_margin,
+            ),
             config,
             metrics,
             hub,

@@ -34,7 +34,10 @@ pub enum IngestError {
         field: String,
         message: String,
     },
-    /// Ingest is refused for now (Redis unreachable, audit backlog full): 503.
+    /// The audit trail is too far behind to take more without losing history: 503.
+    #[error("{0}")]
+    BacklogFull(String),
+    /// Ingest is refused for now (Redis unreachable): 503.
     #[error("{0}")]
     Unavailable(String),
 }
@@ -123,6 +126,7 @@ pub fn from_redis(e: &fred::error::Error) -> IngestError {
             field,
             message,
         },
+        "BACKLOG" => IngestError::BacklogFull(message),
         _ => IngestError::Unavailable(format!("Redis could not ingest the event: {details}")),
     }
 }

@@ -92,6 +92,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     ));
     tokio::spawn(crate::redis::functions::keep_loaded(
         command.clone(),
+        app.function_options.clone(),
         status.clone(),
         background.clone(),
     ));

@@ -233,6 +233,14 @@ pub async fn ingest_event(app: &Arc<App>, route: &str, req: Request<Incoming>) -
                     field,
                     message,
                 } => field_error(StatusCode::CONFLICT, code, field, message),
+                IngestError::BacklogFull(m) => {
+                    let mut res = error(StatusCode::SERVICE_UNAVAILABLE, "audit_backlog_full", m);
+                    res.headers_mut().insert(
+                        hyper::header::RETRY_AFTER,
+                        hyper::header::HeaderValue::from_static("5"),
+                    );
+                    res
+                }
                 IngestError::Unavailable(m) => {
                     error(StatusCode::SERVICE_UNAVAILABLE, "ingest_unavailable", m)
                 }
@@ -246,6 +254,7 @@ fn ingest_error_label(e: &IngestError) -> &'static str {
         IngestError::Invalid { .. } => "invalid",
         IngestError::UnknownVariant { .. } => "unknown_variant",
         IngestError::Conflict { .. } => "conflict",
+        IngestError::BacklogFull(_) => "audit_backlog_full",
         IngestError::Unavailable(_) => "unavailable",
     }
 }

@@ -16,7 +16,7 @@ use crate::redis::health::RedisStatus;
 pub const LIBRARY: &str = include_str!("../../lua/pulse.lua");
 
 /// The `[ingest]` settings as the options argument of the functions.
-pub fn options_json(cfg: &IngestConfig) -> String {
+pub fn options_json(cfg: &IngestConfig, backlog_margin: u64) -> String {
     serde_json::json!({
         "stream_maxlen": cfg.stream_maxlen,
         "pattern_window_ms": cfg.pattern_window.as_millis() as u64,
@@ -24,23 +24,66 @@ pub fn options_json(cfg: &IngestConfig) -> String {
         "kill_rate_window_ms": cfg.kill_rate_window.as_millis() as u64,
         "killed_ttl_s": cfg.killed_ttl.as_secs(),
         "max_variants": cfg.max_variants,
+        "backlog_margin": backlog_margin,
     })
     .to_string()
 }
 
-/// `FUNCTION LOAD REPLACE` the library.
+/// The library with its option defaults set to this deployment's values, so
+/// a publisher calling `FCALL pulse_ingest` without options (any language,
+/// not through the gateway) gets the same stream bound, windows and backlog
+/// margin as the gateway's own calls.
+pub fn library_with_defaults(options: &str) -> String {
+    let Ok(serde_json::Value::Object(opts)) = serde_json::from_str::<serde_json::Value>(options)
+    else {
+        return LIBRARY.to_owned();
+    };
+    let mut out = String::with_capacity(LIBRARY.len());
+    for line in LIBRARY.split_inclusive('\n') {
+        out.push_str(&with_default(line, &opts).unwrap_or_else(|| line.to_owned()));
+    }
+    out
+}
+
+/// `  name = {lo, hi, default},` with `default` replaced, if `name` is configured.
+fn with_default(line: &str, opts: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    let (name, rest) = line.trim_start().split_once('=')?;
+    let value = opts.get(name.trim())?.as_u64()?;
+    let inner = rest.trim().strip_prefix('{')?.strip_suffix("},")?;
+    let parts: Vec<&str> = inner.split(',').map(str::trim).collect();
+    let [lo, hi, _] = parts.as_slice() else {
+        return None;
+    };
+    let indent = &line[..line.len() - line.trim_start().len()];
+    Some(format!("{indent}{name}= {{{lo}, {hi}, {value}}},\n"))
+}
+
+/// `FUNCTION LOAD REPLACE` the library with the built-in defaults.
 pub async fn load(client: &Client) -> Result<(), fred::error::Error> {
     let _: String = client.function_load(true, LIBRARY).await?;
     Ok(())
 }
 
+/// `FUNCTION LOAD REPLACE` the library with this deployment's defaults.
+pub async fn load_configured(client: &Client, options: &str) -> Result<(), fred::error::Error> {
+    let _: String = client
+        .function_load(true, library_with_defaults(options))
+        .await?;
+    Ok(())
+}
+
 /// Loads the library now and again after every reconnect, until cancelled.
-pub async fn keep_loaded(client: Client, status: Arc<RedisStatus>, cancel: CancellationToken) {
+pub async fn keep_loaded(
+    client: Client,
+    options: String,
+    status: Arc<RedisStatus>,
+    cancel: CancellationToken,
+) {
     let mut reconnects = client.reconnect_rx();
     loop {
         // Retry until it sticks: the command may race a reconnect.
         loop {
-            match load(&client).await {
+            match load_configured(&client, &options).await {
                 Ok(()) => {
                     status.set_library_loaded(true);
                     tracing::info!("Redis functions library loaded");
@@ -64,5 +107,26 @@ pub async fn keep_loaded(client: Client, status: Arc<RedisStatus>, cancel: Cance
             }
             _ = cancel.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_config() {
+        let lib = library_with_defaults(r#"{"stream_maxlen": 1234, "backlog_margin": 56}"#);
+        assert!(
+            lib.contains("stream_maxlen             = {1, MAX_INT, 1234},"),
+            "stream_maxlen line"
+        );
+        assert!(lib.contains("backlog_margin            = {0, MAX_INT, 56},"));
+        assert!(
+            lib.contains("pattern_window_ms         = {1, MAX_INT, 86400000},"),
+            "others untouched"
+        );
+        assert_eq!(lib.lines().count(), LIBRARY.lines().count());
+        assert_eq!(library_with_defaults("not json"), LIBRARY);
     }
 }

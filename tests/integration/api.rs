@@ -159,7 +159,7 @@ async fn bad_requests_are_refused_with_the_field_named() {
     );
     assert_eq!(
         http_json(a, "POST", "/api/events/nope", Some("{}")).await.0,
-        404
+        405
     );
     let (status, body) = http_json(a, "GET", "/api/metrics/nobody", None).await;
     assert_eq!(
