@@ -6,6 +6,7 @@ mod common;
 mod config;
 mod fanout;
 mod faults;
+mod functions;
 mod pg;
 mod protocol;
 mod resume;
