@@ -59,6 +59,20 @@ else
 fi
 
 step "cargo test --workspace $*"
-cargo test --workspace "$@"
+results="$(mktemp)"
+trap 'rm -f "$results"' EXIT
+cargo test --workspace "$@" 2>&1 | tee "$results"
+passed=$(grep -o '[0-9]* passed' "$results" | awk '{s += $1} END {print s + 0}')
+failed=$(grep -o '[0-9]* failed' "$results" | awk '{s += $1} END {print s + 0}')
+
+if [[ $# -eq 0 ]]; then
+  if command -v python3 >/dev/null 2>&1; then
+    step "Lua reference model check (scripts/lua-check)"
+    bash "$SCRIPT_DIR/lua-check/check.sh"
+  else
+    step "Lua reference model check skipped: python3 is not installed"
+  fi
+fi
 
 step "all steps passed"
+echo "cargo tests: $passed passed, $failed failed"

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Audit benchmark: drain time of a 100,000-event backlog, then audit lag at a
+# sustained ingest rate. Loopback only; starts and stops its own redis-server,
+# PostgreSQL cluster and gateway. Usage: scripts/bench-audit.sh [EVENTS] [RATE] [SECONDS]
+set -euo pipefail
+EVENTS="${1:-100000}"; RATE="${2:-5000}"; SECS="${3:-30}"
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+LOG_PREFIX="bench-audit"
+# shellcheck source=scripts/lib.sh
+. "$SCRIPT_DIR/lib.sh"
+cd "$REPO_ROOT"
+PGBIN="$(bash "$SCRIPT_DIR/ensure-postgres.sh" --install-only)"
+bash "$SCRIPT_DIR/ensure-redis.sh" --install-only >/dev/null
+BIN="${PULSEGATE_BIN:-target/release/pulsegate}"
+[[ -x "$BIN" ]] || cargo build --release --bin pulsegate
+RPORT=6461; PPORT=5461; GPORT=8461
+WORK="$(mktemp -d /tmp/pulsegate-bench-XXXX)"; chmod 755 "$WORK"
+asuser() { if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+cleanup() {
+  [[ -n "${GW:-}" ]] && kill "$GW" 2>/dev/null && wait "$GW" 2>/dev/null || true
+  redis-cli -p $RPORT shutdown nosave >/dev/null 2>&1 || true
+  asuser "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+redis-server --port $RPORT --save '' --appendonly no --daemonize yes >/dev/null
+[[ $(id -u) == 0 ]] && chown postgres "$WORK"
+asuser "$PGBIN/initdb" -D "$WORK/pg" -A trust -U postgres --no-sync >/dev/null
+asuser "$PGBIN/pg_ctl" -D "$WORK/pg" -w -l "$WORK/pg.log" -o "-p $PPORT -k $WORK -c listen_addresses=127.0.0.1" start >/dev/null
+asuser "$PGBIN/createdb" -h 127.0.0.1 -p $PPORT -U postgres pulsegate
+DB="postgres://postgres@127.0.0.1:$PPORT/pulsegate"
+redis-cli -p $RPORT -x FUNCTION LOAD REPLACE < lua/pulse.lua >/dev/null
+metric() { curl -s "127.0.0.1:$GPORT/metrics" | awk -v m="$1" '$1==m {print $2}'; }
+rows() { asuser "$PGBIN/psql" -h 127.0.0.1 -p $PPORT -U postgres -d pulsegate -Atc "SELECT count(*) FROM dashboard_events" 2>/dev/null || echo 0; }
+
+log "filling a backlog of ~$EVENTS events over 4 personas (gateway not running)"
+for p in a b c d; do
+  redis-benchmark -p $RPORT -c 20 -n $((EVENTS / 4)) -r 1000000000 -q FCALL pulse_ingest 1 "pulse:{bench_$p}" \
+    '{"type":"variant_posted","variant_id":"v__rand_int__","content":"benchmark variant","predicted_er":0.05,"pattern_used":"p"}' >/dev/null
+done
+TOTAL=0; for p in a b c d; do TOTAL=$((TOTAL + $(redis-cli -p $RPORT XLEN "pulse:{bench_$p}:stream"))); done
+log "backlog: $TOTAL stream entries"
+
+"$BIN" serve --listen 127.0.0.1:$GPORT --redis-url redis://127.0.0.1:$RPORT --database-url "$DB" --log-level warn >"$WORK/gw.log" 2>&1 &
+GW=$!
+START=$(date +%s.%N)
+while [[ "$(rows)" -lt "$TOTAL" ]]; do sleep 0.2; done
+END=$(date +%s.%N)
+DRAIN=$(echo "$END - $START" | bc)
+echo "drain: $TOTAL rows in ${DRAIN}s (includes start-up, migrations and stream discovery) = $(echo "$TOTAL / $DRAIN" | bc) rows/s"
+echo "batches: $(metric pulsegate_audit_batches_total), rows written: $(metric pulsegate_audit_rows_written_total)"
+
+log "sustained: $RATE events/s for ${SECS}s (pipelined redis-benchmark, rate-limited by chunks of one second)"
+MAXLAG=0; SUMLAG=0; N=0
+for ((s = 0; s < SECS; s++)); do
+  t0=$(date +%s.%N)
+  redis-benchmark -p $RPORT -c 10 -n "$RATE" -r 1000000000 -q FCALL pulse_ingest 1 'pulse:{bench_a}' \
+    '{"type":"variant_posted","variant_id":"s__rand_int__","content":"sustained","predicted_er":0.05,"pattern_used":"p"}' >/dev/null
+  lag=$(metric pulsegate_audit_lag_seconds); lag=${lag:-0}
+  MAXLAG=$(echo "if ($lag > $MAXLAG) $lag else $MAXLAG" | bc); SUMLAG=$(echo "$SUMLAG + $lag" | bc); N=$((N + 1))
+  rest=$(echo "1 - ($(date +%s.%N) - $t0)" | bc); [[ "$rest" == -* ]] || sleep "$rest"
+done
+echo "sustained ${RATE}/s for ${SECS}s: audit lag (sampled each second) mean $(echo "scale=3; $SUMLAG / $N" | bc)s, max ${MAXLAG}s; lag entries at end: $(metric pulsegate_audit_lag_entries)"
