@@ -91,9 +91,16 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let config = fred::prelude::Config::from_url(&args.redis_url).context("--redis-url")?;
     let client = Client::new(config, None, None, None);
     client.init().await.context("cannot connect to Redis")?;
-    functions::load(&client)
-        .await
-        .context("cannot load lua/pulse.lua")?;
+    // The gateway loads the library with the deployment's defaults; only
+    // load the built-in one when no gateway has done so yet.
+    let loaded: Result<String, _> = client
+        .fcall_ro("pulse_version", Vec::<String>::new(), Vec::<String>::new())
+        .await;
+    if loaded.is_err() {
+        functions::load(&client)
+            .await
+            .context("cannot load lua/pulse.lua")?;
+    }
 
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

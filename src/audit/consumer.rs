@@ -103,13 +103,26 @@ impl Consumer {
                 }
                 last_claim = Instant::now();
             }
+            let mut lost = Vec::new();
             for (key, persona) in &streams {
                 if batch.len() >= self.cfg.batch_size {
                     break;
                 }
                 if let Err(e) = self.read(key, persona, ">", &mut batch).await {
-                    self.redis_error("read", &e);
+                    if e.details().contains("NOGROUP") {
+                        // The stream and its group are gone (Redis lost its
+                        // data): rediscover it so the group is created again.
+                        lost.push(key.clone());
+                    } else {
+                        self.redis_error("read", &e);
+                    }
                 }
+            }
+            for key in lost {
+                tracing::warn!(%key, "audit group missing; recreating it at the next discovery");
+                streams.remove(&key);
+                own_pending_done.remove(&key);
+                last_discover = None;
             }
             if batch.len() == 0 {
                 tokio::select! {
@@ -192,14 +205,7 @@ impl Consumer {
                 key,
                 id,
             )
-            .await
-            .or_else(|e| {
-                if e.details().contains("NOGROUP") {
-                    Ok(HashMap::new())
-                } else {
-                    Err(e)
-                }
-            })?;
+            .await?;
         let mut n = 0;
         for (_, entries) in resp {
             for (id, fields) in entries {

@@ -74,6 +74,10 @@ fn limit_param(query: Option<&str>) -> Result<i64, Refusal> {
 
 /// Minimal RFC 3339 (`YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)`) → epoch ms.
 fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    // Byte positions below assume ASCII; anything else is not RFC 3339.
+    if !s.is_ascii() {
+        return None;
+    }
     let b = s.as_bytes();
     if b.len() < 20
         || b[4] != b'-'
@@ -244,7 +248,7 @@ pub async fn variant_history(
     async {
         let pool = pool(app)?;
         let persona = persona(app, raw)?;
-        let limit = limit_param(query)?.max(MAX_LIMIT);
+        let limit = if query_param(query, "limit").is_some() { limit_param(query)? } else { MAX_LIMIT };
         let variant_row = query_json(
             pool,
             "SELECT to_jsonb(v) - 'persona_id' FROM variants v WHERE persona_id = $1 AND id = $2",
@@ -308,6 +312,7 @@ mod tests {
             Some(951_782_400_000)
         );
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
+        assert_eq!(parse_rfc3339_ms("2026-11-22T03:26:40é1234"), None);
         assert_eq!(parse_rfc3339_ms("2026-11-22T03:26:40"), None);
     }
 }

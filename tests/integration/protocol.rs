@@ -179,6 +179,8 @@ async fn multiplexed_endpoint_subscribes_and_unsubscribes() {
     config.ws.max_subscriptions = 2;
     let gw = start_gateway(config).await;
     let publisher = redis.client().await;
+    // Generous: this test waits on Redis round trips, and CI machines are shared.
+    const T: Duration = Duration::from_secs(15);
     let mut ws = connect(gw.local_addr, "/ws").await;
 
     send_json(
