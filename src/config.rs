@@ -326,6 +326,9 @@ pub struct AuditConfig {
     pub discover_interval: Duration,
     /// Postgres connections. Default: 4.
     pub pool_size: u32,
+    /// Consumer tasks; streams are split among them, each stream keeps one
+    /// writer, different personas are written in parallel. Default: 4.
+    pub workers: usize,
     /// Ingest is refused when the un-audited backlog of a stream comes within
     /// this many entries of `ingest.stream_maxlen`. Default: 10000.
     pub backlog_margin: u64,
@@ -342,6 +345,7 @@ impl Default for AuditConfig {
             claim_idle: Duration::from_secs(10),
             discover_interval: Duration::from_secs(5),
             pool_size: 4,
+            workers: 4,
             backlog_margin: 10_000,
         }
     }
@@ -551,6 +555,12 @@ impl Config {
         nonzero("audit.poll_interval", a.poll_interval)?;
         nonzero("audit.claim_idle", a.claim_idle)?;
         nonzero("audit.discover_interval", a.discover_interval)?;
+        if a.workers == 0 || a.workers > a.pool_size as usize {
+            return Err(ConfigError::new(
+                "audit.workers",
+                "must be 1..=audit.pool_size",
+            ));
+        }
         if a.pool_size == 0 {
             return Err(ConfigError::new(
                 "audit.pool_size",

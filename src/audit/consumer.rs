@@ -29,6 +29,11 @@ pub struct Consumer {
     pub consumer: String,
     pub metrics: Arc<Metrics>,
     pub status: Arc<AuditStatus>,
+    /// This worker follows the streams whose key hashes to `shard` of `shards`,
+    /// so each stream has one writer (order kept) and batches of different
+    /// personas are written in parallel.
+    pub shard: usize,
+    pub shards: usize,
 }
 
 /// Stream entries as fred returns them: (id, fields).
@@ -143,6 +148,7 @@ impl Consumer {
     async fn discover(&self, streams: &mut Streams) {
         let pattern = format!("{}:{{*}}:stream", self.prefix);
         let mut cursor = "0".to_owned();
+        let mut all = Vec::new();
         for _ in 0..10_000 {
             let page: Result<(String, Vec<String>), _> = self
                 .redis
@@ -155,8 +161,13 @@ impl Consumer {
                     return;
                 }
             };
+            all.extend(
+                keys.iter()
+                    .filter(|k| persona_of(&self.prefix, k).is_some())
+                    .cloned(),
+            );
             for key in keys {
-                if streams.contains_key(&key) {
+                if streams.contains_key(&key) || shard_of(&key, self.shards) != self.shard {
                     continue;
                 }
                 let Some(persona) = persona_of(&self.prefix, &key) else {
@@ -181,8 +192,11 @@ impl Consumer {
             }
             cursor = next;
         }
-        self.metrics.audit_streams.set(streams.len() as i64);
-        self.status.set_streams(streams.keys().cloned().collect());
+        if self.shard == 0 {
+            // Shard 0 reports every stream (it sees them all in the scan).
+            self.status.set_streams(all.clone());
+            self.metrics.audit_streams.set(all.len() as i64);
+        }
     }
 
     /// XREADGROUP from `id` (">" new, "0" our pending); returns entries read.
@@ -315,4 +329,14 @@ pub fn persona_of(prefix: &str, key: &str) -> Option<String> {
     let rest = key.strip_prefix(prefix)?.strip_prefix(":{")?;
     let persona = rest.strip_suffix("}:stream")?;
     (!persona.is_empty() && !persona.contains(['{', '}'])).then(|| persona.to_owned())
+}
+
+/// Which worker owns a stream (FNV-1a of the key; stable across restarts).
+pub fn shard_of(key: &str, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % shards.max(1) as u64) as usize
 }

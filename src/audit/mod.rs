@@ -87,15 +87,21 @@ pub fn start(
         return Ok((Arc::new(AuditStatus::default()), Some(pool), None));
     }
     let status = Arc::new(AuditStatus::enabled());
-    let consumer = consumer::Consumer {
-        redis: redis.clone(),
-        pool: pool.clone(),
-        prefix: config.redis.key_prefix.clone(),
-        cfg: config.audit.clone(),
-        consumer: consumer_name(config),
-        metrics: metrics.clone(),
-        status: status.clone(),
-    };
+    let shards = config.audit.workers;
+    let workers: Vec<consumer::Consumer> = (0..shards)
+        .map(|shard| consumer::Consumer {
+            redis: redis.clone(),
+            pool: pool.clone(),
+            prefix: config.redis.key_prefix.clone(),
+            cfg: config.audit.clone(),
+            consumer: consumer_name(config),
+            metrics: metrics.clone(),
+            status: status.clone(),
+            shard,
+            shards,
+        })
+        .collect();
+    let name = consumer_name(config);
     let st = status.clone();
     let c = cancel.clone();
     let task = tokio::spawn(async move {
@@ -104,7 +110,7 @@ pub fn start(
             match migrate(&url).await {
                 Ok(applied) => {
                     st.set_postgres(true, None);
-                    tracing::info!(?applied, consumer = %consumer.consumer, "audit schema ready; consuming streams");
+                    tracing::info!(?applied, consumer = %name, workers = shards, "audit schema ready; consuming streams");
                     break;
                 }
                 Err(e) => {
@@ -118,7 +124,13 @@ pub fn start(
                 }
             }
         }
-        consumer.run(c).await;
+        let tasks: Vec<_> = workers
+            .into_iter()
+            .map(|w| tokio::spawn(w.run(c.clone())))
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
     });
     tokio::spawn(status::run(
         redis,
