@@ -72,7 +72,16 @@ if [[ $# -eq 0 ]]; then
   else
     step "Lua reference model check skipped: python3 is not installed"
   fi
+
+  step "browser tests (scripts/browser-test.sh)"
+  browser_out="$(mktemp)"
+  bash "$SCRIPT_DIR/browser-test.sh" 2>&1 | tee "$browser_out"
+  bp=$(sed -n 's/^# pass \([0-9][0-9]*\)$/\1/p' "$browser_out" | tail -n 1)
+  bf=$(sed -n 's/^# fail \([0-9][0-9]*\)$/\1/p' "$browser_out" | tail -n 1)
+  passed=$((passed + ${bp:-0}))
+  failed=$((failed + ${bf:-0}))
+  rm -f "$browser_out"
 fi
 
 step "all steps passed"
-echo "cargo tests: $passed passed, $failed failed"
+echo "tests: $passed passed, $failed failed"

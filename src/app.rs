@@ -32,6 +32,8 @@ pub struct App {
     pub audit: Arc<AuditStatus>,
     /// Postgres, for the audit query API (`None` without a database).
     pub pg: Option<PgPool>,
+    /// REST read answers, valid while a persona's stream offset is unchanged.
+    pub api_cache: crate::http::cache::ResponseCache,
     /// The `[ingest]` options as the JSON argument of every function call.
     pub function_options: String,
     draining: AtomicBool,
@@ -61,6 +63,7 @@ impl App {
             shutdown,
             tasks: TaskTracker::new(),
             audit: Arc::new(AuditStatus::default()),
+            api_cache: Default::default(),
             pg: None,
             draining: AtomicBool::new(false),
         }

@@ -231,7 +231,6 @@ dialog.addEventListener('close', () => {
     if (connState.state === 'auth') conn.pause();
     return;
   }
-  conn.start();
   conn.reconnect();
 });
 

@@ -70,6 +70,8 @@ export class Connection {
 
   /** Closes the current socket (if any) and connects again at once. */
   reconnect() {
+    this.stopped = false;
+    this.paused = false;
     this.drop();
     this.attempt = 0;
     this.open();

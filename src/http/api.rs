@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::response::{error, json, Body};
+use super::response::{self, error, json, Body};
 use crate::app::App;
 use crate::dashboard::{human_duration, suggestions, RawSnapshot};
 use crate::ingest::{self, IngestError};
@@ -79,6 +79,10 @@ fn or_answer(r: Result<Response<Body>, ApiError>) -> Response<Body> {
 
 /// `GET /api/metrics/{persona_id}`
 pub async fn metrics(app: &App, raw: &str) -> Response<Body> {
+    cached(app, "metrics", raw, metrics_fresh(app, raw)).await
+}
+
+async fn metrics_fresh(app: &App, raw: &str) -> Response<Body> {
     or_answer(
         async {
             let (persona, snap) = load(app, raw).await?;
@@ -113,6 +117,35 @@ pub async fn metrics(app: &App, raw: &str) -> Response<Body> {
     )
 }
 
+/// Serves `route` for `raw` from the cache while the persona's stream offset
+/// is unchanged (and the answer is younger than the cache TTL), else runs
+/// `fresh` and keeps a successful answer.
+async fn cached(app: &App, route: &'static str, raw: &str, fresh: impl std::future::Future<Output = Response<Body>>) -> Response<Body> {
+    let Ok(persona) = persona(app, raw) else {
+        return fresh.await;
+    };
+    let key = app.hub.keys().stream(&persona);
+    let newest: Result<Vec<(String, std::collections::HashMap<String, String>)>, _> =
+        app.redis.xrevrange(key, "+", "-", Some(1)).await;
+    let Some(offset) = newest.ok().and_then(|e| e.into_iter().next()).map(|(id, _)| id) else {
+        return fresh.await;
+    };
+    if let Some(body) = app.api_cache.get(route, &persona, &offset) {
+        return response::with_type(StatusCode::OK, body, "application/json");
+    }
+    let res = fresh.await;
+    if res.status() != StatusCode::OK {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let bytes = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(never) => match never {},
+    };
+    app.api_cache.put(route, &persona, offset, bytes.clone());
+    Response::from_parts(parts, http_body_util::Full::new(bytes))
+}
+
 /// The newest stream entries, newest first (what a dashboard feed shows).
 async fn real_time_feed(app: &App, persona: &PersonaId) -> Value {
     let key = app.hub.keys().stream(persona);
@@ -136,6 +169,10 @@ async fn real_time_feed(app: &App, persona: &PersonaId) -> Value {
 
 /// `GET /api/variants/{persona_id}/active`
 pub async fn active_variants(app: &App, raw: &str) -> Response<Body> {
+    cached(app, "active_variants", raw, active_variants_fresh(app, raw)).await
+}
+
+async fn active_variants_fresh(app: &App, raw: &str) -> Response<Body> {
     or_answer(async {
         let (persona, snap) = load(app, raw).await?;
         let variants: Vec<Value> = snap
@@ -175,6 +212,10 @@ pub async fn active_variants(app: &App, raw: &str) -> Response<Body> {
 
 /// `GET /api/optimization/{persona_id}`
 pub async fn optimization(app: &App, raw: &str) -> Response<Body> {
+    cached(app, "optimization", raw, optimization_fresh(app, raw)).await
+}
+
+async fn optimization_fresh(app: &App, raw: &str) -> Response<Body> {
     or_answer(
         async {
             let (persona, snap) = load(app, raw).await?;

@@ -69,6 +69,11 @@ const ASSETS: &[Asset] = &[
         content_type: "text/javascript; charset=utf-8",
     },
     Asset {
+        name: "table.js",
+        body: include_bytes!("../../ui/table.js"),
+        content_type: "text/javascript; charset=utf-8",
+    },
+    Asset {
         name: "format.js",
         body: include_bytes!("../../ui/format.js"),
         content_type: "text/javascript; charset=utf-8",
