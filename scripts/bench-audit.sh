@@ -44,7 +44,14 @@ log "backlog: $TOTAL stream entries"
 "$BIN" serve --listen 127.0.0.1:$GPORT --redis-url redis://127.0.0.1:$RPORT --database-url "$DB" --log-level warn >"$WORK/gw.log" 2>&1 &
 GW=$!
 START=$(date +%s.%N)
-while [[ "$(rows)" -lt "$TOTAL" ]]; do sleep 0.2; done
+DEADLINE=$((SECONDS + 180))
+while [[ "$(rows)" -lt "$TOTAL" ]]; do
+  if ((SECONDS > DEADLINE)); then
+    tail -n 20 "$WORK/gw.log" >&2
+    die "the backlog did not drain within 180 s ($(rows) of $TOTAL rows)"
+  fi
+  sleep 0.2
+done
 END=$(date +%s.%N)
 DRAIN=$(echo "$END - $START" | bc)
 echo "drain: $TOTAL rows in ${DRAIN}s (includes start-up, migrations and stream discovery) = $(echo "$TOTAL / $DRAIN" | bc) rows/s"
