@@ -120,14 +120,23 @@ async fn metrics_fresh(app: &App, raw: &str) -> Response<Body> {
 /// Serves `route` for `raw` from the cache while the persona's stream offset
 /// is unchanged (and the answer is younger than the cache TTL), else runs
 /// `fresh` and keeps a successful answer.
-async fn cached(app: &App, route: &'static str, raw: &str, fresh: impl std::future::Future<Output = Response<Body>>) -> Response<Body> {
+async fn cached(
+    app: &App,
+    route: &'static str,
+    raw: &str,
+    fresh: impl std::future::Future<Output = Response<Body>>,
+) -> Response<Body> {
     let Ok(persona) = persona(app, raw) else {
         return fresh.await;
     };
     let key = app.hub.keys().stream(&persona);
     let newest: Result<Vec<(String, std::collections::HashMap<String, String>)>, _> =
         app.redis.xrevrange(key, "+", "-", Some(1)).await;
-    let Some(offset) = newest.ok().and_then(|e| e.into_iter().next()).map(|(id, _)| id) else {
+    let Some(offset) = newest
+        .ok()
+        .and_then(|e| e.into_iter().next())
+        .map(|(id, _)| id)
+    else {
         return fresh.await;
     };
     if let Some(body) = app.api_cache.get(route, &persona, &offset) {
