@@ -42,6 +42,8 @@ pub enum Event {
 }
 
 /// A pool the orchestrator drives, wherever it runs.
+// One per run: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum PoolHandle {
     Local(Pool),
     Child(ChildPool),

@@ -238,7 +238,7 @@ mod tests {
         assert_eq!(&masked[f.start..f.end], b"hello");
 
         let mut long = vec![0x82, 126, 1, 0];
-        long.extend(std::iter::repeat(7).take(256));
+        long.extend(std::iter::repeat_n(7, 256));
         let f = parse_frame(&mut long, 0).unwrap().unwrap();
         assert_eq!((f.opcode, f.end - f.start), (OP_BINARY, 256));
     }
