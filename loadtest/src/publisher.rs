@@ -118,7 +118,7 @@ impl Publisher {
                 (Transport::Http(w), targets, url.host_header(), replies)
             }
         };
-        Ok(Self {
+        let mut publisher = Self {
             plan: plan.clone(),
             transport,
             targets,
@@ -128,7 +128,41 @@ impl Publisher {
             stats,
             replies,
             probes: 0,
-        })
+        };
+        if plan.publish == Publish::Http && plan.http_body == HttpBody::PerformanceUpdate {
+            publisher.post_variants().await?;
+        }
+        Ok(publisher)
+    }
+
+    /// For pulsegate's `POST /api/events/performance-update`: posts the run's
+    /// variants through `variant-posted` next to it, and waits for every answer.
+    async fn post_variants(&mut self) -> anyhow::Result<()> {
+        let mut buf = Vec::new();
+        let mut count = 0;
+        for p in 0..self.personas.len() {
+            for v in 0..VARIANTS {
+                let body = format!(
+                    r#"{{"persona_id":"{}","variant_id":"lt{v}","content":"load test","predicted_er":0.05}}"#,
+                    self.personas[p]
+                );
+                let path = self.targets[p].replace("performance-update", "variant-posted");
+                self.http_request_to(&mut buf, &path, body.as_bytes());
+                count += 1;
+            }
+        }
+        self.write(&buf).await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.stats.replies.get() < count && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if let Some(e) = self.stats.first_error.lock().expect("first error").clone() {
+            bail!("posting the run's variants failed: {e}");
+        }
+        if self.stats.replies.get() < count {
+            bail!("posting the run's variants: no answer within 10 s");
+        }
+        Ok(())
     }
 
     /// Publishes one probe on every persona (not counted as a message).
@@ -280,10 +314,14 @@ impl Publisher {
     }
 
     fn http_request(&self, buf: &mut Vec<u8>, p: usize, body: &[u8]) {
+        self.http_request_to(buf, &self.targets[p], body);
+    }
+
+    fn http_request_to(&self, buf: &mut Vec<u8>, path: &str, body: &[u8]) {
         buf.extend_from_slice(
             format!(
                 "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                self.targets[p],
+                path,
                 self.http_host,
                 body.len()
             )

@@ -20,6 +20,8 @@ const POLL: Duration = Duration::from_millis(100);
 const QUIET: Duration = Duration::from_millis(500);
 /// Longest wait for every connected subscriber to be subscribed.
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(30);
+/// Pause between probe rounds (generic servers).
+const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
     let plan = args.plan()?;
@@ -48,6 +50,11 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         while began.elapsed().as_secs_f64() < plan.hold_s {
             tokio::time::sleep(POLL).await;
             bar.set_position(began.elapsed().as_secs());
+            bar.set_message(format!(
+                "{}/{} s idle",
+                began.elapsed().as_secs(),
+                plan.hold_s
+            ));
         }
         bar.finish_and_clear();
     }
@@ -60,6 +67,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
     let bar = bar((plan.duration_s * 10.0).ceil() as u64, "publish");
     let pub_report = {
         let pools_ref = &pools;
+        let plan_duration = plan.duration_s;
         let bar = bar.clone();
         let mut last = Instant::now();
         publisher
@@ -69,8 +77,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
                     let p = total(pools_ref);
                     bar.set_position((secs * 10.0) as u64);
                     bar.set_message(format!(
-                        "sent {sent}, delivered {}, closed {}",
-                        p.delivered, p.closed
+                        "{secs:.1}/{} s, sent {sent}, delivered {}, closed {}",
+                        plan_duration, p.delivered, p.closed
                     ));
                 }
             })
@@ -94,7 +102,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
     let gateway = match (before, idle, after) {
         (Some(b), Some(i), Some(a)) => {
             let cpu = (a.cpu_s - i.cpu_s).max(0.0);
-            let conns = (normal.ready + merged.slow.ready + merged.reconnect.ready).max(1) as f64;
+            // Connections open when the idle RSS was sampled.
+            let conns = ready.max(1) as f64;
             Some(ServerStats {
                 pids: pids.clone(),
                 cpu_s: cpu,
@@ -114,7 +123,6 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         }
         _ => None,
     };
-    let _ = ready;
     Ok(Report {
         label: args.label.clone(),
         scenario: plan.name.clone(),
@@ -152,7 +160,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
 
 fn bar(len: u64, phase: &str) -> ProgressBar {
     let style = ProgressStyle::with_template(&format!(
-        "{phase:>8} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {{msg}}"
+        "{phase:>8} [{{elapsed_precise}}] {{wide_bar}} {{msg}}"
     ))
     .expect("progress template");
     ProgressBar::new(len).with_style(style)
@@ -189,11 +197,17 @@ async fn connect_phase(
         tokio::time::sleep(POLL).await;
         let p = total(pools);
         bar.set_position(p.ready);
-        bar.set_message(format!("upgraded {}, failed {}", p.upgraded, p.failed));
+        bar.set_message(format!(
+            "subscribed {}/{n}, upgraded {}, failed {}",
+            p.ready, p.upgraded, p.failed
+        ));
         let attempted = p.upgraded + p.failed >= n;
+        // Probes reach every subscriber of a persona, ready or not: send
+        // them only once every connection was tried, and not too often.
         if plan.mode == Mode::Generic
+            && attempted
             && p.upgraded > p.ready
-            && last_probe.elapsed() >= Duration::from_millis(100)
+            && last_probe.elapsed() >= PROBE_EVERY
         {
             publisher.probe().await?;
             last_probe = Instant::now();

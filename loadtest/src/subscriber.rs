@@ -73,7 +73,9 @@ struct Conn {
 }
 
 /// Runs one subscriber to the end of the run. `permit` bounds concurrent
-/// handshakes and is released once subscribed.
+/// handshakes: released once subscribed on pulsegate, and right after the
+/// upgrade on generic servers, whose subscribers only become ready on a
+/// probe sent once every connection was tried.
 pub async fn run(
     shared: Arc<Shared>,
     role: Role,
@@ -90,6 +92,10 @@ pub async fn run(
             return outcome;
         }
     };
+    let mut permit = Some(permit);
+    if shared.plan.mode == Mode::Generic {
+        permit = None;
+    }
     let ready = wait_ready(&shared, &mut conn, &mut outcome).await;
     drop(permit);
     if !ready {
