@@ -225,11 +225,26 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>) {
 /// The binary's `serve`: bind, run until SIGTERM/SIGINT, drain.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let running = start(config, listener)?;
     crate::shutdown::signal().await;
     running.shutdown().await;
     Ok(())
 }
+
+/// Binds with a deep accept backlog: the default of 128 overflows when
+/// thousands of clients reconnect at once, and each dropped SYN costs the
+/// client a one-second retransmit.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Connections the kernel may hold before the accept loop takes them.
+const LISTEN_BACKLOG: u32 = 4096;
