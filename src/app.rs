@@ -36,6 +36,10 @@ pub struct App {
     pub api_cache: crate::http::cache::ResponseCache,
     /// The `[ingest]` options as the JSON argument of every function call.
     pub function_options: String,
+    /// Every rate limiter and the per-IP connection counts (`[limits]`).
+    pub limits: Arc<crate::ratelimit::Limiters>,
+    /// The token verifier; `None` when `auth.mode = "off"`.
+    pub auth: Option<crate::auth::Authenticator>,
     draining: AtomicBool,
 }
 
@@ -54,6 +58,11 @@ impl App {
                 &config.ingest,
                 config.audit.backlog_margin,
             ),
+            limits: Arc::new(crate::ratelimit::Limiters::new(
+                &config.limits,
+                metrics.clone(),
+            )),
+            auth: None,
             config,
             metrics,
             hub,

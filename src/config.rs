@@ -26,6 +26,8 @@ const SECTIONS: &[&str] = &[
     "ingest",
     "optimization",
     "audit",
+    "limits",
+    "auth",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +38,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(key: &str, message: impl Into<String>) -> Self {
         Self {
             key: key.to_owned(),
             message: message.into(),
@@ -58,6 +60,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub optimization: OptimizationConfig,
     pub audit: AuditConfig,
+    pub limits: crate::ratelimit::LimitsConfig,
+    pub auth: crate::auth::AuthConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,6 +175,8 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             optimization: OptimizationConfig::default(),
             audit: AuditConfig::default(),
+            limits: Default::default(),
+            auth: Default::default(),
         }
     }
 }
@@ -452,6 +458,7 @@ impl Config {
         let mut c = self.clone();
         c.redis.url = redact_url(&c.redis.url);
         c.database.url = c.database.url.as_deref().map(redact_url);
+        c.auth.secret = c.auth.secret.as_ref().map(|_| "***".into());
         c
     }
 
@@ -574,6 +581,8 @@ impl Config {
             ));
         }
         nonzero("optimization.stale_after", o.stale_after)?;
+        self.limits.validate()?;
+        self.auth.validate()?;
         Ok(())
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dashboard;
@@ -16,6 +17,7 @@ pub mod ingest;
 pub mod keys;
 pub mod metrics;
 pub mod protocol;
+pub mod ratelimit;
 pub mod redis;
 pub mod server;
 pub mod shutdown;

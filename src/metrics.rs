@@ -72,6 +72,17 @@ pub struct Metrics {
     pub ingest_rejected: Family<ReasonLabel, Counter>,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    /// Requests, connections and messages refused by a rate limit, by limit.
+    pub rate_limited: Family<LimitLabel, Counter>,
+    /// Keys held by the keyed rate limiters after the last pruning.
+    pub ratelimit_keys: Gauge,
+    /// Refused credentials, by reason (missing, invalid, expired, forbidden, origin).
+    pub auth_failures: Family<ReasonLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: &'static str,
 }
 
 impl Default for Metrics {
@@ -115,6 +126,9 @@ impl Metrics {
             ingest_rejected: Family::default(),
             http_requests: Family::default(),
             http_latency: Family::new_with_constructor(latency_histogram),
+            rate_limited: Family::default(),
+            ratelimit_keys: Gauge::default(),
+            auth_failures: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -273,6 +287,21 @@ impl Metrics {
             "HTTP request latency by route",
             m.http_latency.clone(),
         );
+        r.register(
+            "rate_limited",
+            "Connections, requests and messages refused by a rate limit, by limit",
+            m.rate_limited.clone(),
+        );
+        r.register(
+            "ratelimit_keys",
+            "Keys held by the keyed rate limiters (after pruning)",
+            m.ratelimit_keys.clone(),
+        );
+        r.register(
+            "auth_failures",
+            "Requests and connections refused for their credentials, by reason",
+            m.auth_failures.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -298,6 +327,16 @@ impl Metrics {
 
     pub fn ingest_rejected(&self, reason: &'static str) {
         self.ingest_rejected
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn rate_limited(&self, limit: &'static str) {
+        self.rate_limited.get_or_create(&LimitLabel { limit }).inc();
+    }
+
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures
             .get_or_create(&ReasonLabel { reason })
             .inc();
     }

@@ -41,6 +41,14 @@ pub mod error_code {
     pub const UNSUPPORTED: &str = "unsupported";
     pub const BINARY_NOT_SUPPORTED: &str = "binary_not_supported";
     pub const SNAPSHOT_UNAVAILABLE: &str = "snapshot_unavailable";
+    /// Inbound messages over `limits.ws_messages`; the message was dropped.
+    pub const RATE_LIMITED: &str = "rate_limited";
+    /// The token does not grant this persona.
+    pub const FORBIDDEN: &str = "forbidden";
+    /// An `auth` message whose token was refused (the old one stays in force).
+    pub const INVALID_TOKEN: &str = "invalid_token";
+    /// `auth` while authentication is off.
+    pub const AUTH_DISABLED: &str = "auth_disabled";
 }
 
 /// A message from a client, parsed.
@@ -48,8 +56,16 @@ pub mod error_code {
 pub enum ClientMessage {
     Ping,
     Refresh,
-    Subscribe { channel: String },
-    Unsubscribe { channel: String },
+    Subscribe {
+        channel: String,
+    },
+    Unsubscribe {
+        channel: String,
+    },
+    /// A fresh token, replacing the connection's before it expires.
+    Auth {
+        token: String,
+    },
 }
 
 /// Why a client message was refused; each maps to an error `code`.
@@ -100,6 +116,12 @@ pub fn parse_client_message(buf: &mut [u8]) -> Result<ClientMessage, ClientMessa
         "unsubscribe" => Ok(ClientMessage::Unsubscribe {
             channel: channel()?,
         }),
+        "auth" => Ok(ClientMessage::Auth {
+            token: value
+                .get_str("token")
+                .map(str::to_owned)
+                .ok_or(ClientMessageError::MissingField("token"))?,
+        }),
         other => Err(ClientMessageError::UnknownType(truncate(other, 64))),
     }
 }
@@ -130,6 +152,10 @@ pub enum ServerMessage<'a> {
     },
     Unsubscribed {
         channel: &'a str,
+    },
+    /// The answer to `auth`: the new token's `exp` (Unix seconds).
+    Authenticated {
+        expires_at: u64,
     },
     Status {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -177,6 +203,16 @@ mod tests {
         assert_eq!(
             parse(r#"{"type":"subscribe"}"#),
             Err(ClientMessageError::MissingField("channel"))
+        );
+        assert_eq!(
+            parse(r#"{"type":"auth","token":"a.b.c"}"#),
+            Ok(ClientMessage::Auth {
+                token: "a.b.c".into()
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"auth"}"#),
+            Err(ClientMessageError::MissingField("token"))
         );
     }
 

@@ -72,7 +72,17 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     );
     app.audit = audit;
     app.pg = pg;
+    if app.config.auth.mode == crate::auth::AuthMode::Jwt {
+        app.auth = Some(crate::auth::Authenticator::from_config(&app.config.auth)?);
+    } else if !local_addr.ip().is_loopback() {
+        tracing::warn!(
+            %local_addr,
+            "AUTHENTICATION IS OFF on a non-loopback address: anyone who can reach this port \
+             can read every persona and ingest events; set [auth] mode = \"jwt\" (docs/security.md)"
+        );
+    }
     let app = Arc::new(app);
+    tokio::spawn(app.limits.clone().run_pruner(background.clone()));
 
     let (retry_tx, retry_rx) = tokio::sync::mpsc::unbounded_channel();
     let changes = merge(changes, retry_rx);
@@ -191,7 +201,7 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>) {
             r = listener.accept() => r,
             _ = app.shutdown.cancelled() => return,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 // Usually EMFILE: back off instead of spinning.
@@ -201,10 +211,16 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>) {
                 continue;
             }
         };
+        if let Err(limited) = app.limits.check_accept(peer.ip()) {
+            app.metrics.rejected("rate_limited");
+            refuse_rate_limited(stream, &limited);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let app2 = app.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let app = app2.clone();
+            req.extensions_mut().insert(crate::http::Peer(peer));
             async move { Ok::<_, Infallible>(crate::http::handle(app, req).await) }
         });
         let conn = http
@@ -220,6 +236,36 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>) {
             let _ = conn.await;
         });
     }
+}
+
+/// Answers 429 on a connection refused at accept, without reading its
+/// request, and drops it. One non-blocking write into an empty send buffer:
+/// a flood costs no task and no wait.
+fn refuse_rate_limited(stream: tokio::net::TcpStream, limited: &crate::ratelimit::Limited) {
+    let body = format!(
+        r#"{{"error":{{"code":"rate_limited","message":"too many connections ({}); retry later"}}}}"#,
+        limited.limit
+    );
+    let head = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        limited.retry_after_secs(),
+        body.len()
+    );
+    if stream.try_write(head.as_bytes()).is_err() {
+        return;
+    }
+    // Closing with the request unread would reset the connection and could
+    // lose the answer: read what came (briefly), then close.
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = stream;
+        let _ = stream.shutdown().await;
+        let mut buf = [0u8; 1024];
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    });
 }
 
 /// The binary's `serve`: bind, run until SIGTERM/SIGINT, drain.

@@ -8,19 +8,27 @@ pub mod history;
 pub mod response;
 pub mod ui;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::app::App;
+use crate::auth::{bearer_token, AuthError, Claims, Role};
 use crate::hub::message::parse_offset;
 use crate::keys::PersonaId;
 use crate::metrics::{HttpLabels, RouteLabel};
+use crate::ratelimit::{self, Limited};
 use crate::ws::session::Endpoint;
 use crate::ws::upgrade;
 use response::{error, Body};
+
+/// The TCP peer of a request, put in its extensions by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
@@ -37,7 +45,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     res
 }
 
-async fn route(app: &Arc<App>, req: Request<Incoming>) -> (&'static str, Response<Body>) {
+async fn route(app: &Arc<App>, mut req: Request<Incoming>) -> (&'static str, Response<Body>) {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
@@ -63,6 +71,13 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> (&'static str, Respons
                 &message,
             ),
         );
+    }
+    match guard(app, route, &segments, &req) {
+        Ok(Some(claims)) => {
+            req.extensions_mut().insert(claims);
+        }
+        Ok(None) => {}
+        Err(res) => return (route, res),
     }
     let res = match segments.as_slice() {
         ["healthz"] => health::healthz(),
@@ -96,6 +111,102 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> (&'static str, Respons
         _ => ui::root(app, req.headers()).await,
     };
     (route, res)
+}
+
+/// The client's IP: the TCP peer, or the forwarded address when the peer is
+/// a trusted proxy (`limits.trusted_proxies`).
+pub fn client_ip<B>(app: &App, req: &Request<B>) -> IpAddr {
+    match req.extensions().get::<Peer>() {
+        Some(Peer(peer)) => {
+            ratelimit::client_ip(*peer, req.headers(), &app.config.limits.trusted_proxies)
+        }
+        None => IpAddr::from([0, 0, 0, 0]),
+    }
+}
+
+/// 429 with `Retry-After`.
+pub fn too_many_requests(limited: &Limited) -> Response<Body> {
+    let mut res = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        &format!("rate limit `{}` exceeded; retry later", limited.limit),
+    );
+    res.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(limited.retry_after_secs()));
+    res
+}
+
+/// 401 (with `WWW-Authenticate`) for a missing or bad token.
+pub fn unauthorized(app: &App, e: &AuthError) -> Response<Body> {
+    app.metrics.auth_failure(e.code());
+    let mut res = error(StatusCode::UNAUTHORIZED, e.code(), &e.to_string());
+    res.headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    res
+}
+
+/// 403 for a valid token that does not grant the request.
+pub fn forbidden(app: &App, message: &str) -> Response<Body> {
+    app.metrics.auth_failure("forbidden");
+    error(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+/// The token's claims when auth is on, or why the request is refused.
+#[allow(clippy::result_large_err)]
+pub fn authenticate<B>(app: &App, req: &Request<B>) -> Result<Option<Claims>, Response<Body>> {
+    let Some(auth) = &app.auth else {
+        return Ok(None);
+    };
+    let token = bearer_token(req.headers(), req.uri().query())
+        .ok_or_else(|| unauthorized(app, &AuthError::Missing))?;
+    auth.verify(&token)
+        .map(Some)
+        .map_err(|e| unauthorized(app, &e))
+}
+
+/// REST rate limits and authorization, before a route runs. WebSocket
+/// routes are checked in `ws::upgrade`, which keeps the claims.
+#[allow(clippy::result_large_err)]
+fn guard<B>(
+    app: &App,
+    route: &'static str,
+    segments: &[&str],
+    req: &Request<B>,
+) -> Result<Option<Claims>, Response<Body>> {
+    let (role, persona) = match segments {
+        ["metrics"] => (Role::Admin, None),
+        ["api", "events", _] if route != "/api/events/{persona_id}" => (Role::Publisher, None),
+        ["api", _, p, ..] => (Role::Viewer, Some(*p)),
+        _ => return Ok(None),
+    };
+    let ip = client_ip(app, req);
+    app.limits
+        .check_rest(ip)
+        .map_err(|l| too_many_requests(&l))?;
+    let claims = authenticate(app, req)?;
+    if let Some(c) = &claims {
+        if !c.allows(role, persona) {
+            return Err(forbidden(
+                app,
+                &format!("this token does not grant {role:?} access here"),
+            ));
+        }
+    }
+    if role == Role::Publisher {
+        let key = match &claims {
+            Some(c) => c.sub.clone(),
+            None => req
+                .headers()
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .unwrap_or_else(|| ip.to_string()),
+        };
+        app.limits
+            .check_ingest(&key)
+            .map_err(|l| too_many_requests(&l))?;
+    }
+    Ok(claims)
 }
 
 /// The route pattern a path matches (the `route` label of the metrics).

@@ -159,6 +159,11 @@ fn map_error(e: WebSocketError, max_bytes: usize) -> ReadError {
 }
 
 fn validate_close(payload: &[u8]) -> Result<Inbound, ReadError> {
+    // Control frames carry at most 125 bytes (RFC 6455 5.5); fastwebsockets
+    // checks this for pings only.
+    if payload.len() > 125 {
+        return Err(ReadError::Protocol("close frame longer than 125 bytes"));
+    }
     match payload.len() {
         0 => Ok(Inbound::Close { echo: Vec::new() }),
         1 => Err(ReadError::Protocol("close frame with a 1-byte payload")),

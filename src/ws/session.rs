@@ -14,10 +14,12 @@ use futures_util::StreamExt;
 use super::reader::{Inbound, InboundStream, ReadError};
 use super::registry::Registration;
 use crate::app::App;
+use crate::auth::Claims;
 use crate::hub::message::parse_offset;
 use crate::hub::{Mode, Subscription};
 use crate::keys::{parse_ws_channel, ws_channel_name, PersonaId};
 use crate::protocol::{close, error_code, parse_client_message, ClientMessage, ServerMessage};
+use crate::ratelimit::{MessageLimiter, Verdict};
 use crate::redis::replay::{self, Replay};
 use crate::snapshot;
 
@@ -45,6 +47,11 @@ pub struct Session {
     inbound: InboundStream,
     endpoint: Endpoint,
     subscriptions: HashMap<PersonaId, Subscription>,
+    /// The token's claims (auth on): what may be subscribed, and when the
+    /// connection must close with 4001 unless an `auth` message renews them.
+    claims: Option<Claims>,
+    /// Inbound message rate (`limits.ws_messages`); `None` when off.
+    rate: Option<MessageLimiter>,
 }
 
 impl Session {
@@ -53,13 +60,25 @@ impl Session {
         outbox: Arc<Outbox>,
         inbound: InboundStream,
         endpoint: Endpoint,
+        claims: Option<Claims>,
     ) -> Self {
+        let rate = app.limits.ws_messages();
         Self {
             app,
             outbox,
             inbound,
             endpoint,
             subscriptions: HashMap::new(),
+            claims,
+            rate,
+        }
+    }
+
+    /// When the current token stops being valid (far future without auth).
+    fn token_deadline(&self) -> Instant {
+        match (&self.app.auth, &self.claims) {
+            (Some(auth), Some(c)) => Instant::now() + auth.expires_in(c),
+            _ => Instant::now() + Duration::from_secs(365 * 24 * 3600),
         }
     }
 
@@ -111,10 +130,22 @@ impl Session {
         let mut last_seen = Instant::now();
         let shutdown = self.app.shutdown.clone();
         let closing = self.outbox.closing().clone();
+        let expiry = tokio::time::sleep_until(self.token_deadline());
+        tokio::pin!(expiry);
         loop {
             tokio::select! {
                 biased;
                 _ = closing.cancelled() => break,
+                _ = &mut expiry => {
+                    // Renewed meanwhile? Then wait for the new deadline.
+                    let deadline = self.token_deadline();
+                    if deadline > Instant::now() {
+                        expiry.as_mut().reset(deadline);
+                        continue;
+                    }
+                    self.close(close::TOKEN_EXPIRED, "token expired");
+                    break;
+                }
                 _ = shutdown.cancelled() => {
                     self.close(close::GOING_AWAY, "server shutting down");
                     break;
@@ -134,6 +165,10 @@ impl Session {
                             return;
                         }
                         Some(Ok(msg)) => {
+                            if self.over_rate(&msg) {
+                                self.close(close::POLICY, "message rate limit exceeded");
+                                break;
+                            }
                             if !self.on_inbound(msg).await {
                                 // The client closed and our echo is queued.
                                 return;
@@ -156,6 +191,32 @@ impl Session {
             }
         })
         .await;
+    }
+
+    /// Applies the inbound message rate: true when the connection must close.
+    /// A refused message is answered with `rate_limited` and dropped.
+    fn over_rate(&mut self, msg: &Inbound) -> bool {
+        if !matches!(msg, Inbound::Text(_) | Inbound::Binary | Inbound::Ping(_)) {
+            return false;
+        }
+        let Some(rate) = self.rate.as_mut() else {
+            return false;
+        };
+        match rate.check() {
+            Verdict::Pass => false,
+            Verdict::Refuse => {
+                self.app.metrics.rate_limited("ws_messages");
+                self.error(
+                    error_code::RATE_LIMITED,
+                    "too many messages; this one was dropped",
+                );
+                false
+            }
+            Verdict::Close => {
+                self.app.metrics.rate_limited("ws_messages");
+                true
+            }
+        }
     }
 
     fn on_read_error(&mut self, e: ReadError) {
@@ -200,6 +261,7 @@ impl Session {
     async fn on_message(&mut self, m: ClientMessage) {
         match (m, self.endpoint.clone()) {
             (ClientMessage::Ping, _) => self.reply(&ServerMessage::Pong),
+            (ClientMessage::Auth { token }, _) => self.reauthenticate(&token),
             (ClientMessage::Refresh, Endpoint::Dashboard { persona, .. }) => {
                 let (f, _) = snapshot_frame(&self.app, &persona, None, None).await;
                 self.outbox.push_frame(f);
@@ -229,6 +291,56 @@ impl Session {
         }
     }
 
+    /// `{"type":"auth","token":...}`: a fresh token for the same `sub`.
+    fn reauthenticate(&mut self, token: &str) {
+        let Some(auth) = &self.app.auth else {
+            return self.error(
+                error_code::AUTH_DISABLED,
+                "authentication is off on this server",
+            );
+        };
+        let claims = match auth.verify(token) {
+            Ok(c) => c,
+            Err(e) => {
+                self.app.metrics.auth_failure(e.code());
+                return self.error(error_code::INVALID_TOKEN, &e.to_string());
+            }
+        };
+        if let Some(old) = &self.claims {
+            if old.sub != claims.sub {
+                return self.error(
+                    error_code::INVALID_TOKEN,
+                    "the new token is for another subject",
+                );
+            }
+        }
+        if let Endpoint::Dashboard { persona, .. } = &self.endpoint {
+            if !claims.allows_persona(persona.as_str()) {
+                return self.error(
+                    error_code::FORBIDDEN,
+                    "the new token does not grant this persona",
+                );
+            }
+        }
+        // Subscriptions the new token no longer grants end now.
+        let revoked: Vec<PersonaId> = self
+            .subscriptions
+            .keys()
+            .filter(|p| {
+                matches!(self.endpoint, Endpoint::Multiplex) && !claims.allows_persona(p.as_str())
+            })
+            .cloned()
+            .collect();
+        for persona in revoked {
+            self.subscriptions.remove(&persona);
+            let name = ws_channel_name(&persona);
+            self.reply(&ServerMessage::Unsubscribed { channel: &name });
+        }
+        let expires_at = claims.exp;
+        self.claims = Some(claims);
+        self.reply(&ServerMessage::Authenticated { expires_at });
+    }
+
     fn subscribe(&mut self, channel: &str) {
         let max_len = self.app.config.ws.max_persona_id_len;
         let persona = match parse_ws_channel(channel, max_len) {
@@ -240,6 +352,15 @@ impl Session {
                 )
             }
         };
+        if let Some(c) = &self.claims {
+            if !c.allows_persona(persona.as_str()) {
+                self.app.metrics.auth_failure("forbidden");
+                return self.error(
+                    error_code::FORBIDDEN,
+                    &format!("this token does not grant {channel}"),
+                );
+            }
+        }
         let ack = frame::text(&ServerMessage::Subscribed { channel }.to_json());
         if self.subscriptions.contains_key(&persona) {
             self.app.hub.acknowledge(&persona, &self.outbox, ack);

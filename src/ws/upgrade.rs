@@ -20,6 +20,7 @@ use super::registry::Registration;
 use super::session::{Endpoint, Session};
 use super::writer;
 use crate::app::App;
+use crate::auth::Claims;
 use crate::http::response::{error, Body};
 
 pub fn handle(app: &Arc<App>, mut req: Request<Incoming>, endpoint: Endpoint) -> Response<Body> {
@@ -47,6 +48,52 @@ pub fn handle(app: &Arc<App>, mut req: Request<Incoming>, endpoint: Endpoint) ->
             .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         return res;
     }
+    let origin = req
+        .headers()
+        .get(hyper::header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
+    if !app.config.auth.origin_allowed(origin) {
+        app.metrics.rejected("origin");
+        app.metrics.auth_failure("origin");
+        return error(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "this Origin may not open WebSockets here",
+        );
+    }
+    let claims = match crate::http::authenticate(app, &req) {
+        Ok(c) => c,
+        Err(res) => {
+            app.metrics.rejected("unauthorized");
+            return res;
+        }
+    };
+    if let (Some(c), Endpoint::Dashboard { persona, .. }) = (&claims, &endpoint) {
+        if !c.allows_persona(persona.as_str()) {
+            app.metrics.rejected("forbidden");
+            return crate::http::forbidden(app, "this token does not grant this persona");
+        }
+    }
+    let ip = crate::http::client_ip(app, &req);
+    if app.limits.is_trusted_proxy(
+        req.extensions()
+            .get::<crate::http::Peer>()
+            .map_or(ip, |p| p.0.ip()),
+    ) {
+        // Behind a proxy the accept loop saw the proxy; the client's own
+        // connection rate is checked here.
+        if let Err(l) = app.limits.check_connection_ip(ip) {
+            app.metrics.rejected("rate_limited");
+            return crate::http::too_many_requests(&l);
+        }
+    }
+    let Some(ip_slot) = app.limits.open_connection(ip) else {
+        app.metrics.rejected("max_connections_per_ip");
+        return crate::http::too_many_requests(&crate::ratelimit::Limited {
+            limit: "max_connections_per_ip",
+            retry_after: std::time::Duration::from_secs(1),
+        });
+    };
     if app.is_draining() {
         app.metrics.rejected("draining");
         return error(
@@ -78,8 +125,9 @@ pub fn handle(app: &Arc<App>, mut req: Request<Incoming>, endpoint: Endpoint) ->
     app.tasks.spawn(async move {
         match upgrade.await {
             Ok(ws) => {
+                let _ip_slot = ip_slot;
                 let upgraded = ws.into_inner().into_inner();
-                run(app2, upgraded, outbox, registration, endpoint).await;
+                run(app2, upgraded, outbox, registration, endpoint, claims).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
@@ -96,16 +144,17 @@ async fn run(
     outbox: Arc<Outbox>,
     registration: Registration,
     endpoint: Endpoint,
+    claims: Option<Claims>,
 ) {
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let (r, w) = parts.io.into_inner().into_split();
             let r = std::io::Cursor::new(parts.read_buf).chain(r);
-            drive(app, r, w, outbox, registration, endpoint).await
+            drive(app, r, w, outbox, registration, endpoint, claims).await
         }
         Err(upgraded) => {
             let (r, w) = tokio::io::split(TokioIo::new(upgraded));
-            drive(app, r, w, outbox, registration, endpoint).await
+            drive(app, r, w, outbox, registration, endpoint, claims).await
         }
     }
 }
@@ -117,6 +166,7 @@ async fn drive<R, W>(
     outbox: Arc<Outbox>,
     registration: Registration,
     endpoint: Endpoint,
+    claims: Option<Claims>,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -125,7 +175,7 @@ async fn drive<R, W>(
     let writer = tokio::spawn(writer::run(outbox.clone(), w, grace, app.metrics.clone()));
     let (ws_read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), Role::Server);
     let inbound = MessageReader::new(ws_read, app.config.ws.max_message_bytes).into_stream();
-    Session::new(app, outbox.clone(), inbound, endpoint)
+    Session::new(app, outbox.clone(), inbound, endpoint, claims)
         .run(registration)
         .await;
     // The session is over: let the writer flush its close frame, then stop it.

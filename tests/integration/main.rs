@@ -10,4 +10,5 @@ mod functions;
 mod pg;
 mod protocol;
 mod resume;
+mod security;
 mod shutdown;

@@ -1,0 +1,89 @@
+//! A test-only echo server for the Autobahn|Testsuite (scripts/autobahn.sh):
+//! the gateway's own WebSocket reading (`ws::reader`: fragment assembly,
+//! size limit, UTF-8 and close validation) and frame encoding (`ws::frame`),
+//! echoing each text message back. Binary messages are not part of the
+//! protocol: the reader drops their payload, so they are not echoed.
+//!
+//! `cargo run --example autobahn_echo -- 127.0.0.1:9001 [max_message_bytes]`
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use fastwebsockets::Role;
+use futures_util::StreamExt;
+use http_body_util::Empty;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use pulsegate::ws::frame;
+use pulsegate::ws::reader::{Inbound, MessageReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:9001".into());
+    let max: usize = match args.next() {
+        Some(v) => v.parse()?,
+        None => pulsegate::config::WsConfig::default().max_message_bytes,
+    };
+    let listener = TcpListener::bind(&addr).await?;
+    eprintln!("autobahn echo on {addr}, max_message_bytes {max}");
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let service = service_fn(move |mut req| async move {
+                let Ok((res, upgrade)) = fastwebsockets::upgrade::upgrade(&mut req) else {
+                    let res = hyper::Response::builder()
+                        .status(400)
+                        .body(Empty::<Bytes>::new())
+                        .unwrap_or_default();
+                    return Ok::<_, Infallible>(res);
+                };
+                tokio::spawn(async move {
+                    if let Ok(ws) = upgrade.await {
+                        echo(ws.into_inner().into_inner(), max).await;
+                    }
+                });
+                let (parts, _) = res.into_parts();
+                Ok(hyper::Response::from_parts(parts, Empty::new()))
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+async fn echo(upgraded: Upgraded, max: usize) {
+    let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+        return;
+    };
+    let (r, mut w) = parts.io.into_inner().into_split();
+    let r = std::io::Cursor::new(parts.read_buf).chain(r);
+    let (ws_read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), Role::Server);
+    let mut inbound = MessageReader::new(ws_read, max).into_stream();
+    while let Some(item) = inbound.next().await {
+        let out = match item {
+            Ok(Inbound::Text(t)) => frame::text(&t),
+            Ok(Inbound::Binary) | Ok(Inbound::Pong) => continue,
+            Ok(Inbound::Ping(p)) => frame::pong(&p),
+            Ok(Inbound::Close { echo }) => {
+                let _ = w.write_all(&frame::close_raw(&echo)).await;
+                return;
+            }
+            Err(e) => {
+                if let Some(code) = e.close_code() {
+                    let _ = w.write_all(&frame::close(code, &e.to_string())).await;
+                }
+                return;
+            }
+        };
+        if w.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
