@@ -24,6 +24,9 @@ pub enum IngestError {
     /// The body or a field of it is wrong: 400.
     #[error("{message}")]
     Invalid { field: String, message: String },
+    /// The caller's token does not grant the persona of the event: 403.
+    #[error("{0}")]
+    Forbidden(String),
     /// The event names a variant Redis does not know: 404.
     #[error("{message}")]
     UnknownVariant { field: String, message: String },
@@ -56,8 +59,20 @@ fn invalid(field: &str, message: impl Into<String>) -> IngestError {
 }
 
 /// Parses `body` as an event of `event_type` and ingests it.
-pub async fn ingest(app: &App, event_type: &str, body: &mut [u8]) -> Result<Accepted, IngestError> {
+pub async fn ingest(
+    app: &App,
+    event_type: &str,
+    body: &mut [u8],
+    claims: Option<&crate::auth::Claims>,
+) -> Result<Accepted, IngestError> {
     let (persona, event) = prepare(event_type, body, app.config.ws.max_persona_id_len)?;
+    if let Some(c) = claims {
+        if !c.allows_persona(persona.as_str()) {
+            return Err(IngestError::Forbidden(format!(
+                "this token does not grant persona `{persona}`"
+            )));
+        }
+    }
     let base = app.hub.keys().base(&persona);
     let result: Result<String, fred::error::Error> = app
         .redis

@@ -249,6 +249,7 @@ pub async fn ingest_event(app: &Arc<App>, route: &str, req: Request<Incoming>) -
             &format!("no event route `{route}`"),
         );
     };
+    let claims = req.extensions().get::<crate::auth::Claims>().cloned();
     let limit = app.config.ingest.max_body_bytes;
     let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => b.to_bytes(),
@@ -261,7 +262,7 @@ pub async fn ingest_event(app: &Arc<App>, route: &str, req: Request<Incoming>) -
         }
     };
     let mut body = body.to_vec();
-    match ingest::ingest(app, event_type, &mut body).await {
+    match ingest::ingest(app, event_type, &mut body, claims.as_ref()).await {
         Ok(accepted) => {
             app.metrics.ingest_accepted.inc();
             json(
@@ -283,6 +284,7 @@ pub async fn ingest_event(app: &Arc<App>, route: &str, req: Request<Incoming>) -
                     field,
                     message,
                 } => field_error(StatusCode::CONFLICT, code, field, message),
+                IngestError::Forbidden(m) => error(StatusCode::FORBIDDEN, "forbidden", m),
                 IngestError::BacklogFull(m) => {
                     let mut res = error(StatusCode::SERVICE_UNAVAILABLE, "audit_backlog_full", m);
                     res.headers_mut().insert(
@@ -305,6 +307,7 @@ fn ingest_error_label(e: &IngestError) -> &'static str {
         IngestError::UnknownVariant { .. } => "unknown_variant",
         IngestError::Conflict { .. } => "conflict",
         IngestError::BacklogFull(_) => "audit_backlog_full",
+        IngestError::Forbidden(_) => "forbidden",
         IngestError::Unavailable(_) => "unavailable",
     }
 }

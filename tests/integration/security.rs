@@ -500,6 +500,20 @@ async fn rest_routes_need_the_role_and_persona() {
         status != 401 && status != 403 && status != 0,
         "refused by ingest, not by auth: {status}"
     );
+    // A publisher of persona pa cannot ingest for pb.
+    let pa_publisher =
+        hs_token(json!({"sub":"mon","personas":["pa"],"role":"publisher","exp":now()+300}));
+    let event = |persona: &str| {
+        json!({"persona_id": persona, "variant_id": "v1", "content": "c", "predicted_er": 0.05, "pattern_used": "x"})
+            .to_string()
+    };
+    let (status, body) =
+        post_json(a, "/api/events/variant-posted", &pa_publisher, &event("pb")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("forbidden"), "{body}");
+    let (status, body) =
+        post_json(a, "/api/events/variant-posted", &pa_publisher, &event("pa")).await;
+    assert_eq!(status, 202, "{body}");
     let admin = hs_token(json!({"sub":"ops","personas":[],"role":"admin","exp":now()+300}));
     let (status, text) = raw(
         a,
@@ -800,4 +814,26 @@ fn rs256_refuses_hs_confusion_and_unknown_kid() {
     );
     // No kid at all.
     assert!(auth.verify(&good).is_err());
+}
+
+/// POST a JSON body with a bearer token; returns (status, raw response).
+async fn post_json(addr: SocketAddr, path: &str, token: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = s.write_all(req.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
 }
