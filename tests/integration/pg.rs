@@ -223,7 +223,12 @@ pub async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
 pub async fn wait_count(client: &tokio_postgres::Client, sql: &str, want: i64, within: Duration) {
     let deadline = std::time::Instant::now() + within;
     loop {
-        let n = count(client, sql).await;
+        // The gateway migrates in the background: until then the table is missing.
+        let n = client
+            .query_one(sql, &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(-1);
         if n == want {
             return;
         }
