@@ -125,16 +125,36 @@ pub async fn start_gateway(config: pulsegate::config::Config) -> Running {
     running
 }
 
-/// GET `path`, returning (status, body).
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`);
+/// returns (status, body), or (0, "") when the server cannot be reached.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut s) = TcpStream::connect(addr).await else {
         return (0, String::new());
     };
-    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(body) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body.unwrap_or(""));
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
     let text = String::from_utf8_lossy(&out).to_string();
     let status = text
         .split_whitespace()
@@ -146,6 +166,11 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// GET `path`, returning (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path, &[], None).await
 }
 
 pub async fn wait_http_ok(addr: SocketAddr, path: &str, within: Duration) {
@@ -298,26 +323,7 @@ pub async fn http_json(
     path: &str,
     body: Option<&str>,
 ) -> (u16, serde_json::Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let raw = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let (status, raw) = http_request(addr, method, path, &[], Some(body.unwrap_or(""))).await;
     (
         status,
         serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null),

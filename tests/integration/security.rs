@@ -816,24 +816,8 @@ fn rs256_refuses_hs_confusion_and_unknown_kid() {
     assert!(auth.verify(&good).is_err());
 }
 
-/// POST a JSON body with a bearer token; returns (status, raw response).
+/// POST a JSON body with a bearer token; returns (status, body).
 async fn post_json(addr: SocketAddr, path: &str, token: &str, body: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = TcpStream::connect(addr).await else {
-        return (0, String::new());
-    };
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = s.write_all(req.as_bytes()).await;
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    let auth = format!("Bearer {token}");
+    http_request(addr, "POST", path, &[("Authorization", &auth)], Some(body)).await
 }
