@@ -133,6 +133,35 @@ fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     Some(((days * 86_400 + h * 3600 + mi * 60 + se) - offset_min * 60) * 1000 + ms)
 }
 
+/// `since`, `until`, `limit` and `cursor` of a paginated query.
+struct Paging {
+    since: Option<i64>,
+    until: Option<i64>,
+    limit: i64,
+    /// The stream id after which the page starts; `(-1, -1)` for the first page.
+    cursor: (i64, i64),
+}
+
+fn paging(query: Option<&str>) -> Result<Paging, Refusal> {
+    let cursor = match query_param(query, "cursor") {
+        None => (-1, -1),
+        Some(c) => parse_offset(&c)
+            .map(|(a, b)| (a as i64, b as i64))
+            .ok_or_else(|| {
+                Refusal::bad(
+                    "invalid_parameter",
+                    "`cursor` is not a cursor from this API",
+                )
+            })?,
+    };
+    Ok(Paging {
+        since: time_param(query, "since")?,
+        until: time_param(query, "until")?,
+        limit: limit_param(query)?,
+        cursor,
+    })
+}
+
 async fn query_json(
     pool: &PgPool,
     sql: &str,
@@ -165,14 +194,7 @@ pub async fn events(app: &App, raw: &str, query: Option<&str>) -> Response<Body>
     async {
         let pool = pool(app)?;
         let persona = persona(app, raw)?;
-        let since = time_param(query, "since")?;
-        let until = time_param(query, "until")?;
-        let limit = limit_param(query)?;
-        let cursor = match query_param(query, "cursor") {
-            None => None,
-            Some(c) => Some(parse_offset(&c).ok_or_else(|| Refusal::bad("invalid_parameter", "`cursor` is not a cursor from this API"))?),
-        };
-        let (cms, cseq) = cursor.map_or((-1i64, -1i64), |(a, b)| (a as i64, b as i64));
+        let Paging { since, until, limit, cursor: (cms, cseq) } = paging(query)?;
         let event_type = query_param(query, "event_type");
         let variant_id = query_param(query, "variant_id");
         let sql = format!(
@@ -213,15 +235,7 @@ pub async fn kills(app: &App, raw: &str, query: Option<&str>) -> Response<Body> 
     async {
         let pool = pool(app)?;
         let persona = persona(app, raw)?;
-        let since = time_param(query, "since")?;
-        let until = time_param(query, "until")?;
-        let limit = limit_param(query)?;
-        let (cms, cseq) = match query_param(query, "cursor") {
-            None => (-1i64, -1i64),
-            Some(c) => parse_offset(&c)
-                .map(|(a, b)| (a as i64, b as i64))
-                .ok_or_else(|| Refusal::bad("invalid_parameter", "`cursor` is not a cursor from this API"))?,
-        };
+        let Paging { since, until, limit, cursor: (cms, cseq) } = paging(query)?;
         let sql = "SELECT jsonb_build_object('event_id', event_id, 'variant_id', variant_id, 'reason', reason,
                      'final_engagement_rate', final_engagement_rate, 'sample_size', sample_size,
                      'posted_at', posted_at, 'killed_at', killed_at)
