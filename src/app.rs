@@ -32,8 +32,8 @@ pub struct App {
     pub audit: Arc<AuditStatus>,
     /// Postgres, for the audit query API (`None` without a database).
     pub pg: Option<PgPool>,
-    /// REST read answers, valid while a persona's stream offset is unchanged.
-    pub api_cache: crate::http::cache::ResponseCache,
+    /// REST read answers, kept current by the hub's publications.
+    pub api_cache: crate::http::cache::ApiCache,
     /// The `[ingest]` options as the JSON argument of every function call.
     pub function_options: String,
     /// Every rate limiter and the per-IP connection counts (`[limits]`).
@@ -63,6 +63,10 @@ impl App {
                 metrics.clone(),
             )),
             auth: None,
+            api_cache: crate::http::cache::ApiCache::new(
+                config.http.api_cache_max_lag,
+                config.http.api_cache_personas,
+            ),
             config,
             metrics,
             hub,
@@ -72,7 +76,6 @@ impl App {
             shutdown,
             tasks: TaskTracker::new(),
             audit: Arc::new(AuditStatus::default()),
-            api_cache: Default::default(),
             pg: None,
             draining: AtomicBool::new(false),
         }

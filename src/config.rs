@@ -152,6 +152,14 @@ pub struct HttpConfig {
     /// Time allowed to send a complete request head (slowloris guard). Default: 10s.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// How far a cached REST read answer may trail the persona's newest
+    /// event while its background rebuild runs; past it, readers wait for
+    /// the rebuild. Default: 100ms.
+    #[serde(with = "humantime_serde")]
+    pub api_cache_max_lag: Duration,
+    /// Personas whose REST answers are kept current (each costs one shared
+    /// Redis subscription); reads of others are built per request. Default: 1000.
+    pub api_cache_personas: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -224,6 +232,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             handshake_timeout: Duration::from_secs(10),
+            api_cache_max_lag: Duration::from_millis(100),
+            api_cache_personas: 1000,
         }
     }
 }

@@ -8,10 +8,13 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
-use super::response::{self, error, json, Body};
+use super::cache::{Answer, Built, Route};
+use super::response::{error, error_body, json, Body};
 use crate::app::App;
 use crate::dashboard::{human_duration, suggestions, RawSnapshot};
+use crate::hub::message::parse_offset;
 use crate::ingest::{self, IngestError};
 use crate::keys::PersonaId;
 use crate::snapshot::{self, SnapshotError};
@@ -47,10 +50,9 @@ fn persona(app: &App, raw: &str) -> Result<PersonaId, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_persona_id", e.to_string()))
 }
 
-/// The snapshot of a persona that has data, or the answer to send instead.
-async fn load(app: &App, raw: &str) -> Result<(PersonaId, RawSnapshot), ApiError> {
-    let persona = persona(app, raw)?;
-    let snap = snapshot::fetch_raw(app, &persona).await.map_err(|e| {
+/// The persona's snapshot; `None` when it has no data yet.
+async fn load(app: &App, persona: &PersonaId) -> Result<Option<RawSnapshot>, ApiError> {
+    let snap = snapshot::fetch_raw(app, persona).await.map_err(|e| {
         tracing::warn!(%persona, error = %e, "snapshot failed");
         match e {
             SnapshotError::Redis(_) => ApiError::new(
@@ -63,96 +65,162 @@ async fn load(app: &App, raw: &str) -> Result<(PersonaId, RawSnapshot), ApiError
             }
         }
     })?;
-    if snap.offset.is_none() && snap.summary.total_variants == 0 {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_persona",
-            format!("no events recorded for persona `{persona}`"),
-        ));
-    }
-    Ok((persona, snap))
-}
-
-fn or_answer(r: Result<Response<Body>, ApiError>) -> Response<Body> {
-    r.unwrap_or_else(ApiError::into_response)
+    Ok((snap.offset.is_some() || snap.summary.total_variants > 0).then_some(snap))
 }
 
 /// `GET /api/metrics/{persona_id}`
-pub async fn metrics(app: &App, raw: &str) -> Response<Body> {
-    cached(app, "metrics", raw, metrics_fresh(app, raw)).await
+pub async fn metrics(app: &Arc<App>, raw: &str) -> Response<Body> {
+    read(app, Route::Metrics, raw).await
 }
 
-async fn metrics_fresh(app: &App, raw: &str) -> Response<Body> {
-    or_answer(
-        async {
-            let (persona, snap) = load(app, raw).await?;
-            let feed = real_time_feed(app, &persona).await;
-            let cfg = &app.config.optimization;
-            Ok(json(
-                StatusCode::OK,
-                &json!({
-                    "persona_id": persona.as_str(),
-                    "offset": snap.offset,
-                    "summary": {
-                        "total_variants": snap.summary.total_variants,
-                        "active_variants": snap.summary.active_variants,
-                        "avg_engagement_rate": snap.summary.avg_engagement_rate,
-                    },
-                    "active_variants": snap.active_variants,
-                    "performance_leaders": snap.leaders(cfg),
-                    "early_kills_today": {
-                        "kills_today": snap.summary.kills_today,
-                        "avg_time_to_kill_minutes": snap.summary.avg_time_to_kill_minutes,
-                        "kill_rate": snap.summary.kill_rate,
-                        "posted_in_window": snap.summary.posted_in_window,
-                        "killed_in_window": snap.summary.killed_in_window,
-                    },
-                    "pattern_fatigue_warnings": snapshot::fatigue_warnings(&snap, app),
-                    "optimization_opportunities": suggestions::suggest(&snap, cfg),
-                    "real_time_feed": feed,
-                }),
-            ))
-        }
-        .await,
-    )
+/// `GET /api/variants/{persona_id}/active`
+pub async fn active_variants(app: &Arc<App>, raw: &str) -> Response<Body> {
+    read(app, Route::ActiveVariants, raw).await
 }
 
-/// Serves `route` for `raw` from the cache while the persona's stream offset
-/// is unchanged (and the answer is younger than the cache TTL), else runs
-/// `fresh` and keeps a successful answer.
-async fn cached(
+/// `GET /api/optimization/{persona_id}`
+pub async fn optimization(app: &Arc<App>, raw: &str) -> Response<Body> {
+    read(app, Route::Optimization, raw).await
+}
+
+/// A read route: from the cache when it has a current answer
+/// (`src/http/cache.rs`), else built here.
+async fn read(app: &Arc<App>, route: Route, raw: &str) -> Response<Body> {
+    let persona = match persona(app, raw) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(answer) = app.api_cache.get(app, route, &persona).await {
+        return answer.into_response();
+    }
+    match build(app, &persona, route.bit(), Instant::now()).await {
+        Ok(built) => match built.answer(route) {
+            Some(answer) => answer.clone().into_response(),
+            None => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "no answer built",
+            ),
+        },
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Builds the answers of the routes in `routes` (a route set) from one
+/// snapshot. An unknown persona is an answer (404); Redis failing is an error.
+pub async fn build(
     app: &App,
-    route: &'static str,
-    raw: &str,
-    fresh: impl std::future::Future<Output = Response<Body>>,
-) -> Response<Body> {
-    let Ok(persona) = persona(app, raw) else {
-        return fresh.await;
+    persona: &PersonaId,
+    routes: u8,
+    started: Instant,
+) -> Result<Built, ApiError> {
+    let snap = load(app, persona).await?;
+    let feed = match &snap {
+        Some(_) if routes & Route::Metrics.bit() != 0 => real_time_feed(app, persona).await,
+        _ => Value::Null,
     };
-    let key = app.hub.keys().stream(&persona);
-    let newest: Result<Vec<(String, std::collections::HashMap<String, String>)>, _> =
-        app.redis.xrevrange(key, "+", "-", Some(1)).await;
-    let Some(offset) = newest
-        .ok()
-        .and_then(|e| e.into_iter().next())
-        .map(|(id, _)| id)
-    else {
-        return fresh.await;
+    let mut built = Built {
+        offset: snap
+            .as_ref()
+            .and_then(|s| s.offset.as_deref())
+            .and_then(parse_offset),
+        at: started,
+        answers: [None, None, None],
     };
-    if let Some(body) = app.api_cache.get(route, &persona, &offset) {
-        return response::with_type(StatusCode::OK, body, "application/json");
+    for route in Route::ALL.into_iter().filter(|r| routes & r.bit() != 0) {
+        let (status, body) = match &snap {
+            None => (
+                StatusCode::NOT_FOUND,
+                error_body(
+                    "unknown_persona",
+                    &format!("no events recorded for persona `{persona}`"),
+                ),
+            ),
+            Some(snap) => (
+                StatusCode::OK,
+                serde_json::to_vec(&answer_body(app, route, persona, snap, &feed))
+                    .unwrap_or_default(),
+            ),
+        };
+        built.answers[route as usize] = Some(Answer {
+            status,
+            body: body.into(),
+        });
     }
-    let res = fresh.await;
-    if res.status() != StatusCode::OK {
-        return res;
+    Ok(built)
+}
+
+fn answer_body(
+    app: &App,
+    route: Route,
+    persona: &PersonaId,
+    snap: &RawSnapshot,
+    feed: &Value,
+) -> Value {
+    match route {
+        Route::Metrics => metrics_body(app, persona, snap, feed),
+        Route::ActiveVariants => active_variants_body(persona, snap),
+        Route::Optimization => json!({
+            "persona_id": persona.as_str(),
+            "suggestions": suggestions::suggest(snap, &app.config.optimization),
+        }),
     }
-    let (parts, body) = res.into_parts();
-    let bytes = match body.collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(never) => match never {},
-    };
-    app.api_cache.put(route, &persona, offset, bytes.clone());
-    Response::from_parts(parts, http_body_util::Full::new(bytes))
+}
+
+fn metrics_body(app: &App, persona: &PersonaId, snap: &RawSnapshot, feed: &Value) -> Value {
+    let cfg = &app.config.optimization;
+    json!({
+        "persona_id": persona.as_str(),
+        "offset": snap.offset,
+        "summary": {
+            "total_variants": snap.summary.total_variants,
+            "active_variants": snap.summary.active_variants,
+            "avg_engagement_rate": snap.summary.avg_engagement_rate,
+        },
+        "active_variants": snap.active_variants,
+        "performance_leaders": snap.leaders(cfg),
+        "early_kills_today": {
+            "kills_today": snap.summary.kills_today,
+            "avg_time_to_kill_minutes": snap.summary.avg_time_to_kill_minutes,
+            "kill_rate": snap.summary.kill_rate,
+            "posted_in_window": snap.summary.posted_in_window,
+            "killed_in_window": snap.summary.killed_in_window,
+        },
+        "pattern_fatigue_warnings": snapshot::fatigue_warnings(snap, app),
+        "optimization_opportunities": suggestions::suggest(snap, cfg),
+        "real_time_feed": feed,
+    })
+}
+
+fn active_variants_body(persona: &PersonaId, snap: &RawSnapshot) -> Value {
+    let variants: Vec<Value> = snap
+        .active_variants
+        .iter()
+        .map(|v| {
+            let since = v.posted_at.map(|p| snap.now - p);
+            json!({
+                "id": v.variant_id,
+                "content": v.content,
+                "predicted_er": v.predicted_er,
+                "pattern_used": v.pattern_used,
+                "live_metrics": {
+                    "engagement_rate": v.current_er,
+                    "interactions": v.interaction_count,
+                    "views": v.view_count,
+                    "er_interval": v.er_interval,
+                    "er_5m": v.er_5m,
+                    "er_15m": v.er_15m,
+                    "er_60m": v.er_60m,
+                },
+                "time_since_post": since.map(human_duration),
+                "time_since_post_seconds": since.map(|ms| ms / 1000),
+                "performance_vs_prediction": v.performance_vs_prediction,
+                "verdict": v.verdict,
+                "status": v.status,
+            })
+        })
+        .collect();
+    json!({"persona_id": persona.as_str(), "offset": snap.offset, "variants": variants})
 }
 
 /// The newest stream entries, newest first (what a dashboard feed shows).
@@ -174,70 +242,6 @@ async fn real_time_feed(app: &App, persona: &PersonaId) -> Value {
             Value::Array(Vec::new())
         }
     }
-}
-
-/// `GET /api/variants/{persona_id}/active`
-pub async fn active_variants(app: &App, raw: &str) -> Response<Body> {
-    cached(app, "active_variants", raw, active_variants_fresh(app, raw)).await
-}
-
-async fn active_variants_fresh(app: &App, raw: &str) -> Response<Body> {
-    or_answer(async {
-        let (persona, snap) = load(app, raw).await?;
-        let variants: Vec<Value> = snap
-            .active_variants
-            .iter()
-            .map(|v| {
-                let since = v.posted_at.map(|p| snap.now - p);
-                json!({
-                    "id": v.variant_id,
-                    "content": v.content,
-                    "predicted_er": v.predicted_er,
-                    "pattern_used": v.pattern_used,
-                    "live_metrics": {
-                        "engagement_rate": v.current_er,
-                        "interactions": v.interaction_count,
-                        "views": v.view_count,
-                        "er_interval": v.er_interval,
-                        "er_5m": v.er_5m,
-                        "er_15m": v.er_15m,
-                        "er_60m": v.er_60m,
-                    },
-                    "time_since_post": since.map(human_duration),
-                    "time_since_post_seconds": since.map(|ms| ms / 1000),
-                    "performance_vs_prediction": v.performance_vs_prediction,
-                    "verdict": v.verdict,
-                    "status": v.status,
-                })
-            })
-            .collect();
-        Ok(json(
-            StatusCode::OK,
-            &json!({"persona_id": persona.as_str(), "offset": snap.offset, "variants": variants}),
-        ))
-    }
-    .await)
-}
-
-/// `GET /api/optimization/{persona_id}`
-pub async fn optimization(app: &App, raw: &str) -> Response<Body> {
-    cached(app, "optimization", raw, optimization_fresh(app, raw)).await
-}
-
-async fn optimization_fresh(app: &App, raw: &str) -> Response<Body> {
-    or_answer(
-        async {
-            let (persona, snap) = load(app, raw).await?;
-            Ok(json(
-                StatusCode::OK,
-                &json!({
-                    "persona_id": persona.as_str(),
-                    "suggestions": suggestions::suggest(&snap, &app.config.optimization),
-                }),
-            ))
-        }
-        .await,
-    )
 }
 
 /// `POST /api/events/{variant-posted|performance-update|early-kill}`
@@ -265,6 +269,8 @@ pub async fn ingest_event(app: &Arc<App>, route: &str, req: Request<Incoming>) -
     match ingest::ingest(app, event_type, &mut body, claims.as_ref()).await {
         Ok(accepted) => {
             app.metrics.ingest_accepted.inc();
+            app.api_cache
+                .ingested(&accepted.persona, &accepted.event_id);
             json(
                 StatusCode::ACCEPTED,
                 &json!({"event_id": accepted.event_id, "persona_id": accepted.persona.as_str()}),

@@ -1,57 +1,330 @@
-//! A short-lived cache of REST read responses, keyed by route and persona
-//! and valid only while the persona's stream offset is unchanged: a read
-//! after no new event costs one `XREVRANGE … COUNT 1` instead of a snapshot.
-//! Entries also expire after `TTL`, since some fields are relative to now
-//! (rolling windows, time since post, stale variants).
+//! REST read answers kept current in the background, so a read never waits
+//! on Redis: the first read of a persona starts a watcher that observes the
+//! persona's channel through the hub (one shared subscription) and rebuilds
+//! the answers that were asked for whenever an event is published, and
+//! before they expire (some fields move with the clock: rolling windows,
+//! time since post). Readers get the newest built answer while it is no
+//! more than `http.api_cache_max_lag` behind the newest event; past that,
+//! or while the subscription is not confirmed (Redis unreachable, events
+//! may be missed), they wait for a rebuild or build the answer themselves.
+//! A watcher nobody reads for `IDLE` stops and releases its subscription.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
+use hyper::{Response, StatusCode};
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 
+use super::response::{self, Body};
+use crate::app::App;
+use crate::hub::message::parse_offset;
+use crate::hub::{Observer, Subscription};
 use crate::keys::PersonaId;
+use crate::ws::outbox::Offset;
 
-/// How long an unchanged answer may be served.
+/// How long a built answer may be served (rebuilt after half of it while read).
 pub const TTL: Duration = Duration::from_millis(1000);
-/// Entries kept; past it the cache starts over (bounded memory).
-const MAX_ENTRIES: usize = 10_000;
+/// A watcher with no reads for this long stops.
+const IDLE: Duration = Duration::from_secs(30);
+/// Longest a reader waits for the watcher's rebuild before building itself.
+const WAIT: Duration = Duration::from_secs(2);
 
-struct Entry {
-    offset: String,
-    at: Instant,
-    body: Bytes,
+/// The cached read routes; each is a bit in a route set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Metrics = 0,
+    ActiveVariants = 1,
+    Optimization = 2,
 }
 
-#[derive(Default)]
-pub struct ResponseCache {
-    entries: Mutex<HashMap<(&'static str, PersonaId), Entry>>,
+impl Route {
+    pub const ALL: [Route; 3] = [Route::Metrics, Route::ActiveVariants, Route::Optimization];
+
+    pub fn bit(self) -> u8 {
+        1 << self as u8
+    }
 }
 
-impl ResponseCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(&'static str, PersonaId), Entry>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// One route's answer as sent.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
 
-    /// The cached body if it was built at `offset` less than `TTL` ago.
-    pub fn get(&self, route: &'static str, persona: &PersonaId, offset: &str) -> Option<Bytes> {
-        let map = self.lock();
-        let e = map.get(&(route, persona.clone()))?;
-        (e.offset == offset && e.at.elapsed() < TTL).then(|| e.body.clone())
+impl Answer {
+    pub fn into_response(self) -> Response<Body> {
+        response::with_type(self.status, self.body, "application/json")
     }
+}
 
-    pub fn put(&self, route: &'static str, persona: &PersonaId, offset: String, body: Bytes) {
-        let mut map = self.lock();
-        if map.len() >= MAX_ENTRIES {
-            map.clear();
+/// The answers built from one snapshot.
+#[derive(Debug)]
+pub struct Built {
+    /// The stream offset the snapshot was current to (`None`: no events).
+    pub offset: Option<Offset>,
+    pub at: Instant,
+    pub answers: [Option<Answer>; 3],
+}
+
+impl Built {
+    pub fn answer(&self, route: Route) -> Option<&Answer> {
+        self.answers[route as usize].as_ref()
+    }
+}
+
+pub struct ApiCache {
+    watched: Mutex<HashMap<PersonaId, Arc<Watched>>>,
+    max_lag: Duration,
+    max_personas: usize,
+}
+
+impl ApiCache {
+    pub fn new(max_lag: Duration, max_personas: usize) -> Self {
+        Self {
+            watched: Mutex::new(HashMap::new()),
+            max_lag,
+            max_personas,
         }
-        map.insert(
-            (route, persona.clone()),
-            Entry {
-                offset,
-                at: Instant::now(),
-                body,
-            },
-        );
     }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<PersonaId, Arc<Watched>>> {
+        self.watched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Personas currently watched (for tests and metrics).
+    pub fn watched(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// A current answer for `route`, or `None` when the caller must build
+    /// it itself (watcher not live yet, rebuild failing, cache full).
+    pub async fn get(&self, app: &Arc<App>, route: Route, persona: &PersonaId) -> Option<Answer> {
+        let watched = self.watch(app, persona)?;
+        watched.read(route);
+        let mut built = watched.built.subscribe();
+        if let Some(a) = watched.servable(&built.borrow_and_update(), route, self.max_lag) {
+            return Some(a);
+        }
+        if !watched.is_live() {
+            return None;
+        }
+        watched.wake.notify_one();
+        let deadline = Instant::now() + WAIT;
+        while tokio::time::timeout_at(deadline, built.changed())
+            .await
+            .ok()?
+            .is_ok()
+        {
+            let current = built.borrow_and_update();
+            // Nothing built after a change: the rebuild failed.
+            current.as_ref()?;
+            if let Some(a) = watched.servable(&current, route, self.max_lag) {
+                return Some(a);
+            }
+        }
+        None
+    }
+
+    /// An event this instance ingested: its answers are behind from now on,
+    /// before the publication comes back from Redis (reads after a write on
+    /// the same instance see the write when `max_lag` is zero).
+    pub fn ingested(&self, persona: &PersonaId, offset: &str) {
+        let watched = self.lock().get(persona).cloned();
+        if let (Some(w), Some(offset)) = (watched, parse_offset(offset)) {
+            w.published(offset);
+        }
+    }
+
+    /// The persona's watcher, started on first use.
+    fn watch(&self, app: &Arc<App>, persona: &PersonaId) -> Option<Arc<Watched>> {
+        let mut map = self.lock();
+        if let Some(w) = map.get(persona) {
+            return Some(w.clone());
+        }
+        if map.len() >= self.max_personas {
+            return None;
+        }
+        let watched = Arc::new(Watched::new());
+        let subscription = app.hub.observe(persona, watched.clone());
+        // Readers check the same confirmation the watcher follows.
+        let _ = watched.live.set(subscription.live());
+        map.insert(persona.clone(), watched.clone());
+        drop(map);
+        app.tasks.spawn(refresh(
+            app.clone(),
+            persona.clone(),
+            watched.clone(),
+            subscription,
+        ));
+        Some(watched)
+    }
+
+    fn forget(&self, persona: &PersonaId, watched: &Arc<Watched>) {
+        let mut map = self.lock();
+        if map.get(persona).is_some_and(|w| Arc::ptr_eq(w, watched)) {
+            map.remove(persona);
+        }
+    }
+}
+
+/// What the watcher knows of the persona's offsets.
+#[derive(Default)]
+struct Seen {
+    /// The offset the current answers were built at.
+    built: Option<Offset>,
+    /// The newest offset published.
+    newest: Option<Offset>,
+    /// Since when the answers trail a published event.
+    behind_since: Option<Instant>,
+}
+
+struct Watched {
+    seen: Mutex<Seen>,
+    /// Routes asked for, as a route set: the ones rebuilt.
+    routes: AtomicU8,
+    /// A read happened since the last build (refresh before expiry).
+    read_since_build: AtomicBool,
+    last_read: Mutex<Instant>,
+    wake: Notify,
+    built: watch::Sender<Option<Arc<Built>>>,
+    /// Whether the hub subscription is confirmed.
+    live: OnceLock<watch::Receiver<bool>>,
+}
+
+impl Watched {
+    fn new() -> Self {
+        Self {
+            seen: Mutex::default(),
+            routes: AtomicU8::new(0),
+            read_since_build: AtomicBool::new(false),
+            last_read: Mutex::new(Instant::now()),
+            wake: Notify::new(),
+            built: watch::channel(None).0,
+            live: OnceLock::new(),
+        }
+    }
+
+    fn is_live(&self) -> bool {
+        self.live.get().is_some_and(|l| *l.borrow())
+    }
+
+    fn seen(&self) -> MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self, route: Route) {
+        let before = self.routes.fetch_or(route.bit(), Ordering::Relaxed);
+        self.read_since_build.store(true, Ordering::Relaxed);
+        *self.last_read.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        if before & route.bit() == 0 {
+            self.wake.notify_one();
+        }
+    }
+
+    fn servable(
+        &self,
+        built: &Option<Arc<Built>>,
+        route: Route,
+        max_lag: Duration,
+    ) -> Option<Answer> {
+        let built = built.as_ref()?;
+        if !self.is_live() || built.at.elapsed() >= TTL {
+            return None;
+        }
+        let behind = self.seen().behind_since;
+        if behind.is_some_and(|since| since.elapsed() >= max_lag) {
+            return None;
+        }
+        built.answer(route).cloned()
+    }
+
+    /// Records the offset of answers whose build started at `started`.
+    /// Events newer than it were published after its snapshot was taken,
+    /// so after `started`: the answers trail the newest event since then.
+    fn built_at(&self, offset: Option<Offset>, started: Instant) {
+        let mut seen = self.seen();
+        seen.built = offset;
+        seen.behind_since = (seen.newest > offset).then_some(started);
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+}
+
+impl Observer for Watched {
+    fn published(&self, offset: Offset) {
+        let mut seen = self.seen();
+        if Some(offset) <= seen.built {
+            return;
+        }
+        seen.newest = seen.newest.max(Some(offset));
+        seen.behind_since.get_or_insert_with(Instant::now);
+        drop(seen);
+        self.wake.notify_one();
+    }
+}
+
+/// The watcher: rebuilds the asked-for answers on every new event, before
+/// they expire while they are read, and after the subscription comes back.
+async fn refresh(
+    app: Arc<App>,
+    persona: PersonaId,
+    watched: Arc<Watched>,
+    subscription: Subscription,
+) {
+    let mut live = subscription.live();
+    loop {
+        let refresh_at = watched
+            .built
+            .borrow()
+            .as_ref()
+            .filter(|_| watched.read_since_build.load(Ordering::Relaxed))
+            .map(|b| b.at + TTL / 2);
+        let idle_at = Instant::now() + IDLE.saturating_sub(watched.idle_for());
+        tokio::select! {
+            _ = watched.wake.notified() => {}
+            _ = tokio::time::sleep_until(refresh_at.unwrap_or(idle_at).min(idle_at)) => {}
+            changed = live.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                if !*live.borrow_and_update() {
+                    // Publications may be missed from here on.
+                    watched.built.send_replace(None);
+                    continue;
+                }
+            }
+            _ = app.shutdown.cancelled() => break,
+        }
+        if watched.idle_for() >= IDLE {
+            break;
+        }
+        if !*live.borrow() {
+            continue;
+        }
+        let routes = watched.routes.load(Ordering::Relaxed);
+        watched.read_since_build.store(false, Ordering::Relaxed);
+        let started = Instant::now();
+        match super::api::build(&app, &persona, routes, started).await {
+            Ok(built) => {
+                watched.built_at(built.offset, started);
+                watched.built.send_replace(Some(Arc::new(built)));
+            }
+            Err(e) => {
+                tracing::debug!(%persona, error = %e, "cannot rebuild the REST answers");
+                watched.built.send_replace(None);
+            }
+        }
+    }
+    app.api_cache.forget(&persona, &watched);
+    drop(subscription);
 }

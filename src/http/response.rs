@@ -38,10 +38,13 @@ struct ErrorDetail<'a> {
 
 /// `{"error":{"code":...,"message":...}}` with `status`.
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    json(
-        status,
-        &ErrorBody {
-            error: ErrorDetail { code, message },
-        },
-    )
+    with_type(status, error_body(code, message), "application/json")
+}
+
+/// The body of [`error`].
+pub fn error_body(code: &str, message: &str) -> Vec<u8> {
+    serde_json::to_vec(&ErrorBody {
+        error: ErrorDetail { code, message },
+    })
+    .unwrap_or_default()
 }

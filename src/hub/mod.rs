@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::keys::{ws_channel_name, Keys, PersonaId};
 use crate::metrics::{Metrics, ReasonLabel};
-use crate::ws::outbox::{Outbox, Pushed};
+use crate::ws::outbox::{Offset, Outbox, Pushed};
 
 /// How a subscriber wants publications framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,11 +28,33 @@ pub enum Mode {
     Wrapped,
 }
 
+/// Something other than a WebSocket that wants to know when a channel
+/// publishes (the REST answer cache refreshes on it).
+pub trait Observer: Send + Sync {
+    /// Called on the dispatching task for every publication carrying an
+    /// offset: must not block.
+    fn published(&self, offset: Offset);
+}
+
+#[derive(Clone)]
+enum Sink {
+    Client { outbox: Arc<Outbox>, mode: Mode },
+    Observer(Arc<dyn Observer>),
+}
+
 #[derive(Clone)]
 struct Subscriber {
     id: u64,
-    outbox: Arc<Outbox>,
-    mode: Mode,
+    sink: Sink,
+}
+
+impl Subscriber {
+    fn outbox(&self) -> Option<&Arc<Outbox>> {
+        match &self.sink {
+            Sink::Client { outbox, .. } => Some(outbox),
+            Sink::Observer(_) => None,
+        }
+    }
 }
 
 struct Channel {
@@ -77,6 +99,12 @@ impl Subscription {
     pub async fn ready(&mut self) -> bool {
         self.ready.wait_for(|r| *r).await.is_ok()
     }
+
+    /// Follows whether the subscription is confirmed (it turns false while
+    /// Redis is unreachable, when publications can be missed).
+    pub fn live(&self) -> watch::Receiver<bool> {
+        self.ready.clone()
+    }
 }
 
 impl Drop for Subscription {
@@ -118,6 +146,26 @@ impl Hub {
         mode: Mode,
         ack: Option<Bytes>,
     ) -> Subscription {
+        let ack = ack.map(|ack| (outbox.clone(), ack));
+        self.add(persona, Sink::Client { outbox, mode }, ack)
+    }
+
+    /// Tells `observer` the offset of every publication on `persona`'s
+    /// channel for as long as the subscription lives.
+    pub fn observe(
+        self: &Arc<Self>,
+        persona: &PersonaId,
+        observer: Arc<dyn Observer>,
+    ) -> Subscription {
+        self.add(persona, Sink::Observer(observer), None)
+    }
+
+    fn add(
+        self: &Arc<Self>,
+        persona: &PersonaId,
+        sink: Sink,
+        ack: Option<(Arc<Outbox>, Bytes)>,
+    ) -> Subscription {
         let name: Arc<str> = self.keys.channel(persona).into();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut channels = self.lock();
@@ -131,16 +179,16 @@ impl Hub {
                 pending_acks: Vec::new(),
             }
         });
-        if let Some(ack) = ack {
+        if let Some((outbox, ack)) = ack {
             if *channel.ready.borrow() {
                 outbox.push_frame(ack);
             } else {
-                channel.pending_acks.push((outbox.clone(), ack));
+                channel.pending_acks.push((outbox, ack));
             }
         }
         let mut subs = Vec::with_capacity(channel.subscribers.len() + 1);
         subs.extend(channel.subscribers.iter().cloned());
-        subs.push(Subscriber { id, outbox, mode });
+        subs.push(Subscriber { id, sink });
         channel.subscribers = Arc::new(subs);
         let ready = channel.ready.subscribe();
         drop(channels);
@@ -177,9 +225,10 @@ impl Hub {
             .filter(|s| s.id != id)
             .cloned()
             .collect();
-        channel
-            .pending_acks
-            .retain(|(o, _)| subs.iter().any(|s| Arc::ptr_eq(&s.outbox, o)));
+        channel.pending_acks.retain(|(o, _)| {
+            subs.iter()
+                .any(|s| s.outbox().is_some_and(|so| Arc::ptr_eq(so, o)))
+        });
         if subs.is_empty() {
             channels.remove(name);
             let _ = self.changes.send(name.clone());
@@ -250,16 +299,32 @@ impl Hub {
         let mut verbatim = None;
         let mut wrapped = None;
         for sub in subscribers.iter() {
-            let delivery = match sub.mode {
-                Mode::Verbatim => {
-                    verbatim.get_or_insert_with(|| message::verbatim(payload, &meta, channel))
-                }
-                Mode::Wrapped => {
-                    wrapped.get_or_insert_with(|| message::wrapped(payload, &meta, &ws_name))
+            let (outbox, delivery) = match &sub.sink {
+                Sink::Client {
+                    outbox,
+                    mode: Mode::Verbatim,
+                } => (
+                    outbox,
+                    verbatim.get_or_insert_with(|| message::verbatim(payload, &meta, channel)),
+                ),
+                Sink::Client {
+                    outbox,
+                    mode: Mode::Wrapped,
+                } => (
+                    outbox,
+                    wrapped.get_or_insert_with(|| message::wrapped(payload, &meta, &ws_name)),
+                ),
+                Sink::Observer(observer) => {
+                    // Publications without an offset are not stream events:
+                    // they change no aggregate.
+                    if let Some(offset) = meta.offset {
+                        observer.published(offset);
+                    }
+                    continue;
                 }
             };
             // Overflows are counted by the outbox itself.
-            if sub.outbox.push(delivery) == Pushed::Conflated {
+            if outbox.push(delivery) == Pushed::Conflated {
                 self.metrics.messages_conflated.inc();
             }
         }

@@ -190,3 +190,63 @@ async fn bad_requests_are_refused_with_the_field_named() {
     );
     gw.shutdown().await;
 }
+
+/// Reads served by the background-refreshed cache follow every event: with
+/// `http.api_cache_max_lag = 0` a read after an HTTP ingest on the same
+/// instance shows it; events from other publishers (FCALL) show within a
+/// bounded wait; while Redis is down no cached answer is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_reads_follow_every_event_and_never_outlive_redis() {
+    let mut redis = RedisServer::spawn().await;
+    let mut config = test_config(&redis);
+    config.http.api_cache_max_lag = Duration::ZERO;
+    let gw = start_gateway(config).await;
+    let a = gw.local_addr;
+    let (status, _) = post(a, "variant-posted", json!({"persona_id": "rw", "variant_id": "v1", "content": "c", "predicted_er": 0.05, "pattern_used": "p"})).await;
+    assert_eq!(status, 202);
+    for route in [
+        "/api/metrics/rw",
+        "/api/variants/rw/active",
+        "/api/optimization/rw",
+    ] {
+        assert_eq!(http_json(a, "GET", route, None).await.0, 200);
+    }
+    wait_until(
+        "the REST cache watches the persona",
+        Duration::from_secs(5),
+        || async { gw.app.api_cache.watched() == 1 },
+    )
+    .await;
+
+    for i in 1..=30u64 {
+        let (status, body) = post(a, "performance-update", json!({"persona_id": "rw", "variant_id": "v1", "view_count": 100 * i, "interaction_count": i})).await;
+        assert_eq!(status, 202, "{body}");
+        let (status, m) = http_json(a, "GET", "/api/metrics/rw", None).await;
+        assert_eq!(status, 200, "{m}");
+        assert_eq!(m["offset"], body["event_id"], "read after write {i}");
+        assert_eq!(m["active_variants"][0]["view_count"], 100 * i);
+        let (_, v) = http_json(a, "GET", "/api/variants/rw/active", None).await;
+        assert_eq!(v["variants"][0]["live_metrics"]["interactions"], i);
+    }
+
+    // Another publisher: the hub's publication triggers the rebuild.
+    let publisher = redis.client().await;
+    let id = ingest(&publisher, "rw", perf("v1", 10_000, 500))
+        .await
+        .unwrap();
+    wait_until(
+        "the cached answer shows the FCALL event",
+        Duration::from_secs(5),
+        || async { http_json(a, "GET", "/api/metrics/rw", None).await.1["offset"] == id.as_str() },
+    )
+    .await;
+
+    redis.kill();
+    wait_until(
+        "reads fail while Redis is down",
+        Duration::from_secs(15),
+        || async { http_json(a, "GET", "/api/metrics/rw", None).await.0 == 503 },
+    )
+    .await;
+    gw.shutdown().await;
+}
