@@ -97,6 +97,8 @@ local MAX_CONTENT_LEN = 65536
 local MAX_REASON_LEN = 256
 local ER_TOLERANCE = 1e-3
 local ID_PATTERN = '^[A-Za-z0-9_%.:%-]+$'
+-- Persona ids appear in the gateway's URLs and channel names: no ':'.
+local PERSONA_PATTERN = '^[A-Za-z0-9_%.%-]+$'
 -- binary layouts (struct.pack; doubles hold integers < 2^53 exactly). Parsing
 -- text with string.match + tonumber costs ~10x more in the hot path.
 local ST_FMT = '>ddddddddddd'   -- views inter er_u last_updated wm w5v w5i w15v w15i w60v w60i
@@ -114,6 +116,7 @@ local OPTION_SPECS = {
   recent_kills              = {0, RECENT_KILLS_KEPT, 20},
   now_ms                    = {0, MAX_INT, false},
   backlog_margin            = {0, MAX_INT, 10000},
+  max_persona_id_len        = {1, MAX_ID_LEN, 64},
 }
 
 ---------------------------------------------------------------------------
@@ -242,6 +245,10 @@ end
 -- rebuilt after FUNCTION LOAD / restart, and ids are verified by XADD.
 local bases, bases_count = {}, 0
 
+local function bad_persona(persona, max_len)
+  bad('persona_id', 'must be 1..' .. max_len .. ' chars of [A-Za-z0-9_.-], got ' .. q(persona))
+end
+
 local function check_base(keys)
   if #keys ~= 1 then bad('keys', 'expected exactly 1 key <prefix>:{<persona_id>}, got ' .. #keys) end
   local base = keys[1]
@@ -251,15 +258,20 @@ local function check_base(keys)
   if not prefix or string.find(prefix, '[{}]') then
     bad('key', 'must look like <prefix>:{<persona_id>}, got ' .. q(base))
   end
-  if #persona < 1 or #persona > MAX_ID_LEN or not smatch(persona, ID_PATTERN) then
-    bad('persona_id', 'must be 1..128 chars of [A-Za-z0-9_.:-], got ' .. q(persona))
+  if #persona < 1 or #persona > MAX_ID_LEN or not smatch(persona, PERSONA_PATTERN) then
+    bad_persona(persona, MAX_ID_LEN)
   end
   bases_count = bases_count + 1
   if bases_count > 100000 then bases, bases_count = {}, 1 end
   rec = {base = base, skey = base .. ':stream', ch = base .. ':events', pkey = base .. ':persona',
-         vpre = base .. ':v:'}
+         vpre = base .. ':v:', persona = persona, plen = #persona}
   bases[base] = rec
   return rec
+end
+
+-- The deployment's limit (max_persona_id_len, the gateway's), once options are read.
+local function check_persona_len(rec, opts)
+  if rec.plen > opts.max_persona_id_len then bad_persona(rec.persona, opts.max_persona_id_len) end
 end
 
 local function present(v) return v ~= nil and v ~= jnull end
@@ -797,6 +809,7 @@ local function ingest(keys, args)
   if not ok then bad('event', 'malformed JSON: ' .. q(ev)) end
   if typ(ev) ~= 'table' or ev[1] ~= nil then bad('event', 'must be a JSON object') end
   local opts = parse_options(args[2])
+  check_persona_len(rec, opts)
   local t = ev.type
   local handler = HANDLERS[t]
   if not handler then
@@ -851,9 +864,11 @@ end
 
 local function snapshot(keys, args)
   if not floor then init() end
-  local base = check_base(keys).base
+  local rec = check_base(keys)
+  local base = rec.base
   if #args > 1 then bad('args', 'expected [<options-json>], got ' .. #args .. ' arguments') end
   local opts = parse_options(args[1])
+  check_persona_len(rec, opts)
   local now = opts.now_ms or now_ms()
   local nm = floor(now / MINUTE_MS)
   local per = hash_map(rcall('HGETALL', base .. ':persona'))
@@ -952,6 +967,7 @@ local function variant(keys, args)
   end
   local vid = req_id({variant_id = args[1]}, 'variant_id')
   local opts = parse_options(args[2])
+  check_persona_len(rec, opts)
   local now = opts.now_ms or now_ms()
   local h = hash_map(rcall('HGETALL', rec.vpre .. vid))
   local t, bv, bi = variant_view(vid, h, floor(now / MINUTE_MS))

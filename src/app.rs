@@ -54,10 +54,7 @@ impl App {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            function_options: crate::redis::functions::options_json(
-                &config.ingest,
-                config.audit.backlog_margin,
-            ),
+            function_options: crate::redis::functions::options_json(&config),
             limits: Arc::new(crate::ratelimit::Limiters::new(
                 &config.limits,
                 metrics.clone(),

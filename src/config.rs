@@ -529,8 +529,9 @@ impl Config {
                 "must be below ws.queue_max_messages (a replay must fit the client's queue)",
             ));
         }
-        if !(1..=200).contains(&self.ws.max_persona_id_len) {
-            return Err(ConfigError::new("ws.max_persona_id_len", "must be 1-200"));
+        // 128: the functions library's own bound (lua/pulse.lua).
+        if !(1..=128).contains(&self.ws.max_persona_id_len) {
+            return Err(ConfigError::new("ws.max_persona_id_len", "must be 1-128"));
         }
         nonzero("http.handshake_timeout", self.http.handshake_timeout)?;
         if self.ingest.stream_maxlen < 100 {

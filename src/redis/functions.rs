@@ -9,14 +9,15 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
-use crate::config::IngestConfig;
+use crate::config::Config;
 use crate::redis::health::RedisStatus;
 
 /// The library source, as shipped in `lua/pulse.lua`.
 pub const LIBRARY: &str = include_str!("../../lua/pulse.lua");
 
 /// The `[ingest]` settings as the options argument of the functions.
-pub fn options_json(cfg: &IngestConfig, backlog_margin: u64) -> String {
+pub fn options_json(config: &Config) -> String {
+    let cfg = &config.ingest;
     serde_json::json!({
         "stream_maxlen": cfg.stream_maxlen,
         "pattern_window_ms": cfg.pattern_window.as_millis() as u64,
@@ -24,7 +25,8 @@ pub fn options_json(cfg: &IngestConfig, backlog_margin: u64) -> String {
         "kill_rate_window_ms": cfg.kill_rate_window.as_millis() as u64,
         "killed_ttl_s": cfg.killed_ttl.as_secs(),
         "max_variants": cfg.max_variants,
-        "backlog_margin": backlog_margin,
+        "backlog_margin": config.audit.backlog_margin,
+        "max_persona_id_len": config.ws.max_persona_id_len,
     })
     .to_string()
 }

@@ -215,6 +215,36 @@ async fn invalid_events_name_the_field_and_change_nothing() {
         before,
         "rejected events changed nothing"
     );
+
+    // The persona-id rule is the gateway's: no ':', at most
+    // max_persona_id_len (default 64) characters.
+    let long = "x".repeat(65);
+    for persona in ["a:b", long.as_str(), &"y".repeat(129)] {
+        let err = ingest(&c, persona, posted("a", 0.05, "hook"))
+            .await
+            .expect_err("persona id refused");
+        assert!(
+            err.details().contains("field=persona_id"),
+            "{persona}: {err}"
+        );
+    }
+    ingest_with(
+        &c,
+        &long,
+        posted("a", 0.05, "hook"),
+        json!({"max_persona_id_len": 65}),
+    )
+    .await
+    .expect("a longer limit passed as an option");
+    let err = ingest_with(
+        &c,
+        &long,
+        posted("b", 0.05, "hook"),
+        json!({"max_persona_id_len": 64}),
+    )
+    .await
+    .expect_err("the limit applies to a persona already seen");
+    assert!(err.details().contains("field=persona_id"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
