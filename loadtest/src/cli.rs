@@ -1,5 +1,6 @@
 //! Command line: `run <scenario>` with flags that override the scenario file,
-//! `list`, and the hidden `worker` used by `--workers`.
+//! `list`, `http-rate` (fixed-rate GET latency), and the hidden `worker`
+//! used by `--workers`.
 
 use std::path::PathBuf;
 
@@ -27,6 +28,8 @@ pub enum Command {
         #[arg(long)]
         scenario_dir: Option<PathBuf>,
     },
+    /// Fixed-rate HTTP GET latency (open loop, from the scheduled send time).
+    HttpRate(HttpRateArgs),
     /// Internal: one subscriber process of a `--workers` run (plan on stdin).
     #[command(hide = true)]
     Worker,
@@ -109,6 +112,43 @@ pub struct RunArgs {
     #[arg(long)]
     pub label: Option<String>,
     /// Allow non-loopback targets.
+    #[arg(long)]
+    pub allow_remote: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HttpRateArgs {
+    /// Full http:// URL to GET (loopback unless --allow-remote), e.g.
+    /// http://127.0.0.1:8470/api/metrics/bench_p.
+    #[arg(long)]
+    pub url: String,
+    /// Requests per second over all connections.
+    #[arg(long, default_value_t = 1_000.0)]
+    pub rate: f64,
+    /// Measured time, e.g. 10s, 500ms, 2m (a bare number is seconds).
+    #[arg(long, default_value = "10s", value_parser = crate::httprate::parse_duration)]
+    pub duration: std::time::Duration,
+    /// Keep-alive connections; each sends on its own offset schedule.
+    #[arg(long, default_value_t = 8)]
+    pub connections: u32,
+    /// Load at the same rate before measuring (not counted in the figures).
+    #[arg(long, default_value = "1s", value_parser = crate::httprate::parse_duration)]
+    pub warmup: std::time::Duration,
+    /// Extra request header `Name: value` (repeatable).
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+    /// A request without a complete response after this long is an error
+    /// (the connection is dropped and reopened).
+    #[arg(long, default_value = "5s", value_parser = crate::httprate::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Runtime threads (the pacer thread comes on top). The default 1 keeps
+    /// the client's footprint small next to the server.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Write the summary as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Allow a non-loopback target.
     #[arg(long)]
     pub allow_remote: bool,
 }

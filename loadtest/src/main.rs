@@ -6,6 +6,8 @@
 mod cli;
 mod clock;
 mod histo;
+mod http_client;
+mod httprate;
 mod pool;
 mod procstat;
 mod publisher;
@@ -32,6 +34,7 @@ fn main() {
     let code = match cli.command {
         Command::List { scenario_dir } => list(scenario_dir),
         Command::Run(args) => run_main(&args),
+        Command::HttpRate(args) => http_rate_main(&args),
         Command::Worker => worker_main(),
     };
     std::process::exit(code);
@@ -77,22 +80,43 @@ fn run_main(args: &cli::RunArgs) -> i32 {
     // Subscriber tasks may still hold sockets; don't wait for them.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
-        Ok(report) => {
-            print!("{}", report.table());
-            if let Some(path) = &args.json {
-                let json = serde_json::to_string_pretty(&report).expect("report serialises");
-                if let Err(e) = std::fs::write(path, json) {
-                    eprintln!("error: write {}: {e}", path.display());
-                    return 1;
-                }
-            }
-            0
-        }
+        Ok(report) => output(&report.table(), &report, args.json.as_deref()),
         Err(e) => {
             eprintln!("error: {e:#}");
             1
         }
     }
+}
+
+fn http_rate_main(args: &cli::HttpRateArgs) -> i32 {
+    let rt = runtime(args.threads);
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = httprate::run(args) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(report) => output(&report.table(), &report, args.json.as_deref()),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+/// Prints the table and writes the JSON report if asked; the exit code.
+fn output(table: &str, report: &impl serde::Serialize, json: Option<&std::path::Path>) -> i32 {
+    print!("{table}");
+    if let Some(path) = json {
+        let json = serde_json::to_string_pretty(report).expect("report serialises");
+        if let Err(e) = std::fs::write(path, json) {
+            eprintln!("error: write {}: {e}", path.display());
+            return 1;
+        }
+    }
+    0
 }
 
 fn worker_main() -> i32 {

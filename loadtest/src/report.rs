@@ -300,18 +300,18 @@ fn bytes(b: f64) -> String {
 
 /// A two-column table with section headers.
 #[derive(Default)]
-struct Table {
+pub(crate) struct Table {
     rows: Vec<(String, String)>,
 }
 
 impl Table {
-    fn section(&mut self, name: &str) {
+    pub(crate) fn section(&mut self, name: &str) {
         self.rows.push((String::new(), name.to_uppercase()));
     }
-    fn row(&mut self, k: &str, v: String) {
+    pub(crate) fn row(&mut self, k: &str, v: String) {
         self.rows.push((k.to_string(), v));
     }
-    fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let w = self
             .rows
             .iter()
