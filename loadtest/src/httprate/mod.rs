@@ -8,23 +8,26 @@
 //! Timing: tokio's timer ticks in whole milliseconds, too coarse for a
 //! sub-millisecond schedule, so one OS thread (the pacer) sleeps to each due
 //! time and wakes that connection's task. Its own lateness is reported.
+mod schedule;
+mod summary;
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::cli::HttpRateArgs;
 use crate::histo::{self, Hist};
 use crate::http_client::{self, Conn};
 use crate::pool::Counter;
-use crate::report::{Percentiles, Table};
 use crate::target::Url;
+
+pub use schedule::{parse_duration, Schedule};
+use summary::class;
+pub use summary::{HttpRateReport, Millis, Tally};
 
 pub const MAX_RATE: f64 = 50_000.0;
 pub const MAX_CONNECTIONS: u32 = 1_024;
@@ -36,170 +39,6 @@ const LEAD: Duration = Duration::from_millis(200);
 /// A task not woken by the pacer this long after its due time goes anyway.
 const FALLBACK: Duration = Duration::from_millis(2);
 const MAX_ERROR_SAMPLES: usize = 5;
-
-/// Parses `10s`, `500ms`, `2m`, `1.5s`, `750us`; a bare number is seconds.
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let s = raw.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("`{raw}`: a number with an optional unit (us, ms, s, m) expected"))?;
-    let secs = match unit.trim() {
-        "" | "s" => v,
-        "ms" => v / 1e3,
-        "us" | "µs" => v / 1e6,
-        "m" | "min" => v * 60.0,
-        other => return Err(format!("`{raw}`: unknown unit `{other}` (us, ms, s, m)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{raw}`: {e}"))
-}
-
-/// Which request goes when, on which connection.
-#[derive(Debug, Clone, Copy)]
-pub struct Schedule {
-    rate: f64,
-    connections: u64,
-    /// Requests in the warmup (the first ones, not measured).
-    pub warmup: u64,
-    /// All requests, warmup included.
-    pub total: u64,
-}
-
-impl Schedule {
-    pub fn new(rate: f64, connections: u32, warmup: Duration, duration: Duration) -> Self {
-        let warm = (warmup.as_secs_f64() * rate).round() as u64;
-        Self {
-            rate,
-            connections: connections.max(1) as u64,
-            warmup: warm,
-            total: warm + (duration.as_secs_f64() * rate).round() as u64,
-        }
-    }
-
-    /// When request `n` is due, after the start.
-    pub fn due(&self, n: u64) -> Duration {
-        Duration::from_nanos((n as f64 * 1e9 / self.rate).round() as u64)
-    }
-
-    pub fn connection_of(&self, n: u64) -> usize {
-        (n % self.connections) as usize
-    }
-
-    /// How many requests connection `c` sends.
-    pub fn count_for(&self, c: usize) -> u64 {
-        let c = c as u64;
-        self.total / self.connections + u64::from(c < self.total % self.connections)
-    }
-
-    /// The request number of connection `c`'s `k`-th request.
-    pub fn nth(&self, c: usize, k: u64) -> u64 {
-        k * self.connections + c as u64
-    }
-
-    pub fn measured(&self, n: u64) -> bool {
-        n >= self.warmup
-    }
-
-    /// When the last request is due (the end of the schedule).
-    pub fn end(&self) -> Duration {
-        self.due(self.total)
-    }
-}
-
-/// Counts for one phase (warmup or measured).
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct Tally {
-    pub sent: u64,
-    /// Complete responses by status class: "2xx", "4xx", …
-    pub responses: BTreeMap<String, u64>,
-    /// Requests without a complete response (connect, I/O, parse, timeout).
-    pub errors: u64,
-    pub timeouts: u64,
-    /// Complete responses after which the server closed the connection
-    /// (`Connection: close`, HTTP/1.0); the next request reconnects.
-    pub server_closes: u64,
-    /// Still due when the run's deadline passed (the server fell far behind).
-    pub not_sent: u64,
-}
-
-impl Tally {
-    fn add(&mut self, o: &Tally) {
-        self.sent += o.sent;
-        for (k, v) in &o.responses {
-            *self.responses.entry(k.clone()).or_default() += v;
-        }
-        self.errors += o.errors;
-        self.timeouts += o.timeouts;
-        self.server_closes += o.server_closes;
-        self.not_sent += o.not_sent;
-    }
-
-    fn answered(&self) -> u64 {
-        self.responses.values().sum()
-    }
-}
-
-fn class(status: u16) -> String {
-    match status {
-        100..=599 => format!("{}xx", status / 100),
-        _ => "other".into(),
-    }
-}
-
-/// Percentiles in milliseconds.
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct Millis {
-    pub count: u64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
-    pub mean: f64,
-}
-
-impl Millis {
-    fn of(h: &Hist) -> Self {
-        let p = Percentiles::of(h);
-        let ms = |us: u64| us as f64 / 1e3;
-        Self {
-            count: p.count,
-            p50: ms(p.p50),
-            p90: ms(p.p90),
-            p99: ms(p.p99),
-            p999: ms(p.p999),
-            max: ms(p.max),
-            mean: p.mean / 1e3,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct HttpRateReport {
-    pub url: String,
-    pub rate: f64,
-    pub connections: u32,
-    pub duration_s: f64,
-    pub warmup_s: f64,
-    pub timeout_s: f64,
-    /// The measured phase.
-    pub measured: Tally,
-    pub warmup: Tally,
-    /// Completed measured responses / (last of them − start of measuring).
-    pub achieved_rps: f64,
-    /// TCP connections opened, the initial ones included.
-    pub connects: u64,
-    /// Scheduled send → end of the response body (all statuses; errors excluded).
-    pub latency_ms: Millis,
-    /// Request written → end of the body (no queueing behind the previous request).
-    pub service_ms: Millis,
-    /// How late the pacer thread woke for each due time (the harness's own jitter).
-    pub pacer_lag_ms: Millis,
-    pub error_samples: Vec<String>,
-}
 
 struct Ctx {
     addr: SocketAddr,
@@ -546,164 +385,9 @@ impl Drop for ClearOnDrop {
     }
 }
 
-impl HttpRateReport {
-    pub fn table(&self) -> String {
-        let mut t = Table::default();
-        let m = &self.measured;
-        t.section("http-rate");
-        t.row("target", format!("GET {}", self.url));
-        t.row(
-            "schedule",
-            format!(
-                "{} req/s over {} connection(s) for {} s (+{} s warmup), timeout {} s",
-                self.rate, self.connections, self.duration_s, self.warmup_s, self.timeout_s
-            ),
-        );
-        t.row(
-            "sent",
-            format!(
-                "{} (not sent before the deadline {}; warmup: {} sent, {} errors)",
-                m.sent, m.not_sent, self.warmup.sent, self.warmup.errors
-            ),
-        );
-        let classes: Vec<String> = m
-            .responses
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        t.row(
-            "responses",
-            if classes.is_empty() {
-                "none".into()
-            } else {
-                classes.join(", ")
-            },
-        );
-        t.row(
-            "errors",
-            format!(
-                "{} (timeouts {}); server closes {}; connections opened (whole run) {}",
-                m.errors, m.timeouts, m.server_closes, self.connects
-            ),
-        );
-        t.row(
-            "achieved rate",
-            format!("{:.1} responses/s", self.achieved_rps),
-        );
-        let l = &self.latency_ms;
-        t.section("latency (scheduled send → end of body)");
-        t.row(
-            "p50 / p90 / p99",
-            format!("{} / {} / {} ms", ms(l.p50), ms(l.p90), ms(l.p99)),
-        );
-        t.row("p99.9 / max", format!("{} / {} ms", ms(l.p999), ms(l.max)));
-        t.row("mean / samples", format!("{} ms / {}", ms(l.mean), l.count));
-        let (s, p) = (&self.service_ms, &self.pacer_lag_ms);
-        t.row(
-            "service p50/p99/max",
-            format!(
-                "{} / {} / {} ms (write → end of body)",
-                ms(s.p50),
-                ms(s.p99),
-                ms(s.max)
-            ),
-        );
-        t.row(
-            "pacer lag p99/max",
-            format!(
-                "{} / {} ms (the harness's own timer jitter)",
-                ms(p.p99),
-                ms(p.max)
-            ),
-        );
-        if m.server_closes > 0 {
-            t.row(
-                "note",
-                "the server closed connections after responses; reconnects are in the latency"
-                    .into(),
-            );
-        }
-        for e in &self.error_samples {
-            t.row("error sample", e.clone());
-        }
-        t.render()
-    }
-}
-
-fn ms(v: f64) -> String {
-    format!("{v:.3}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
-        assert!(parse_duration("10h").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
-
-    #[test]
-    fn schedule_spreads_the_rate_over_connections() {
-        let s = Schedule::new(1_000.0, 8, Duration::from_secs(1), Duration::from_secs(10));
-        assert_eq!((s.warmup, s.total), (1_000, 11_000));
-        assert_eq!(s.end(), Duration::from_secs(11));
-        // Globally one request every 1 ms.
-        assert_eq!(s.due(1), Duration::from_millis(1));
-        assert_eq!(s.due(10_999), Duration::from_millis(10_999));
-        // Connection 3: every 8 ms, offset 3 ms.
-        for k in 0..5 {
-            let n = s.nth(3, k);
-            assert_eq!(s.connection_of(n), 3);
-            assert_eq!(s.due(n), Duration::from_millis(3 + 8 * k));
-        }
-        // Every request is on exactly one connection.
-        let sum: u64 = (0..8).map(|c| s.count_for(c)).sum();
-        assert_eq!(sum, s.total);
-        assert!(!s.measured(999) && s.measured(1_000));
-        assert_eq!(s.due(s.warmup), Duration::from_secs(1));
-    }
-
-    #[test]
-    fn uneven_schedules() {
-        // 10 requests over 3 connections: 4, 3, 3; the last is number 9.
-        let s = Schedule::new(4.0, 3, Duration::ZERO, Duration::from_millis(2_500));
-        assert_eq!(s.total, 10);
-        assert_eq!((s.count_for(0), s.count_for(1), s.count_for(2)), (4, 3, 3));
-        assert_eq!(s.nth(0, 3), 9);
-        assert_eq!(s.due(9), Duration::from_millis(2_250));
-        assert_eq!(s.nth(2, 2), 8);
-        // A non-integral interval: 3 req/s.
-        let s = Schedule::new(3.0, 1, Duration::ZERO, Duration::from_secs(1));
-        assert_eq!(s.due(1), Duration::from_nanos(333_333_333));
-        assert_eq!(s.due(2), Duration::from_nanos(666_666_667));
-    }
-
-    #[test]
-    fn tallies_and_classes() {
-        assert_eq!(class(204), "2xx");
-        assert_eq!(class(503), "5xx");
-        assert_eq!(class(0), "other");
-        let mut a = Tally::default();
-        a.responses.insert("2xx".into(), 3);
-        let mut b = Tally {
-            sent: 5,
-            errors: 1,
-            ..Tally::default()
-        };
-        b.responses.insert("2xx".into(), 2);
-        b.responses.insert("4xx".into(), 2);
-        a.add(&b);
-        assert_eq!((a.sent, a.errors, a.answered()), (5, 1, 7));
-    }
 
     #[test]
     fn refuses_remote_and_unbounded() {
