@@ -10,7 +10,7 @@
 //! A watcher nobody reads for `IDLE` stops and releases its subscription.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -26,7 +26,8 @@ use crate::hub::{Observer, Subscription};
 use crate::keys::PersonaId;
 use crate::ws::outbox::Offset;
 
-/// How long a built answer may be served (rebuilt after half of it while read).
+/// How long a built answer may be served. A read of an answer older than
+/// half of it asks for a rebuild, so steadily read answers never expire.
 pub const TTL: Duration = Duration::from_millis(1000);
 /// A watcher with no reads for this long stops.
 const IDLE: Duration = Duration::from_secs(30);
@@ -107,7 +108,11 @@ impl ApiCache {
         let watched = self.watch(app, persona)?;
         watched.read(route);
         let mut built = watched.built.subscribe();
-        if let Some(a) = watched.servable(&built.borrow_and_update(), route, self.max_lag) {
+        let current = built.borrow_and_update().clone();
+        if let Some(a) = watched.servable(&current, route, self.max_lag) {
+            if current.is_some_and(|b| b.at.elapsed() >= TTL / 2) {
+                watched.wake.notify_one();
+            }
             return Some(a);
         }
         if !watched.is_live() {
@@ -120,7 +125,7 @@ impl ApiCache {
             .ok()?
             .is_ok()
         {
-            let current = built.borrow_and_update();
+            let current = built.borrow_and_update().clone();
             // Nothing built after a change: the rebuild failed.
             current.as_ref()?;
             if let Some(a) = watched.servable(&current, route, self.max_lag) {
@@ -187,8 +192,6 @@ struct Watched {
     seen: Mutex<Seen>,
     /// Routes asked for, as a route set: the ones rebuilt.
     routes: AtomicU8,
-    /// A read happened since the last build (refresh before expiry).
-    read_since_build: AtomicBool,
     last_read: Mutex<Instant>,
     wake: Notify,
     built: watch::Sender<Option<Arc<Built>>>,
@@ -201,7 +204,6 @@ impl Watched {
         Self {
             seen: Mutex::default(),
             routes: AtomicU8::new(0),
-            read_since_build: AtomicBool::new(false),
             last_read: Mutex::new(Instant::now()),
             wake: Notify::new(),
             built: watch::channel(None).0,
@@ -219,7 +221,6 @@ impl Watched {
 
     fn read(&self, route: Route) {
         let before = self.routes.fetch_or(route.bit(), Ordering::Relaxed);
-        self.read_since_build.store(true, Ordering::Relaxed);
         *self.last_read.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         if before & route.bit() == 0 {
             self.wake.notify_one();
@@ -252,6 +253,22 @@ impl Watched {
         seen.behind_since = (seen.newest > offset).then_some(started);
     }
 
+    /// Whether the answers are missing, trail an event, lack an asked-for
+    /// route, or are half-way to expiry.
+    fn needs_build(&self) -> bool {
+        let routes = self.routes.load(Ordering::Relaxed);
+        let stale = match &*self.built.borrow() {
+            None => true,
+            Some(b) => {
+                b.at.elapsed() >= TTL / 2
+                    || Route::ALL
+                        .iter()
+                        .any(|r| routes & r.bit() != 0 && b.answer(*r).is_none())
+            }
+        };
+        stale || self.seen().behind_since.is_some()
+    }
+
     fn idle_for(&self) -> Duration {
         self.last_read
             .lock()
@@ -273,8 +290,9 @@ impl Observer for Watched {
     }
 }
 
-/// The watcher: rebuilds the asked-for answers on every new event, before
-/// they expire while they are read, and after the subscription comes back.
+/// The watcher: rebuilds the asked-for answers when woken (a new event, a
+/// read of an ageing answer, a newly asked route) and after the
+/// subscription comes back; stops when nobody reads.
 async fn refresh(
     app: Arc<App>,
     persona: PersonaId,
@@ -283,16 +301,10 @@ async fn refresh(
 ) {
     let mut live = subscription.live();
     loop {
-        let refresh_at = watched
-            .built
-            .borrow()
-            .as_ref()
-            .filter(|_| watched.read_since_build.load(Ordering::Relaxed))
-            .map(|b| b.at + TTL / 2);
         let idle_at = Instant::now() + IDLE.saturating_sub(watched.idle_for());
         tokio::select! {
             _ = watched.wake.notified() => {}
-            _ = tokio::time::sleep_until(refresh_at.unwrap_or(idle_at).min(idle_at)) => {}
+            _ = tokio::time::sleep_until(idle_at) => {}
             changed = live.changed() => {
                 if changed.is_err() {
                     break;
@@ -308,11 +320,10 @@ async fn refresh(
         if watched.idle_for() >= IDLE {
             break;
         }
-        if !*live.borrow() {
+        if !*live.borrow() || !watched.needs_build() {
             continue;
         }
         let routes = watched.routes.load(Ordering::Relaxed);
-        watched.read_since_build.store(false, Ordering::Relaxed);
         let started = Instant::now();
         match super::api::build(&app, &persona, routes, started).await {
             Ok(built) => {
