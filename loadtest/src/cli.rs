@@ -128,9 +128,15 @@ pub struct HttpRateArgs {
     /// Measured time, e.g. 10s, 500ms, 2m (a bare number is seconds).
     #[arg(long, default_value = "10s", value_parser = crate::httprate::parse_duration)]
     pub duration: std::time::Duration,
-    /// Keep-alive connections; each sends on its own offset schedule.
+    /// Keep-alive connections; each sends on its own offset schedule. With
+    /// --fresh-connections: the most attempts in flight at once.
     #[arg(long, default_value_t = 8)]
     pub connections: u32,
+    /// A new TCP connection for every request, sent with `Connection: close`
+    /// and dropped after the answer (or the server's close): a connection
+    /// flood. Connect failures (refused, no SYN-ACK) are counted apart.
+    #[arg(long)]
+    pub fresh_connections: bool,
     /// Load at the same rate before measuring (not counted in the figures).
     #[arg(long, default_value = "1s", value_parser = crate::httprate::parse_duration)]
     pub warmup: std::time::Duration,

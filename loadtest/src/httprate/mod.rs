@@ -8,6 +8,10 @@
 //! Timing: tokio's timer ticks in whole milliseconds, too coarse for a
 //! sub-millisecond schedule, so one OS thread (the pacer) sleeps to each due
 //! time and wakes that connection's task. Its own lateness is reported.
+//!
+//! `--fresh-connections` opens a new TCP connection for each request (a
+//! connection flood); the `C` connections are then `C` attempt slots.
+mod attempt;
 mod schedule;
 mod summary;
 
@@ -24,6 +28,7 @@ use crate::histo::{self, Hist};
 use crate::http_client::{self, Conn};
 use crate::pool::Counter;
 use crate::target::Url;
+use attempt::{attempt, Failure};
 
 pub use schedule::{parse_duration, Schedule};
 use summary::class;
@@ -48,6 +53,7 @@ struct Ctx {
     /// No request is sent after this.
     deadline: Instant,
     timeout: Duration,
+    fresh: bool,
     live: Live,
 }
 
@@ -103,13 +109,23 @@ pub fn validate(a: &HttpRateArgs) -> anyhow::Result<(Url, SocketAddr)> {
 
 pub async fn run(a: &HttpRateArgs) -> anyhow::Result<HttpRateReport> {
     let (url, addr) = validate(a)?;
-    let request = http_client::get_request(&url.path, &url.host_header(), &a.headers);
+    let request = attempt::request(
+        &url.path,
+        &url.host_header(),
+        &a.headers,
+        a.fresh_connections,
+    );
     let sched = Schedule::new(a.rate, a.connections, a.warmup, a.duration);
     eprintln!(
-        "pulsegate-loadtest http-rate: GET {} — {} req/s over {} connection(s) for {} s (+{} s warmup)",
+        "pulsegate-loadtest http-rate: GET {} — {} req/s over {} {} for {} s (+{} s warmup)",
         a.url,
         a.rate,
         a.connections,
+        if a.fresh_connections {
+            "slot(s), a new connection per request"
+        } else {
+            "connection(s)"
+        },
         a.duration.as_secs_f64(),
         a.warmup.as_secs_f64()
     );
@@ -122,6 +138,7 @@ pub async fn run(a: &HttpRateArgs) -> anyhow::Result<HttpRateReport> {
         start,
         deadline: start + sched.end() + a.timeout + Duration::from_secs(1),
         timeout: a.timeout,
+        fresh: a.fresh_connections,
         live: Live::default(),
     });
     let notifies: Vec<Arc<Notify>> = (0..a.connections)
@@ -169,6 +186,7 @@ pub async fn run(a: &HttpRateArgs) -> anyhow::Result<HttpRateReport> {
         url: a.url.clone(),
         rate: a.rate,
         connections: a.connections,
+        fresh_connections: a.fresh_connections,
         duration_s: a.duration.as_secs_f64(),
         warmup_s: a.warmup.as_secs_f64(),
         timeout_s: a.timeout.as_secs_f64(),
@@ -187,7 +205,8 @@ pub async fn run(a: &HttpRateArgs) -> anyhow::Result<HttpRateReport> {
     })
 }
 
-/// Opens every connection, checking with one GET that the target answers.
+/// Opens every connection, checking with one GET that the target answers
+/// (with `--fresh-connections` only that one, and closes it).
 async fn open(
     a: &HttpRateArgs,
     addr: SocketAddr,
@@ -206,6 +225,9 @@ async fn open(
             "warning: the first GET answered {} ({} body bytes); the run measures that answer",
             r.status, r.body_len
         );
+    }
+    if a.fresh_connections {
+        return Ok((0..a.connections).map(|_| None).collect());
     }
     let mut conns = vec![(!r.close).then_some(first)];
     for _ in 1..a.connections {
@@ -251,16 +273,23 @@ async fn connection(
         tally.sent += 1;
         ctx.live.sent.inc();
         let sent_at = Instant::now();
-        let result =
-            tokio::time::timeout(ctx.timeout, attempt(&mut conn, &ctx, &mut out.connects)).await;
+        let result = attempt(
+            &mut conn,
+            ctx.addr,
+            &ctx.request,
+            ctx.fresh,
+            ctx.timeout,
+            &mut out.connects,
+        )
+        .await;
         let end = Instant::now();
         let error = match result {
-            Ok(Ok(r)) => {
+            Ok(r) => {
                 *tally.responses.entry(class(r.status)).or_default() += 1;
+                *tally.statuses.entry(r.status).or_default() += 1;
                 ctx.live.answered.inc();
-                if r.close {
+                if r.close && !ctx.fresh {
                     tally.server_closes += 1;
-                    conn = None;
                 }
                 if measured {
                     out.latency
@@ -271,38 +300,24 @@ async fn connection(
                 }
                 None
             }
-            Ok(Err(e)) => Some(format!("{e:#}")),
-            Err(_) => {
-                tally.timeouts += 1;
-                Some(format!("no complete response within {:?}", ctx.timeout))
+            Err(f) => {
+                match f {
+                    Failure::Connect(_) => tally.connect_errors += 1,
+                    Failure::Timeout(_) => tally.timeouts += 1,
+                    Failure::Exchange(_) => {}
+                }
+                Some(f.to_string())
             }
         };
         if let Some(e) = error {
             tally.errors += 1;
             ctx.live.errors.inc();
-            conn = None;
             if out.errors.len() < MAX_ERROR_SAMPLES && !out.errors.contains(&e) {
                 out.errors.push(e);
             }
         }
     }
     out
-}
-
-/// Sends the request, reconnecting first if the connection was dropped.
-async fn attempt(
-    conn: &mut Option<Conn>,
-    ctx: &Ctx,
-    connects: &mut u64,
-) -> anyhow::Result<http_client::Response> {
-    if conn.is_none() {
-        *connects += 1;
-        *conn = Some(Conn::connect(ctx.addr).await?);
-    }
-    conn.as_mut()
-        .expect("connected")
-        .exchange(&ctx.request)
-        .await
 }
 
 /// Returns at `due` (woken by the pacer; a stale wake-up just waits again).
@@ -396,6 +411,7 @@ mod tests {
             rate,
             duration: Duration::from_secs(dur),
             connections: 8,
+            fresh_connections: false,
             warmup: Duration::from_secs(1),
             headers: vec![],
             timeout: Duration::from_secs(5),

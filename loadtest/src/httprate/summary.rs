@@ -14,8 +14,13 @@ pub struct Tally {
     pub sent: u64,
     /// Complete responses by status class: "2xx", "4xx", …
     pub responses: BTreeMap<String, u64>,
+    /// The same responses by exact status (e.g. 429).
+    pub statuses: BTreeMap<u16, u64>,
     /// Requests without a complete response (connect, I/O, parse, timeout).
     pub errors: u64,
+    /// Of the errors: the TCP connect failed (refused, reset, not answered in time).
+    pub connect_errors: u64,
+    /// Of the errors: connected, but the response did not complete in time.
     pub timeouts: u64,
     /// Complete responses after which the server closed the connection
     /// (`Connection: close`, HTTP/1.0); the next request reconnects.
@@ -30,7 +35,11 @@ impl Tally {
         for (k, v) in &o.responses {
             *self.responses.entry(k.clone()).or_default() += v;
         }
+        for (k, v) in &o.statuses {
+            *self.statuses.entry(*k).or_default() += v;
+        }
         self.errors += o.errors;
+        self.connect_errors += o.connect_errors;
         self.timeouts += o.timeouts;
         self.server_closes += o.server_closes;
         self.not_sent += o.not_sent;
@@ -81,6 +90,8 @@ pub struct HttpRateReport {
     pub url: String,
     pub rate: f64,
     pub connections: u32,
+    /// A new TCP connection per request (`--fresh-connections`).
+    pub fresh_connections: bool,
     pub duration_s: f64,
     pub warmup_s: f64,
     pub timeout_s: f64,
@@ -109,8 +120,16 @@ impl HttpRateReport {
         t.row(
             "schedule",
             format!(
-                "{} req/s over {} connection(s) for {} s (+{} s warmup), timeout {} s",
-                self.rate, self.connections, self.duration_s, self.warmup_s, self.timeout_s
+                "{} req/s over {} for {} s (+{} s warmup), timeout {} s",
+                self.rate,
+                if self.fresh_connections {
+                    format!("{} slot(s), a new connection each", self.connections)
+                } else {
+                    format!("{} connection(s)", self.connections)
+                },
+                self.duration_s,
+                self.warmup_s,
+                self.timeout_s
             ),
         );
         t.row(
@@ -125,19 +144,24 @@ impl HttpRateReport {
             .iter()
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
+        let codes: Vec<String> = m
+            .statuses
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
         t.row(
             "responses",
             if classes.is_empty() {
                 "none".into()
             } else {
-                classes.join(", ")
+                format!("{} ({})", classes.join(", "), codes.join(", "))
             },
         );
         t.row(
             "errors",
             format!(
-                "{} (timeouts {}); server closes {}; connections opened (whole run) {}",
-                m.errors, m.timeouts, m.server_closes, self.connects
+                "{} (connect {}, timeouts {}); server closes {}; connections opened (whole run) {}",
+                m.errors, m.connect_errors, m.timeouts, m.server_closes, self.connects
             ),
         );
         t.row(
@@ -145,7 +169,11 @@ impl HttpRateReport {
             format!("{:.1} responses/s", self.achieved_rps),
         );
         let l = &self.latency_ms;
-        t.section("latency (scheduled send → end of body)");
+        t.section(if self.fresh_connections {
+            "latency (scheduled send → end of body, connect included)"
+        } else {
+            "latency (scheduled send → end of body)"
+        });
         t.row(
             "p50 / p90 / p99",
             format!("{} / {} / {} ms", ms(l.p50), ms(l.p90), ms(l.p99)),
@@ -156,10 +184,15 @@ impl HttpRateReport {
         t.row(
             "service p50/p99/max",
             format!(
-                "{} / {} / {} ms (write → end of body)",
+                "{} / {} / {} ms ({} → end of body)",
                 ms(s.p50),
                 ms(s.p99),
-                ms(s.max)
+                ms(s.max),
+                if self.fresh_connections {
+                    "connect"
+                } else {
+                    "write"
+                }
             ),
         );
         t.row(
@@ -199,14 +232,22 @@ mod tests {
         assert_eq!(class(0), "other");
         let mut a = Tally::default();
         a.responses.insert("2xx".into(), 3);
+        a.statuses.insert(429, 1);
         let mut b = Tally {
             sent: 5,
-            errors: 1,
+            errors: 2,
+            connect_errors: 1,
             ..Tally::default()
         };
         b.responses.insert("2xx".into(), 2);
         b.responses.insert("4xx".into(), 2);
+        b.statuses.insert(429, 2);
+        b.statuses.insert(200, 2);
         a.add(&b);
-        assert_eq!((a.sent, a.errors, a.answered()), (5, 1, 7));
+        assert_eq!(
+            (a.sent, a.errors, a.connect_errors, a.answered()),
+            (5, 2, 1, 7)
+        );
+        assert_eq!(a.statuses.get(&429), Some(&3));
     }
 }
