@@ -295,6 +295,15 @@ async fn a_postgres_outage_delays_the_audit_but_not_fan_out() {
         ready["audit"]["lag_entries"].as_u64().unwrap() > 0,
         "{ready}"
     );
+    // The persona behind is named, in /readyz and in /metrics.
+    assert_eq!(ready["audit"]["behind"][0]["persona"], "p1", "{ready}");
+    assert!(
+        gw.app
+            .metrics
+            .encode()
+            .contains("pulsegate_audit_persona_lag_seconds{persona=\"p1\"}"),
+        "per-persona lag"
+    );
     proxy.restore();
     let expected = all_stream_ids(&publisher, &["p1"]).await;
     wait_count(
