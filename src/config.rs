@@ -327,7 +327,9 @@ pub struct AuditConfig {
     pub enabled: bool,
     /// Redis consumer group shared by every instance. Default: `audit`.
     pub group: String,
-    /// This instance's consumer name. Default: `<hostname>-<pid>`.
+    /// This instance's consumer name; must differ between instances and stay
+    /// the same across restarts of one. Default: `<hostname>-<listen port>`
+    /// (`<hostname>-pid<pid>` when listening on port 0).
     pub consumer: Option<String>,
     /// Most entries written in one transaction. Default: 1000.
     pub batch_size: usize,

@@ -14,6 +14,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PersonaLabel {
+    pub persona: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
     pub code: u16,
 }
@@ -68,6 +73,9 @@ pub struct Metrics {
     pub audit_streams: Gauge,
     pub audit_lag_entries: Gauge,
     pub audit_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Only the few personas furthest behind, so the label set stays small
+    /// however many personas there are.
+    pub audit_persona_lag_seconds: Family<PersonaLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub ingest_accepted: Counter,
     pub ingest_rejected: Family<ReasonLabel, Counter>,
     pub http_requests: Family<HttpLabels, Counter>,
@@ -122,6 +130,7 @@ impl Metrics {
             audit_streams: Gauge::default(),
             audit_lag_entries: Gauge::default(),
             audit_lag_seconds: Gauge::default(),
+            audit_persona_lag_seconds: Family::default(),
             ingest_accepted: Counter::default(),
             ingest_rejected: Family::default(),
             http_requests: Family::default(),
@@ -181,6 +190,11 @@ impl Metrics {
             "audit_lag_seconds",
             "Age of the oldest entry not yet audited",
             m.audit_lag_seconds.clone(),
+        );
+        r.register(
+            "audit_persona_lag_seconds",
+            "Age of the oldest entry not yet audited, for the (at most 5) personas furthest behind",
+            m.audit_persona_lag_seconds.clone(),
         );
         r.register(
             "resumes",

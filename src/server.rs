@@ -57,6 +57,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let background = CancellationToken::new();
     let (audit, pg, audit_task) = crate::audit::start(
         &config,
+        local_addr.port(),
         command.clone(),
         metrics.clone(),
         background.clone(),

@@ -1,20 +1,27 @@
-//! The audit consumer: reads every persona stream through a Redis consumer
+//! An audit worker: reads its persona streams through the Redis consumer
 //! group (so N gateways share the work), writes batches to Postgres, and
-//! acknowledges only after the transaction commits.
+//! acknowledges only after the batch commits.
 //!
-//! - New streams are found by SCAN every `discover_interval`.
-//! - On start, this consumer's own pending entries are read again first.
+//! Reading and writing are pipelined: while one batch commits, the next is
+//! read and parsed. Batches are committed and acknowledged one after the
+//! other, in the order they were read, so each stream is still written in
+//! order of arrival. At most two batches are in flight per worker: one
+//! committing, one read ahead.
+//!
+//! - On start, this consumer name's own pending entries are read first.
 //! - Entries another consumer left pending for `claim_idle` are claimed.
-//! - While Postgres is down the current batch is retried with backoff and
+//! - While Postgres is down the batch in hand is retried with backoff and
 //!   nothing new is read: entries wait in Redis, in order.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::discover::Streams;
 use super::entry::{self, AuditRow};
 use super::status::AuditStatus;
 use super::writer::{self, PgPool};
@@ -24,23 +31,19 @@ use crate::metrics::Metrics;
 pub struct Consumer {
     pub redis: Client,
     pub pool: PgPool,
-    pub prefix: String,
     pub cfg: AuditConfig,
     pub consumer: String,
     pub metrics: Arc<Metrics>,
     pub status: Arc<AuditStatus>,
-    /// This worker follows the streams whose key hashes to `shard` of `shards`,
-    /// so each stream has one writer (order kept) and batches of different
-    /// personas are written in parallel.
-    pub shard: usize,
-    pub shards: usize,
+    /// The streams this worker owns (one writer per stream keeps its order),
+    /// kept up to date by discovery.
+    pub streams: watch::Receiver<Streams>,
+    /// Tells discovery a stream lost its group, so it is created again.
+    pub lost: mpsc::UnboundedSender<String>,
 }
 
 /// Stream entries as fred returns them: (id, fields).
 type Entries = Vec<(String, HashMap<String, String>)>;
-
-/// Streams known to this consumer: key → persona id.
-type Streams = BTreeMap<String, String>;
 
 /// What a read brought: rows to write, and per stream the ids to acknowledge.
 #[derive(Default)]
@@ -74,34 +77,63 @@ impl Batch {
 
 impl Consumer {
     pub async fn run(self, cancel: CancellationToken) {
-        let mut streams = Streams::new();
-        let mut last_discover: Option<Instant> = None;
+        // Room for one batch read ahead; `reserve` before reading keeps the
+        // read-ahead as fresh (and as large) as the writer's pace allows.
+        let (tx, rx) = mpsc::channel(1);
+        let streams = self.streams.clone();
+        tokio::join!(
+            self.read_loop(streams, tx, &cancel),
+            self.write_loop(rx, &cancel)
+        );
+    }
+
+    async fn read_loop(
+        &self,
+        mut streams_rx: watch::Receiver<Streams>,
+        tx: mpsc::Sender<Batch>,
+        cancel: &CancellationToken,
+    ) {
+        let mut streams = Streams::default();
+        // Per stream, where the re-read of our own pending entries stands
+        // (removed once it returns nothing). A cursor rather than "0" every
+        // time: entries read ahead are pending too, and must not be read twice.
+        let mut own_pending: HashMap<String, String> = HashMap::new();
         let mut last_claim = Instant::now();
-        let mut own_pending_done: HashMap<String, bool> = HashMap::new();
         let mut idle = Duration::from_millis(10);
+        // Waiting on `changed()` marks the streams seen, so remember it.
+        let mut refresh = true;
         loop {
-            if cancel.is_cancelled() {
-                return;
-            }
-            if last_discover.is_none_or(|t| t.elapsed() >= self.cfg.discover_interval) {
-                self.discover(&mut streams).await;
-                last_discover = Some(Instant::now());
+            let permit = tokio::select! {
+                p = tx.reserve() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = cancel.cancelled() => return,
+            };
+            if std::mem::take(&mut refresh) || streams_rx.has_changed().unwrap_or(false) {
+                let now = streams_rx.borrow_and_update().clone();
+                for key in now.keys().filter(|k| !streams.contains_key(*k)) {
+                    own_pending.insert(key.clone(), "0".into());
+                }
+                streams = now;
             }
             let mut batch = Batch::default();
-            // Our own entries left pending by a previous run come first.
-            for (key, persona) in &streams {
-                if !own_pending_done.get(key).copied().unwrap_or(false) {
-                    match self.read(key, persona, "0", &mut batch).await {
-                        Ok(0) => {
-                            own_pending_done.insert(key.clone(), true);
-                        }
-                        Ok(_) => {}
-                        Err(e) => self.redis_error("read pending", &e),
+            for (key, persona) in streams.iter() {
+                let Some(from) = own_pending.get(key).cloned() else {
+                    continue;
+                };
+                match self.read(key, persona, &from, &mut batch).await {
+                    Ok(Some(last)) => {
+                        own_pending.insert(key.clone(), last);
                     }
+                    Ok(None) => {
+                        own_pending.remove(key);
+                    }
+                    Err(e) => self.redis_error("read pending", &e),
                 }
             }
             if last_claim.elapsed() >= self.cfg.claim_idle / 2 {
-                for (key, persona) in &streams {
+                for (key, persona) in streams.iter() {
                     if let Err(e) = self.claim(key, persona, &mut batch).await {
                         self.redis_error("claim", &e);
                     }
@@ -109,14 +141,12 @@ impl Consumer {
                 last_claim = Instant::now();
             }
             let mut lost = Vec::new();
-            for (key, persona) in &streams {
+            for (key, persona) in streams.iter() {
                 if batch.len() >= self.cfg.batch_size {
                     break;
                 }
                 if let Err(e) = self.read(key, persona, ">", &mut batch).await {
                     if e.details().contains("NOGROUP") {
-                        // The stream and its group are gone (Redis lost its
-                        // data): rediscover it so the group is created again.
                         lost.push(key.clone());
                     } else {
                         self.redis_error("read", &e);
@@ -124,93 +154,50 @@ impl Consumer {
                 }
             }
             for key in lost {
-                tracing::warn!(%key, "audit group missing; recreating it at the next discovery");
-                streams.remove(&key);
-                own_pending_done.remove(&key);
-                last_discover = None;
+                // Redis lost the stream and its group: discovery creates the
+                // group again and hands the stream back.
+                Arc::make_mut(&mut streams).remove(&key);
+                own_pending.remove(&key);
+                let _ = self.lost.send(key);
             }
             if batch.len() == 0 {
+                drop(permit);
                 tokio::select! {
                     _ = tokio::time::sleep(idle) => {}
+                    Ok(()) = streams_rx.changed() => refresh = true,
                     _ = cancel.cancelled() => return,
                 }
                 idle = (idle * 2).min(self.cfg.poll_interval);
                 continue;
             }
             idle = Duration::from_millis(10);
-            if !self.commit(batch, &cancel).await {
+            permit.send(batch);
+        }
+    }
+
+    /// Commits batches in the order they were read. After cancellation it
+    /// still writes what was already read (Postgres permitting), then stops.
+    async fn write_loop(&self, mut rx: mpsc::Receiver<Batch>, cancel: &CancellationToken) {
+        while let Some(batch) = rx.recv().await {
+            if !self.commit(batch, cancel).await {
                 return;
             }
         }
     }
 
-    /// Finds persona streams and makes sure each has the group.
-    async fn discover(&self, streams: &mut Streams) {
-        let pattern = format!("{}:{{*}}:stream", self.prefix);
-        let mut cursor = "0".to_owned();
-        let mut all = Vec::new();
-        for _ in 0..10_000 {
-            let page: Result<(String, Vec<String>), _> = self
-                .redis
-                .scan_page(cursor.clone(), pattern.clone(), Some(1000), None)
-                .await;
-            let (next, keys) = match page {
-                Ok(p) => p,
-                Err(e) => {
-                    self.redis_error("discover", &e);
-                    return;
-                }
-            };
-            all.extend(
-                keys.iter()
-                    .filter(|k| persona_of(&self.prefix, k).is_some())
-                    .cloned(),
-            );
-            for key in keys {
-                if streams.contains_key(&key) || shard_of(&key, self.shards) != self.shard {
-                    continue;
-                }
-                let Some(persona) = persona_of(&self.prefix, &key) else {
-                    continue;
-                };
-                let created: Result<(), _> = self
-                    .redis
-                    .xgroup_create(key.as_str(), self.cfg.group.as_str(), "0", true)
-                    .await;
-                match created {
-                    Ok(()) => tracing::info!(%key, group = %self.cfg.group, "audit group created"),
-                    Err(e) if e.details().contains("BUSYGROUP") => {}
-                    Err(e) => {
-                        self.redis_error("create group", &e);
-                        continue;
-                    }
-                }
-                streams.insert(key, persona);
-            }
-            if next == "0" {
-                break;
-            }
-            cursor = next;
-        }
-        if self.shard == 0 {
-            // Shard 0 reports every stream (it sees them all in the scan).
-            self.status.set_streams(all.clone());
-            self.metrics.audit_streams.set(all.len() as i64);
-        }
-    }
-
-    /// XREADGROUP from `id` (">" new, "0" our pending); returns entries read.
+    /// XREADGROUP from `id` (">" new, else our pending after `id`); returns
+    /// the last id read, `None` when nothing was there.
     async fn read(
         &self,
         key: &str,
         persona: &str,
         id: &str,
         batch: &mut Batch,
-    ) -> Result<usize, fred::error::Error> {
+    ) -> Result<Option<String>, fred::error::Error> {
         let room = self.cfg.batch_size.saturating_sub(batch.len()).max(1) as u64;
-        let resp: HashMap<String, Entries> = self
+        let reply: fred::types::Value = self
             .redis
-            .xreadgroup_map(
+            .xreadgroup(
                 self.cfg.group.as_str(),
                 self.consumer.as_str(),
                 Some(room),
@@ -220,14 +207,19 @@ impl Consumer {
                 id,
             )
             .await?;
-        let mut n = 0;
+        // Nothing new is a nil reply, which is no map: not a failure.
+        if reply.is_null() {
+            return Ok(None);
+        }
+        let resp: HashMap<String, Entries> = reply.into_xread_response()?;
+        let mut last = None;
         for (_, entries) in resp {
             for (id, fields) in entries {
+                last = Some(id.clone());
                 batch.add(key, persona, id, fields);
-                n += 1;
             }
         }
-        Ok(n)
+        Ok(last)
     }
 
     /// Takes over entries idle for `claim_idle` (a crashed consumer's).
@@ -272,14 +264,13 @@ impl Consumer {
         loop {
             match writer::write(&self.pool, &batch.rows).await {
                 Ok(inserted) => {
+                    let rows = batch.rows.len() as u64;
                     self.metrics.audit_rows_written.inc_by(inserted);
                     self.metrics
                         .audit_duplicates
-                        .inc_by(batch.rows.len() as u64 - inserted.min(batch.rows.len() as u64));
+                        .inc_by(rows - inserted.min(rows));
                     self.metrics.audit_batches.inc();
-                    self.metrics
-                        .audit_batch_size
-                        .observe(batch.rows.len() as f64);
+                    self.metrics.audit_batch_size.observe(rows as f64);
                     self.metrics
                         .audit_batch_seconds
                         .observe(started.elapsed().as_secs_f64());
@@ -322,21 +313,4 @@ impl Consumer {
             .inc();
         tracing::warn!(stage, error = %e, "audit: Redis command failed");
     }
-}
-
-/// `pulse:{abc}:stream` → `abc`.
-pub fn persona_of(prefix: &str, key: &str) -> Option<String> {
-    let rest = key.strip_prefix(prefix)?.strip_prefix(":{")?;
-    let persona = rest.strip_suffix("}:stream")?;
-    (!persona.is_empty() && !persona.contains(['{', '}'])).then(|| persona.to_owned())
-}
-
-/// Which worker owns a stream (FNV-1a of the key; stable across restarts).
-pub fn shard_of(key: &str, shards: usize) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % shards.max(1) as u64) as usize
 }

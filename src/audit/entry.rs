@@ -2,13 +2,13 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
 use serde_json::Value;
 
+use crate::http::history::parse_rfc3339_ms;
 use crate::hub::message::parse_offset;
 
 /// A row of `dashboard_events`, plus what the derived tables need (all in `data`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct AuditRow {
     pub persona_id: String,
     pub event_id: String,
@@ -16,10 +16,12 @@ pub struct AuditRow {
     pub seq: i64,
     pub event_type: String,
     pub variant_id: Option<String>,
-    /// The published message (`m`), parsed.
-    pub data: Value,
-    /// The event's own time (`timestamp`, RFC 3339), or the stream id's time.
-    pub created_at: String,
+    /// JSON text of an object Postgres accepts as `jsonb`: the published
+    /// message (`m`) verbatim, else `{"unparsed": "<m>"}`. Kept as text so
+    /// it goes to Postgres without being serialized again.
+    pub data: String,
+    /// The event's own time (`timestamp`), or the stream id's time; epoch ms.
+    pub created_ms: i64,
 }
 
 /// Builds the row of entry `id` of `persona`'s stream. Entries the gateway
@@ -27,56 +29,64 @@ pub struct AuditRow {
 pub fn parse(persona: &str, id: &str, mut fields: HashMap<String, String>) -> Option<AuditRow> {
     let (ms, seq) = parse_offset(id)?;
     let raw = fields.remove("m").unwrap_or_default();
-    let data = serde_json::from_str::<Value>(&raw)
+    // Parsed (not just scanned) so that what goes to Postgres is JSON it
+    // accepts: one refused row would fail its whole batch, forever.
+    let parsed = serde_json::from_str::<Value>(&raw)
         .ok()
-        .filter(Value::is_object)
-        .unwrap_or_else(|| serde_json::json!({"unparsed": raw}));
+        .filter(|v| v.is_object() && !has_nul_escape(&raw));
     let event_type = fields
         .remove("t")
-        .or_else(|| data["data"]["event_type"].as_str().map(str::to_owned))
+        .or_else(|| nested_str(&parsed, "event_type"))
+        .map(no_nul)
         .unwrap_or_else(|| "unknown".into());
     let variant_id = fields
         .remove("v")
-        .or_else(|| data["data"]["variant_id"].as_str().map(str::to_owned))
-        .filter(|v| !v.is_empty());
-    let created_at = data["timestamp"]
-        .as_str()
-        .map(str::to_owned)
-        .unwrap_or_else(|| ms_to_rfc3339(ms));
+        .or_else(|| nested_str(&parsed, "variant_id"))
+        .filter(|v| !v.is_empty())
+        .map(no_nul);
+    let created_ms = parsed
+        .as_ref()
+        .and_then(|d| d["timestamp"].as_str())
+        .and_then(parse_rfc3339_ms)
+        .unwrap_or(ms as i64);
+    let data = match parsed {
+        Some(_) => raw,
+        None => serde_json::json!({ "unparsed": no_nul(raw) }).to_string(),
+    };
     Some(AuditRow {
-        persona_id: persona.to_owned(),
+        persona_id: no_nul(persona.to_owned()),
         event_id: id.to_owned(),
         ms: ms as i64,
         seq: seq as i64,
         event_type,
         variant_id,
         data,
-        created_at,
+        created_ms,
     })
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` from epoch milliseconds (Postgres parses it).
-pub fn ms_to_rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant), valid for the whole u64 ms range we see.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        ms % 1000
-    )
+fn nested_str(data: &Option<Value>, field: &str) -> Option<String> {
+    data.as_ref()?["data"][field].as_str().map(str::to_owned)
+}
+
+/// Postgres refuses `\u0000` in `jsonb` (and NUL in `text`). An escape is
+/// one only after an odd number of backslashes (`\\u0000` is text).
+fn has_nul_escape(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    b.windows(6).enumerate().any(|(i, w)| {
+        w[0] == b'\\'
+            && w[1] == b'u'
+            && &w[2..] == b"0000"
+            && b[..i].iter().rev().take_while(|&&c| c == b'\\').count() % 2 == 0
+    })
+}
+
+fn no_nul(s: String) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{fffd}")
+    } else {
+        s
+    }
 }
 
 #[cfg(test)]
@@ -89,24 +99,57 @@ mod tests {
         f.insert("m".into(), r#"{"type":"variant_update","timestamp":"2026-11-22T03:00:00.000Z","offset":"5-1","data":{"event_type":"early_kill","variant_id":"v"}}"#.into());
         f.insert("t".into(), "early_kill".into());
         f.insert("v".into(), "v".into());
-        let r = parse("p", "5-1", f).unwrap();
+        let r = parse("p", "5-1", f.clone()).unwrap();
         assert_eq!(
             (r.ms, r.seq, r.event_type.as_str(), r.variant_id.as_deref()),
             (5, 1, "early_kill", Some("v"))
         );
-        assert_eq!(r.created_at, "2026-11-22T03:00:00.000Z");
+        assert_eq!(r.created_ms, 1_795_316_400_000);
+        assert_eq!(&r.data, &f["m"], "the message goes to Postgres verbatim");
+        // Without the stream's fields, the message says what it is.
+        f.remove("t");
+        f.remove("v");
+        let r = parse("p", "5-1", f).unwrap();
+        assert_eq!(
+            (r.event_type.as_str(), r.variant_id.as_deref()),
+            ("early_kill", Some("v"))
+        );
         let mut f = HashMap::new();
         f.insert("m".into(), "garbage".into());
         let r = parse("p", "1795318000123-0", f).unwrap();
-        assert_eq!(r.data["unparsed"], "garbage");
+        let data: Value = serde_json::from_str(&r.data).unwrap();
+        assert_eq!(data["unparsed"], "garbage");
         assert_eq!(r.event_type, "unknown");
+        assert_eq!(r.created_ms, 1_795_318_000_123, "the stream id's time");
         assert!(parse("p", "nope", HashMap::new()).is_none());
     }
 
     #[test]
-    fn timestamps() {
-        assert_eq!(ms_to_rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(ms_to_rfc3339(1_795_318_000_123), "2026-11-22T03:26:40.123Z");
-        assert_eq!(ms_to_rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    fn nothing_postgres_would_refuse() {
+        let mut f = HashMap::new();
+        f.insert(
+            "m".into(),
+            r#"{"timestamp":"soon","data":{"content":"a\u0000b"}}"#.into(),
+        );
+        f.insert("t".into(), "x\0y".into());
+        let r = parse("p", "7-0", f).unwrap();
+        let data: Value = serde_json::from_str(&r.data).unwrap();
+        assert!(
+            !data["unparsed"].as_str().unwrap().contains('\0'),
+            "{}",
+            r.data
+        );
+        assert_eq!(r.event_type, "x\u{fffd}y");
+        assert_eq!(
+            r.created_ms, 7,
+            "an unreadable timestamp: the stream id's time"
+        );
+        let mut f = HashMap::new();
+        f.insert("m".into(), r#"{"data":{"path":"C:\\u0000"}}"#.into());
+        let r = parse("p", "7-0", f.clone()).unwrap();
+        assert_eq!(r.data, f["m"], "an escaped backslash is no NUL escape");
+        let mut f = HashMap::new();
+        f.insert("m".into(), "[1,2]".into());
+        assert!(parse("p", "7-0", f).unwrap().data.contains("unparsed"));
     }
 }

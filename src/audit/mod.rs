@@ -6,6 +6,7 @@
 //! guarantees and how they are tested.
 
 pub mod consumer;
+pub mod discover;
 pub mod entry;
 pub mod migrate;
 pub mod status;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use bb8_postgres::PostgresConnectionManager;
 use fred::prelude::*;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
@@ -57,13 +59,22 @@ pub async fn migrate(url: &str) -> Result<Vec<i32>, AuditError> {
     Ok(applied?)
 }
 
-/// The consumer name: configured, else unique to this process.
-fn consumer_name(config: &Config) -> String {
+/// The consumer name: configured, else `<hostname>-<listen port>`. Stable
+/// across restarts of an instance, so a restarted instance re-reads its own
+/// pending entries at once instead of waiting for another to claim them;
+/// distinct between instances of one host, which cannot share a port. Only
+/// an ephemeral port (0, as in tests) falls back to the process id.
+pub fn consumer_name(config: &Config, port: u16) -> String {
     config.audit.consumer.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "gateway".into());
-        format!("{host}-{}", std::process::id())
+        let configured = config.listen_addr().map(|a| a.port()).unwrap_or(0);
+        if configured != 0 {
+            format!("{host}-{port}")
+        } else {
+            format!("{host}-pid{}", std::process::id())
+        }
     })
 }
 
@@ -74,6 +85,7 @@ pub type Started = (Arc<AuditStatus>, Option<PgPool>, Option<JoinHandle<()>>);
 
 pub fn start(
     config: &Config,
+    port: u16,
     redis: Client,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
@@ -87,21 +99,35 @@ pub fn start(
         return Ok((Arc::new(AuditStatus::default()), Some(pool), None));
     }
     let status = Arc::new(AuditStatus::enabled());
-    let shards = config.audit.workers;
-    let workers: Vec<consumer::Consumer> = (0..shards)
-        .map(|shard| consumer::Consumer {
+    let name = consumer_name(config, port);
+    let (lost_tx, lost_rx) = mpsc::unbounded_channel();
+    let mut senders = Vec::new();
+    let mut workers = Vec::new();
+    for _ in 0..config.audit.workers {
+        let (tx, rx) = watch::channel(discover::Streams::default());
+        senders.push(tx);
+        workers.push(consumer::Consumer {
             redis: redis.clone(),
             pool: pool.clone(),
-            prefix: config.redis.key_prefix.clone(),
             cfg: config.audit.clone(),
-            consumer: consumer_name(config),
+            consumer: name.clone(),
             metrics: metrics.clone(),
             status: status.clone(),
-            shard,
-            shards,
-        })
-        .collect();
-    let name = consumer_name(config);
+            streams: rx,
+            lost: lost_tx.clone(),
+        });
+    }
+    let discovery = discover::Discovery {
+        redis: redis.clone(),
+        prefix: config.redis.key_prefix.clone(),
+        group: config.audit.group.clone(),
+        interval: config.audit.discover_interval,
+        workers: senders,
+        lost: lost_rx,
+        metrics: metrics.clone(),
+        status: status.clone(),
+    };
+    let shards = config.audit.workers;
     let st = status.clone();
     let c = cancel.clone();
     let task = tokio::spawn(async move {
@@ -124,10 +150,11 @@ pub fn start(
                 }
             }
         }
-        let tasks: Vec<_> = workers
+        let mut tasks: Vec<_> = workers
             .into_iter()
             .map(|w| tokio::spawn(w.run(c.clone())))
             .collect();
+        tasks.push(tokio::spawn(discovery.run(c.clone())));
         for t in tasks {
             let _ = t.await;
         }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::message::parse_offset;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PersonaLabel};
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Snapshot {
@@ -21,7 +21,20 @@ pub struct Snapshot {
     pub streams: usize,
     pub lag_entries: u64,
     pub lag_seconds: f64,
+    /// The personas furthest behind (at most [`WORST`]), oldest entry first.
+    pub behind: Vec<PersonaLag>,
 }
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PersonaLag {
+    pub persona: String,
+    pub lag_entries: u64,
+    pub lag_seconds: f64,
+}
+
+/// How many personas `/readyz` and `/metrics` name: enough to see who is
+/// behind, few enough to keep the metric's labels bounded.
+pub const WORST: usize = 5;
 
 #[derive(Default)]
 pub struct AuditStatus {
@@ -80,13 +93,13 @@ pub async fn run(
             _ = cancel.cancelled() => return,
         }
         let mut entries = 0u64;
-        let mut oldest_ms: Option<u64> = None;
+        let mut streams = Vec::new();
         for key in status.keys() {
             match stream_lag(&redis, &key, &group).await {
                 Ok((n, oldest)) => {
                     entries += n;
-                    if let Some(o) = oldest {
-                        oldest_ms = Some(oldest_ms.map_or(o, |m: u64| m.min(o)));
+                    if n > 0 {
+                        streams.push((key, n, oldest));
                     }
                 }
                 Err(e) => tracing::debug!(%key, error = %e, "cannot measure audit lag"),
@@ -96,13 +109,44 @@ pub async fn run(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let seconds = oldest_ms.map_or(0.0, |o| now_ms.saturating_sub(o) as f64 / 1000.0);
+        let mut behind: Vec<PersonaLag> = streams
+            .into_iter()
+            .map(|(key, n, oldest)| PersonaLag {
+                persona: persona_of_key(&key),
+                lag_entries: n,
+                lag_seconds: oldest.map_or(0.0, |o| now_ms.saturating_sub(o) as f64 / 1000.0),
+            })
+            .collect();
+        behind.sort_by(|a, b| {
+            b.lag_seconds
+                .total_cmp(&a.lag_seconds)
+                .then(b.lag_entries.cmp(&a.lag_entries))
+        });
+        behind.truncate(WORST);
+        let seconds = behind.first().map_or(0.0, |p| p.lag_seconds);
         metrics.audit_lag_entries.set(entries as i64);
         metrics.audit_lag_seconds.set(seconds);
+        metrics.audit_persona_lag_seconds.clear();
+        for p in &behind {
+            metrics
+                .audit_persona_lag_seconds
+                .get_or_create(&PersonaLabel {
+                    persona: p.persona.clone(),
+                })
+                .set(p.lag_seconds);
+        }
         let mut s = status.lock();
         s.lag_entries = entries;
         s.lag_seconds = seconds;
+        s.behind = behind;
     }
+}
+
+/// `pulse:{abc}:stream` → `abc` (whatever the prefix).
+fn persona_of_key(key: &str) -> String {
+    key.split_once(":{")
+        .and_then(|(_, rest)| rest.rsplit_once("}:"))
+        .map_or_else(|| key.to_owned(), |(p, _)| p.to_owned())
 }
 
 /// (un-audited entries, time of the oldest in ms) of one stream.

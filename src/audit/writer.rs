@@ -1,10 +1,20 @@
-//! Writes a batch of audit rows in one transaction: the events (idempotent on
-//! `(persona_id, event_id)`), then the tables derived from them, each written
-//! so that replaying a batch changes nothing.
+//! Writes a batch of audit rows in one transaction: the rows are copied
+//! (`COPY ... BINARY`) into a session-local staging table, then one
+//! statement inserts the events (idempotent on `(persona_id, event_id)`) and
+//! the tables derived from them, each written so that replaying a batch
+//! changes nothing.
+//!
+//! COPY rather than a JSON parameter: the messages go over as they are,
+//! without being serialized again here nor parsed as a whole batch there.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bb8::Pool;
 use bb8_postgres::PostgresConnectionManager;
-use tokio_postgres::types::{Json, Type};
+use bytes::{BufMut, BytesMut};
+use futures_util::pin_mut;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{accepts, to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::NoTls;
 
 use super::entry::AuditRow;
@@ -19,16 +29,39 @@ pub enum WriteError {
     Postgres(#[from] tokio_postgres::Error),
 }
 
-/// One statement, so one round trip and atomic without BEGIN/COMMIT: the
-/// batch is parsed once (`b`), the events are inserted idempotently, and the
-/// derived tables are written so that replaying a batch changes nothing.
-/// Sibling CTEs do not see each other's rows, so a variant posted and killed
+/// Temporary, so private to the connection and never in the WAL;
+/// `ON COMMIT DELETE ROWS` empties it at each commit (and a rollback takes
+/// its rows away). Created on first use in a session, so any connection
+/// will do, even one a pooler hands out per transaction. The notice of
+/// `IF NOT EXISTS` is silenced, or it would be logged at every batch.
+const STAGE: &str = "
+SET LOCAL client_min_messages = warning;
+CREATE TEMP TABLE IF NOT EXISTS audit_stage (
+    persona_id text, event_id text, ms bigint, seq bigint, event_type text,
+    variant_id text, data jsonb, created_at timestamptz
+) ON COMMIT DELETE ROWS";
+
+const COPY: &str = "COPY audit_stage FROM STDIN (FORMAT binary)";
+
+const STAGE_TYPES: [Type; 8] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::JSONB,
+    Type::TIMESTAMPTZ,
+];
+
+/// The staged batch (`b`) is written by one statement: the events are
+/// inserted idempotently, and the derived tables so that replaying a batch
+/// changes nothing. Sibling CTEs do not see each other's rows, so a variant posted and killed
 /// in the same batch gets its `killed` status on insert, and the UPDATE only
 /// reaches variants inserted by earlier batches.
 const WRITE_BATCH: &str = "
 WITH b AS MATERIALIZED (
-    SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(persona_id text, event_id text, ms bigint, seq bigint,
-        event_type text, variant_id text, data jsonb, created_at timestamptz)
+    SELECT * FROM audit_stage
 ),
 events AS (
     INSERT INTO dashboard_events (persona_id, event_id, stream_ms, stream_seq, event_type, variant_id, event_data, created_at)
@@ -87,14 +120,68 @@ SELECT count(*) FROM events";
 
 /// Writes `rows`; returns how many events were new (the rest were already audited).
 pub async fn write(pool: &PgPool, rows: &[AuditRow]) -> Result<u64, WriteError> {
-    let conn = pool
+    let mut conn = pool
         .get()
         .await
         .map_err(|e| WriteError::Pool(e.to_string()))?;
-    let batch = serde_json::to_value(rows).unwrap_or_default();
-    let row = conn
-        .query_typed_one(WRITE_BATCH, &[(&Json(&batch), Type::JSONB)])
-        .await?;
+    // Dropped without commit (any error below), it rolls back.
+    let tx = conn.transaction().await?;
+    tx.batch_execute(STAGE).await?;
+    let sink = tx.copy_in(COPY).await?;
+    let writer = BinaryCopyInWriter::new(sink, &STAGE_TYPES);
+    pin_mut!(writer);
+    for r in rows {
+        writer
+            .as_mut()
+            .write(&[
+                &r.persona_id,
+                &r.event_id,
+                &r.ms,
+                &r.seq,
+                &r.event_type,
+                &r.variant_id,
+                &JsonText(&r.data),
+                &time_of(r.created_ms),
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    let row = tx.query_typed_one(WRITE_BATCH, &[]).await?;
+    tx.commit().await?;
     let inserted: i64 = row.get(0);
     Ok(inserted.max(0) as u64)
+}
+
+/// Clamped to years 1–9999: Postgres refuses a timestamp out of its range,
+/// and one refused row would fail its whole batch.
+fn time_of(ms: i64) -> SystemTime {
+    let ms = ms.clamp(-62_135_596_800_000, 253_402_300_799_999);
+    let d = Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        UNIX_EPOCH + d
+    } else {
+        UNIX_EPOCH - d
+    }
+}
+
+/// JSON text that is already known to be valid, sent as it is (`jsonb`'s
+/// binary form is a version byte and the text).
+#[derive(Debug)]
+struct JsonText<'a>(&'a str);
+
+impl ToSql for JsonText<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == Type::JSONB {
+            out.put_u8(1);
+        }
+        out.put_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+
+    accepts!(JSON, JSONB);
+    to_sql_checked!();
 }

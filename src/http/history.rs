@@ -73,7 +73,7 @@ fn limit_param(query: Option<&str>) -> Result<i64, Refusal> {
 }
 
 /// Minimal RFC 3339 (`YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)`) → epoch ms.
-fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+pub(crate) fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     // Byte positions below assume ASCII; anything else is not RFC 3339.
     if !s.is_ascii() {
         return None;

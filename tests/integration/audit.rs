@@ -295,6 +295,15 @@ async fn a_postgres_outage_delays_the_audit_but_not_fan_out() {
         ready["audit"]["lag_entries"].as_u64().unwrap() > 0,
         "{ready}"
     );
+    // The persona behind is named, in /readyz and in /metrics.
+    assert_eq!(ready["audit"]["behind"][0]["persona"], "p1", "{ready}");
+    assert!(
+        gw.app
+            .metrics
+            .encode()
+            .contains("pulsegate_audit_persona_lag_seconds{persona=\"p1\"}"),
+        "per-persona lag"
+    );
     proxy.restore();
     let expected = all_stream_ids(&publisher, &["p1"]).await;
     wait_count(
@@ -314,26 +323,33 @@ fn spawn_gateway_process(
     name: &str,
 ) -> (Child, std::net::SocketAddr) {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_pulsegate"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--redis-url",
-            &redis.url(),
-            "--database-url",
-            db,
-        ])
+    let child = gateway_command(redis, db, port)
         .env("PULSEGATE_AUDIT_CONSUMER", name)
         .env("PULSEGATE_AUDIT_CLAIM_IDLE", "2s")
-        .env("PULSEGATE_AUDIT_DISCOVER_INTERVAL", "300ms")
-        .env("PULSEGATE_AUDIT_POLL_INTERVAL", "50ms")
-        .env("PULSEGATE_AUDIT_BATCH_SIZE", "200")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("spawn pulsegate");
     (child, format!("127.0.0.1:{port}").parse().unwrap())
+}
+
+/// `pulsegate serve` on `port` with the test's audit timings (claims left to the caller).
+fn gateway_command(redis: &RedisServer, db: &str, port: u16) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pulsegate"));
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--redis-url",
+        &redis.url(),
+        "--database-url",
+        db,
+    ])
+    .env_remove("PULSEGATE_AUDIT_CONSUMER")
+    .env("PULSEGATE_AUDIT_DISCOVER_INTERVAL", "300ms")
+    .env("PULSEGATE_AUDIT_POLL_INTERVAL", "50ms")
+    .env("PULSEGATE_AUDIT_BATCH_SIZE", "200")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    cmd
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,6 +388,105 @@ async fn two_instances_share_the_work_and_survive_a_sigkill() {
     assert_eq!(audited_ids(&db).await, expected, "no gap, no duplicate");
     let _ = b.kill();
     let _ = b.wait();
+}
+
+/// Pending entries of `consumer` on `key` (0 when it has none or is unknown).
+async fn pending_of(client: &fred::prelude::Client, key: &str, consumer: &str) -> u64 {
+    use fred::prelude::*;
+    let consumers: Vec<HashMap<String, fred::types::Value>> = client
+        .xinfo_consumers(key, "audit")
+        .await
+        .unwrap_or_default();
+    consumers
+        .iter()
+        .filter(|c| c.get("name").and_then(|v| v.as_string()).as_deref() == Some(consumer))
+        .filter_map(|c| c.get("pending").and_then(|v| v.as_u64()))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_instance_writes_its_own_pending_entries_at_once() {
+    let redis = RedisServer::spawn().await;
+    let pg = PgServer::spawn();
+    let proxy = FaultProxy::start(pg.port).await;
+    let db_url = pg.url_via(proxy.port);
+    let port = free_port();
+    // Claims are out of reach: only the restarted instance's re-read of its
+    // own pending entries can write them.
+    let spawn = || {
+        KillOnDrop(
+            gateway_command(&redis, &db_url, port)
+                .env("PULSEGATE_AUDIT_CLAIM_IDLE", "1h")
+                .spawn()
+                .expect("spawn pulsegate"),
+        )
+    };
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut gw = spawn();
+    wait_http_ok(addr, "/readyz", Duration::from_secs(20)).await;
+    let publisher = redis.client().await;
+    let db = pg.client().await;
+    let key = "pulse:{again}:stream";
+    ingest_all(&publisher, "again", events_for(100, "again")).await;
+    wait_count(
+        &db,
+        "SELECT count(*) FROM dashboard_events",
+        stream_ids(&publisher, key).await.len() as i64,
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // Postgres gone: the instance reads a batch it cannot commit, and dies.
+    proxy.cut();
+    ingest_all(&publisher, "again", events_for(500, "again")).await;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let name = format!("{}-{port}", host.trim());
+    wait_until(
+        "entries pending with the killed consumer",
+        Duration::from_secs(20),
+        || {
+            let publisher = publisher.clone();
+            let name = name.clone();
+            async move { pending_of(&publisher, key, &name).await > 0 }
+        },
+    )
+    .await;
+    gw.0.kill().expect("SIGKILL");
+    let _ = gw.0.wait();
+    proxy.restore();
+
+    // Same host and port: the same consumer name, so it takes its own entries back.
+    let _gw = spawn();
+    let expected = all_stream_ids(&publisher, &["again"]).await;
+    wait_count(
+        &db,
+        "SELECT count(*) FROM dashboard_events",
+        expected.len() as i64,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(audited_ids(&db).await, expected, "no gap, no duplicate");
+    wait_until("nothing left pending", Duration::from_secs(10), || {
+        let publisher = publisher.clone();
+        let name = name.clone();
+        async move { pending_of(&publisher, key, &name).await == 0 }
+    })
+    .await;
+    let consumers: Vec<HashMap<String, fred::types::Value>> = {
+        use fred::prelude::*;
+        publisher.xinfo_consumers(key, "audit").await.unwrap()
+    };
+    assert_eq!(consumers.len(), 1, "one consumer name across the restart");
+}
+
+/// A gateway process that does not outlive a failed test.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
