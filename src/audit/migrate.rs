@@ -8,11 +8,18 @@
 use tokio_postgres::Client;
 
 /// Every migration, in order. Never edit one that has shipped; add another.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "audit_schema",
-    include_str!("migrations/0001_audit_schema.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "audit_schema",
+        include_str!("migrations/0001_audit_schema.sql"),
+    ),
+    (
+        2,
+        "event_key",
+        include_str!("migrations/0002_event_key.sql"),
+    ),
+];
 
 /// Arbitrary but fixed: the advisory lock key of pulsegate's migrations.
 const LOCK_KEY: i64 = 0x7075_6c73_6567_6174; // "pulsegat"

@@ -1,6 +1,6 @@
 //! Writes a batch of audit rows in one transaction: the rows are copied
 //! (`COPY ... BINARY`) into a session-local staging table, then one
-//! statement inserts the events (idempotent on `(persona_id, event_id)`) and
+//! statement inserts the events (idempotent on the stream id, `(persona_id, stream_ms, stream_seq)`) and
 //! the tables derived from them, each written so that replaying a batch
 //! changes nothing.
 //!
@@ -66,7 +66,7 @@ WITH b AS MATERIALIZED (
 events AS (
     INSERT INTO dashboard_events (persona_id, event_id, stream_ms, stream_seq, event_type, variant_id, event_data, created_at)
     SELECT persona_id, event_id, ms, seq, event_type, variant_id, data, created_at FROM b
-    ON CONFLICT (persona_id, event_id) DO NOTHING
+    ON CONFLICT (persona_id, stream_ms, stream_seq) DO NOTHING
     RETURNING 1
 ),
 kills AS (

@@ -617,3 +617,36 @@ async fn migrations_run_twice_and_concurrently() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
+
+/// A database audited by the first schema keeps its rows through the
+/// later migrations, and duplicates are still refused afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_upgrade_a_populated_database() {
+    let pg = PgServer::spawn();
+    let db = pg.client().await;
+    let (_, _, first) = pulsegate::audit::migrate::MIGRATIONS[0];
+    db.batch_execute(first).await.unwrap();
+    db.batch_execute(
+        "CREATE TABLE pulsegate_migrations (version integer PRIMARY KEY, name text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO pulsegate_migrations (version, name) VALUES (1, 'audit_schema');
+         INSERT INTO dashboard_events (persona_id, event_id, stream_ms, stream_seq, event_type, event_data, created_at)
+             VALUES ('p', '17-0', 17, 0, 'variant_posted', '{}', now()),
+                    ('p', '17-1', 17, 1, 'variant_posted', '{}', now());",
+    )
+    .await
+    .unwrap();
+    let applied = pulsegate::audit::migrate(&pg.url()).await.expect("migrate");
+    assert_eq!(
+        applied.len(),
+        pulsegate::audit::migrate::MIGRATIONS.len() - 1
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM dashboard_events").await, 2);
+    let insert = "INSERT INTO dashboard_events (persona_id, event_id, stream_ms, stream_seq, event_type, event_data, created_at)
+                  VALUES ('p', $1, $2, $3, 'variant_posted', '{}', now())";
+    let dup = db.execute(insert, &[&"17-1", &17i64, &1i64]).await;
+    assert!(dup.is_err(), "the stream id stays unique");
+    let mismatched = db.execute(insert, &[&"18-5", &18i64, &6i64]).await;
+    assert!(mismatched.is_err(), "event_id must equal its parts");
+    db.execute(insert, &[&"18-5", &18i64, &5i64]).await.unwrap();
+}
