@@ -45,16 +45,20 @@ log "backlog: $TOTAL stream entries"
 GW=$!
 START=$(date +%s.%N)
 DEADLINE=$((SECONDS + 180))
-while [[ "$(rows)" -lt "$TOTAL" ]]; do
+FIRST=""
+while [[ "${n:=$(rows)}" -lt "$TOTAL" ]]; do
+  [[ -z "$FIRST" && "$n" -gt 0 ]] && { FIRST=$(date +%s.%N); FIRSTN=$n; }
   if ((SECONDS > DEADLINE)); then
     tail -n 20 "$WORK/gw.log" >&2
     die "the backlog did not drain within 180 s ($(rows) of $TOTAL rows)"
   fi
   sleep 0.2
+  n=$(rows)
 done
 END=$(date +%s.%N)
 DRAIN=$(echo "$END - $START" | bc)
 echo "drain: $TOTAL rows in ${DRAIN}s (includes start-up, migrations and stream discovery) = $(echo "$TOTAL / $DRAIN" | bc) rows/s"
+[[ -n "$FIRST" ]] && echo "drain after the first rows were seen: $((TOTAL - FIRSTN)) rows in $(echo "$END - $FIRST" | bc)s = $(echo "($TOTAL - $FIRSTN) / ($END - $FIRST)" | bc) rows/s"
 echo "batches: $(metric pulsegate_audit_batches_total), rows written: $(metric pulsegate_audit_rows_written_total)"
 
 # The lag gauges are measured once a second: wait for a measurement taken
@@ -62,13 +66,30 @@ echo "batches: $(metric pulsegate_audit_batches_total), rows written: $(metric p
 for _ in $(seq 50); do [[ "$(metric pulsegate_audit_lag_entries)" == 0 ]] && break; sleep 0.1; done
 
 log "sustained: $RATE events/s for ${SECS}s (pipelined redis-benchmark, rate-limited by chunks of one second)"
-MAXLAG=0; SUMLAG=0; N=0
+added() { local n=0 p; for p in a b c d; do n=$((n + $(redis-cli -p $RPORT XINFO STREAM "pulse:{bench_$p}:stream" | awk 'f {print; exit} /^entries-added$/ {f=1}'))); done; echo $n; }
+MAXLAG=0; SUMLAG=0; N=0; MAXC=0; SUMC=0; NC=0; LATE=0
 for ((s = 0; s < SECS; s++)); do
   t0=$(date +%s.%N)
   redis-benchmark -p $RPORT -c 10 -n "$RATE" -r 1000000000 -q FCALL pulse_ingest 1 'pulse:{bench_a}' \
     '{"type":"variant_posted","variant_id":"s__rand_int__","content":"sustained","predicted_er":0.05,"pattern_used":"p"}' >/dev/null
+  # End to end: from the chunk's last event until Postgres holds every entry.
+  t1=$(date +%s.%N); want=$(added)
+  while [[ "$(rows)" -lt "$want" ]] && (($(echo "$(date +%s.%N) - $t0 < 0.97" | bc))); do sleep 0.02; done
+  if [[ "$(rows)" -ge "$want" ]]; then
+    c=$(echo "$(date +%s.%N) - $t1" | bc)
+    MAXC=$(echo "if ($c > $MAXC) $c else $MAXC" | bc); SUMC=$(echo "$SUMC + $c" | bc); NC=$((NC + 1))
+  else
+    LATE=$((LATE + 1))
+  fi
   lag=$(metric pulsegate_audit_lag_seconds); lag=${lag:-0}
   MAXLAG=$(echo "if ($lag > $MAXLAG) $lag else $MAXLAG" | bc); SUMLAG=$(echo "$SUMLAG + $lag" | bc); N=$((N + 1))
   rest=$(echo "1 - ($(date +%s.%N) - $t0)" | bc); [[ "$rest" == -* ]] || sleep "$rest"
 done
-echo "sustained ${RATE}/s for ${SECS}s: audit lag (sampled each second) mean $(echo "scale=3; $SUMLAG / $N" | bc)s, max ${MAXLAG}s; lag entries at end: $(metric pulsegate_audit_lag_entries)"
+echo "sustained ${RATE}/s for ${SECS}s: audit lag (gauge, sampled each second) mean $(echo "scale=3; $SUMLAG / $N" | bc)s, max ${MAXLAG}s; lag entries at end: $(metric pulsegate_audit_lag_entries)"
+if ((NC > 0)); then
+  echo "end to end, last event of each second's chunk → in Postgres: $NC of $SECS chunks within the second, mean $(echo "scale=3; $SUMC / $NC" | bc)s, max ${MAXC}s; $LATE not caught up before the next chunk"
+else
+  echo "end to end: no chunk was in Postgres within its second ($LATE late)"
+fi
+sleep 2
+echo "rows at the end: $(rows) of $(added) stream entries"
