@@ -337,5 +337,8 @@ async fn refresh(
         }
     }
     app.api_cache.forget(&persona, &watched);
+    // A reader that found this watcher just before it stopped builds its
+    // answer itself instead of waiting for a rebuild that will not come.
+    watched.built.send_replace(None);
     drop(subscription);
 }
