@@ -14,6 +14,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PersonaLabel {
     pub persona: String,
 }
@@ -78,6 +83,12 @@ pub struct Metrics {
     pub audit_persona_lag_seconds: Family<PersonaLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub ingest_accepted: Counter,
     pub ingest_rejected: Family<ReasonLabel, Counter>,
+    /// REST reads by where the answer came from (`cached`, `waited` for a
+    /// rebuild, `built` by the request).
+    pub api_reads: Family<SourceLabel, Counter>,
+    /// Personas whose REST answers are kept current.
+    pub api_cache_personas: Gauge,
+    pub api_cache_rebuilds: Counter,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
     /// Requests, connections and messages refused by a rate limit, by limit.
@@ -133,6 +144,9 @@ impl Metrics {
             audit_persona_lag_seconds: Family::default(),
             ingest_accepted: Counter::default(),
             ingest_rejected: Family::default(),
+            api_reads: Family::default(),
+            api_cache_personas: Gauge::default(),
+            api_cache_rebuilds: Counter::default(),
             http_requests: Family::default(),
             http_latency: Family::new_with_constructor(latency_histogram),
             rate_limited: Family::default(),
@@ -200,6 +214,21 @@ impl Metrics {
             "resumes",
             "Resumes with ?since=, by result",
             m.resumes.clone(),
+        );
+        r.register(
+            "api_reads",
+            "REST dashboard reads by source of the answer: cached, waited (for the background rebuild) or built (by the request)",
+            m.api_reads.clone(),
+        );
+        r.register(
+            "api_cache_personas",
+            "Personas whose REST answers are rebuilt in the background",
+            m.api_cache_personas.clone(),
+        );
+        r.register(
+            "api_cache_rebuilds",
+            "Background rebuilds of REST answers",
+            m.api_cache_rebuilds.clone(),
         );
         r.register(
             "ingest_accepted",

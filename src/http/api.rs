@@ -93,6 +93,7 @@ async fn read(app: &Arc<App>, route: Route, raw: &str) -> Response<Body> {
     if let Some(answer) = app.api_cache.get(app, route, &persona).await {
         return answer.into_response();
     }
+    super::cache::read_from(app, "built");
     match build(app, &persona, route.bit(), Instant::now()).await {
         Ok(built) => match built.answer(route) {
             Some(answer) => answer.clone().into_response(),

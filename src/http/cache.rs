@@ -113,6 +113,7 @@ impl ApiCache {
             if current.is_some_and(|b| b.at.elapsed() >= TTL / 2) {
                 watched.wake.notify_one();
             }
+            read_from(app, "cached");
             return Some(a);
         }
         if !watched.is_live() {
@@ -129,6 +130,7 @@ impl ApiCache {
             // Nothing built after a change: the rebuild failed.
             current.as_ref()?;
             if let Some(a) = watched.servable(&current, route, self.max_lag) {
+                read_from(app, "waited");
                 return Some(a);
             }
         }
@@ -160,6 +162,7 @@ impl ApiCache {
         let _ = watched.live.set(subscription.live());
         map.insert(persona.clone(), watched.clone());
         drop(map);
+        app.metrics.api_cache_personas.inc();
         app.tasks.spawn(refresh(
             app.clone(),
             persona.clone(),
@@ -169,10 +172,11 @@ impl ApiCache {
         Some(watched)
     }
 
-    fn forget(&self, persona: &PersonaId, watched: &Arc<Watched>) {
+    fn forget(&self, app: &App, persona: &PersonaId, watched: &Arc<Watched>) {
         let mut map = self.lock();
         if map.get(persona).is_some_and(|w| Arc::ptr_eq(w, watched)) {
             map.remove(persona);
+            app.metrics.api_cache_personas.dec();
         }
     }
 }
@@ -325,6 +329,7 @@ async fn refresh(
         }
         let routes = watched.routes.load(Ordering::Relaxed);
         let started = Instant::now();
+        app.metrics.api_cache_rebuilds.inc();
         match super::api::build(&app, &persona, routes, started).await {
             Ok(built) => {
                 watched.built_at(built.offset, started);
@@ -336,9 +341,17 @@ async fn refresh(
             }
         }
     }
-    app.api_cache.forget(&persona, &watched);
+    app.api_cache.forget(&app, &persona, &watched);
     // A reader that found this watcher just before it stopped builds its
     // answer itself instead of waiting for a rebuild that will not come.
     watched.built.send_replace(None);
     drop(subscription);
+}
+
+/// Counts a REST read by the source of its answer.
+pub fn read_from(app: &App, source: &'static str) {
+    app.metrics
+        .api_reads
+        .get_or_create(&crate::metrics::SourceLabel { source })
+        .inc();
 }

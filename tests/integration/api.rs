@@ -229,6 +229,19 @@ async fn cached_reads_follow_every_event_and_never_outlive_redis() {
         assert_eq!(v["variants"][0]["live_metrics"]["interactions"], i);
     }
 
+    let (_, metrics) = http_get(a, "/metrics").await;
+    for line in [
+        "pulsegate_api_cache_personas 1",
+        "pulsegate_api_reads_total{source=\"built\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} in /metrics");
+    }
+    assert!(
+        metrics.contains("pulsegate_api_reads_total{source=\"cached\"}")
+            || metrics.contains("pulsegate_api_reads_total{source=\"waited\"}"),
+        "reads served by the cache are counted"
+    );
+
     // Another publisher: the hub's publication triggers the rebuild.
     let publisher = redis.client().await;
     let id = ingest(&publisher, "rw", perf("v1", 10_000, 500))
