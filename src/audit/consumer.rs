@@ -307,10 +307,6 @@ impl Consumer {
     }
 
     fn redis_error(&self, stage: &'static str, e: &fred::error::Error) {
-        self.metrics
-            .audit_failures
-            .get_or_create(&crate::metrics::ReasonLabel { reason: stage })
-            .inc();
-        tracing::warn!(stage, error = %e, "audit: Redis command failed");
+        super::redis_failed(&self.metrics, stage, e);
     }
 }

@@ -169,3 +169,12 @@ pub fn start(
     ));
     Ok((status, Some(pool), Some(task)))
 }
+
+/// Counts and logs a failed Redis command of the audit (`stage` names it).
+fn redis_failed(metrics: &Metrics, stage: &'static str, e: &fred::error::Error) {
+    metrics
+        .audit_failures
+        .get_or_create(&crate::metrics::ReasonLabel { reason: stage })
+        .inc();
+    tracing::warn!(stage, error = %e, "audit: Redis command failed");
+}

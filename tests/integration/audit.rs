@@ -92,6 +92,24 @@ async fn audited_ids(db: &tokio_postgres::Client) -> HashSet<(String, String)> {
         .collect()
 }
 
+/// Waits until Postgres holds as many events as the personas' streams, then
+/// checks they are exactly the stream ids: no gap, no duplicate.
+async fn expect_exactly_audited(
+    db: &tokio_postgres::Client,
+    publisher: &fred::prelude::Client,
+    personas: &[&str],
+) {
+    let expected = all_stream_ids(publisher, personas).await;
+    wait_count(
+        db,
+        "SELECT count(*) FROM dashboard_events",
+        expected.len() as i64,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(audited_ids(db).await, expected, "no gap, no duplicate");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_events_land_exactly_once() {
     let redis = RedisServer::spawn().await;
@@ -305,15 +323,7 @@ async fn a_postgres_outage_delays_the_audit_but_not_fan_out() {
         "per-persona lag"
     );
     proxy.restore();
-    let expected = all_stream_ids(&publisher, &["p1"]).await;
-    wait_count(
-        &db,
-        "SELECT count(*) FROM dashboard_events",
-        expected.len() as i64,
-        Duration::from_secs(60),
-    )
-    .await;
-    assert_eq!(audited_ids(&db).await, expected);
+    expect_exactly_audited(&db, &publisher, &["p1"]).await;
     gw.shutdown().await;
 }
 
@@ -376,16 +386,8 @@ async fn two_instances_share_the_work_and_survive_a_sigkill() {
     for t in tasks {
         t.await.unwrap();
     }
-    let expected = all_stream_ids(&publisher, &personas).await;
     let db = pg.client().await;
-    wait_count(
-        &db,
-        "SELECT count(*) FROM dashboard_events",
-        expected.len() as i64,
-        Duration::from_secs(60),
-    )
-    .await;
-    assert_eq!(audited_ids(&db).await, expected, "no gap, no duplicate");
+    expect_exactly_audited(&db, &publisher, &personas).await;
     let _ = b.kill();
     let _ = b.wait();
 }
@@ -457,15 +459,7 @@ async fn a_restarted_instance_writes_its_own_pending_entries_at_once() {
 
     // Same host and port: the same consumer name, so it takes its own entries back.
     let _gw = spawn();
-    let expected = all_stream_ids(&publisher, &["again"]).await;
-    wait_count(
-        &db,
-        "SELECT count(*) FROM dashboard_events",
-        expected.len() as i64,
-        Duration::from_secs(60),
-    )
-    .await;
-    assert_eq!(audited_ids(&db).await, expected, "no gap, no duplicate");
+    expect_exactly_audited(&db, &publisher, &["again"]).await;
     wait_until("nothing left pending", Duration::from_secs(10), || {
         let publisher = publisher.clone();
         let name = name.clone();
