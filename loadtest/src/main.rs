@@ -70,35 +70,35 @@ fn run_main(args: &cli::RunArgs) -> i32 {
             .map(|n| n.get())
             .unwrap_or(2)
     });
-    let rt = runtime(threads);
-    let result = rt.block_on(async {
-        tokio::select! {
-            r = run::run(args) => r,
-            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-        }
-    });
-    // Subscriber tasks may still hold sockets; don't wait for them.
-    rt.shutdown_timeout(std::time::Duration::from_secs(1));
-    match result {
-        Ok(report) => output(&report.table(), &report, args.json.as_deref()),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            1
-        }
-    }
+    block_on_interruptible(threads, run::run(args), |report| {
+        output(&report.table(), &report, args.json.as_deref())
+    })
 }
 
 fn http_rate_main(args: &cli::HttpRateArgs) -> i32 {
-    let rt = runtime(args.threads);
+    block_on_interruptible(args.threads, httprate::run(args), |report| {
+        output(&report.table(), &report, args.json.as_deref())
+    })
+}
+
+/// Runs `work` on a runtime of `threads` until it ends or Ctrl-C, then
+/// hands its result to `done`; errors print and exit 1.
+fn block_on_interruptible<R>(
+    threads: usize,
+    work: impl std::future::Future<Output = anyhow::Result<R>>,
+    done: impl FnOnce(R) -> i32,
+) -> i32 {
+    let rt = runtime(threads);
     let result = rt.block_on(async {
         tokio::select! {
-            r = httprate::run(args) => r,
+            r = work => r,
             _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
         }
     });
+    // Tasks may still hold sockets; don't wait for them.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
-        Ok(report) => output(&report.table(), &report, args.json.as_deref()),
+        Ok(report) => done(report),
         Err(e) => {
             eprintln!("error: {e:#}");
             1
