@@ -229,13 +229,13 @@ async fn cached_reads_follow_every_event_and_never_outlive_redis() {
         assert_eq!(v["variants"][0]["live_metrics"]["interactions"], i);
     }
 
+    // Whether the very first reads were built by the request or waited for
+    // the watcher depends on how soon Redis confirmed its subscription.
     let (_, metrics) = http_get(a, "/metrics").await;
-    for line in [
-        "pulsegate_api_cache_personas 1",
-        "pulsegate_api_reads_total{source=\"built\"}",
-    ] {
-        assert!(metrics.contains(line), "{line} in /metrics");
-    }
+    assert!(
+        metrics.contains("pulsegate_api_cache_personas 1"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("pulsegate_api_reads_total{source=\"cached\"}")
             || metrics.contains("pulsegate_api_reads_total{source=\"waited\"}"),
