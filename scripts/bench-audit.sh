@@ -2,6 +2,8 @@
 # Audit benchmark: drain time of a 100,000-event backlog, then audit lag at a
 # sustained ingest rate. Loopback only; starts and stops its own redis-server,
 # PostgreSQL cluster and gateway. Usage: scripts/bench-audit.sh [EVENTS] [RATE] [SECONDS]
+# Environment: PULSEGATE_BIN (the gateway binary), PG_OPTS (extra postgres
+# options, e.g. PG_OPTS="-c shared_buffers=1GB").
 set -euo pipefail
 EVENTS="${1:-100000}"; RATE="${2:-5000}"; SECS="${3:-30}"
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,7 +28,7 @@ trap cleanup EXIT
 redis-server --port $RPORT --save '' --appendonly no --daemonize yes >/dev/null
 [[ $(id -u) == 0 ]] && chown postgres "$WORK"
 asuser "$PGBIN/initdb" -D "$WORK/pg" -A trust -U postgres --no-sync >/dev/null
-asuser "$PGBIN/pg_ctl" -D "$WORK/pg" -w -l "$WORK/pg.log" -o "-p $PPORT -k $WORK -c listen_addresses=127.0.0.1" start >/dev/null
+asuser "$PGBIN/pg_ctl" -D "$WORK/pg" -w -l "$WORK/pg.log" -o "-p $PPORT -k $WORK -c listen_addresses=127.0.0.1 ${PG_OPTS:-}" start >/dev/null
 asuser "$PGBIN/createdb" -h 127.0.0.1 -p $PPORT -U postgres pulsegate
 DB="postgres://postgres@127.0.0.1:$PPORT/pulsegate"
 redis-cli -p $RPORT -x FUNCTION LOAD REPLACE < lua/pulse.lua >/dev/null
