@@ -156,11 +156,7 @@ pub async fn http_request(
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
     let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = status_of(&text);
     let body = text
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
@@ -335,4 +331,13 @@ pub async fn stream_ids(client: &Client, key: &str) -> Vec<String> {
     let entries: Vec<(String, std::collections::HashMap<String, String>)> =
         client.xrange(key, "-", "+", None).await.expect("XRANGE");
     entries.into_iter().map(|(id, _)| id).collect()
+}
+
+/// The status code of a raw HTTP response (0 if there is none).
+pub fn status_of(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }

@@ -103,11 +103,7 @@ async fn raw(
     })
     .await;
     let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = status_of(&text);
     (status, text)
 }
 
