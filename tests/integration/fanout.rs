@@ -1,6 +1,8 @@
 //! Fan-out: every client gets every message in order, one Redis subscription
 //! per channel, slow clients isolated, conflation keeps the newest value.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::*;
@@ -106,18 +108,36 @@ async fn stalled_client_does_not_delay_others_and_is_disconnected() {
         others.push(ws);
     }
     const MESSAGES: u64 = 3000; // ~12 MB: far beyond the stalled socket's buffers
+                                // The publisher keeps at most AHEAD messages in front of the slowest
+                                // reader, so a reader briefly starved of CPU (shared CI machines) is
+                                // never taken for a slow consumer; the stalled client reads nothing and
+                                // must overflow all the same.
+    const AHEAD: u64 = 50;
+    let received: Arc<Vec<AtomicU64>> = Arc::new((0..5).map(|_| AtomicU64::new(0)).collect());
     let readers: Vec<_> = others
         .into_iter()
-        .map(|mut ws| {
+        .enumerate()
+        .map(|(i, mut ws)| {
+            let received = received.clone();
             tokio::spawn(async move {
                 for expected in 0..MESSAGES {
                     let v = next_json(&mut ws, Duration::from_secs(30)).await;
                     assert_eq!(v["seq"].as_u64(), Some(expected));
+                    received[i].fetch_add(1, Ordering::Relaxed);
                 }
             })
         })
         .collect();
+    let slowest = || received.iter().map(|r| r.load(Ordering::Relaxed)).min();
     for seq in 0..MESSAGES {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while slowest().unwrap_or(0) + AHEAD < seq {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "fast readers stopped progressing at {seq}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let _: i64 = publisher
             .publish(CHANNEL, padded(seq, "variant_posted"))
             .await
