@@ -108,6 +108,20 @@ pub async fn run_reconciler(
     }
 }
 
+/// SUBSCRIBE, then a PING on the same connection: fred can resolve the
+/// SUBSCRIBE before Redis has applied it (seen here under load: a PUBLISH
+/// right after reached no subscriber), while Redis answers a connection's
+/// commands in order, so the PONG proves the subscription is live and
+/// `subscribed` acknowledgements may go out.
+async fn confirmed_subscribe(
+    client: &SubscriberClient,
+    channel: &str,
+) -> Result<(), fred::error::Error> {
+    client.subscribe(channel).await?;
+    let _: fred::types::Value = client.ping(None).await?;
+    Ok(())
+}
+
 async fn reconcile(
     client: &SubscriberClient,
     hub: &Hub,
@@ -118,7 +132,7 @@ async fn reconcile(
     let wanted = hub.is_wanted(&channel);
     let have = subscribed.contains(&channel);
     let result = match (wanted, have) {
-        (true, false) => client.subscribe(&*channel).await.map(|_| {
+        (true, false) => confirmed_subscribe(client, &channel).await.map(|_| {
             subscribed.insert(channel.clone());
             hub.set_ready(&channel, true);
         }),
