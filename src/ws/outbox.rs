@@ -239,7 +239,9 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// The socket is gone: stop queueing and wake whoever waits on `closing`.
+    /// The socket is gone: stop queueing, wake whoever waits on `closing`,
+    /// and wake the writer so it ends now (an idle writer would otherwise
+    /// hold the socket and the client's connection slot until its grace ran out).
     pub fn abandon(&self) {
         let mut s = self.lock();
         s.close.get_or_insert_with(Bytes::new);
@@ -249,6 +251,7 @@ impl Outbox {
         s.lossless = 0;
         drop(s);
         self.closing.cancel();
+        self.wake.notify_one();
     }
 
     pub fn is_closing(&self) -> bool {

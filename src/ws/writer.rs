@@ -66,3 +66,32 @@ where
         _ = deadline => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::outbox::Limits;
+
+    /// A client that disconnects while its writer idles must not keep the
+    /// socket (and its per-IP slot) until the close grace runs out.
+    #[tokio::test]
+    async fn an_idle_writer_ends_as_soon_as_the_outbox_is_abandoned() {
+        let metrics = Arc::new(Metrics::new());
+        let limits = Limits {
+            max_messages: 16,
+            max_conflated: 16,
+        };
+        let outbox = Arc::new(Outbox::new(limits, metrics.clone()));
+        outbox.release(Vec::new(), None);
+        // A grace far beyond the wait below: only a wake-up can end the writer.
+        let grace = Duration::from_secs(3600);
+        let writer = tokio::spawn(run(outbox.clone(), tokio::io::sink(), grace, metrics));
+        tokio::task::yield_now().await;
+        outbox.abandon();
+        let ended = tokio::time::timeout(Duration::from_secs(10), writer).await;
+        assert!(
+            ended.is_ok(),
+            "the writer was still waiting after its grace"
+        );
+    }
+}
