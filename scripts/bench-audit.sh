@@ -3,7 +3,10 @@
 # sustained ingest rate. Loopback only; starts and stops its own redis-server,
 # PostgreSQL cluster and gateway. Usage: scripts/bench-audit.sh [EVENTS] [RATE] [SECONDS]
 # Environment: PULSEGATE_BIN (the gateway binary), PG_OPTS (extra postgres
-# options, e.g. PG_OPTS="-c shared_buffers=1GB").
+# options, e.g. PG_OPTS="-c shared_buffers=1GB"), MIX (what the backlog holds:
+# `posts`, the default and the worst case, every event a new variant; or
+# `sim`, the simulator's mix of posts, performance updates and kills).
+# The sustained phase always publishes posts.
 set -euo pipefail
 EVENTS="${1:-100000}"; RATE="${2:-5000}"; SECS="${3:-30}"
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -35,11 +38,21 @@ redis-cli -p $RPORT -x FUNCTION LOAD REPLACE < lua/pulse.lua >/dev/null
 metric() { curl -s "127.0.0.1:$GPORT/metrics" | awk -v m="$1" '$1==m {print $2}'; }
 rows() { asuser "$PGBIN/psql" -h 127.0.0.1 -p $PPORT -U postgres -d pulsegate -Atc "SELECT count(*) FROM dashboard_events" 2>/dev/null || echo 0; }
 
-log "filling a backlog of ~$EVENTS events over 4 personas (gateway not running)"
-for p in a b c d; do
-  redis-benchmark -p $RPORT -c 20 -n $((EVENTS / 4)) -r 1000000000 -q FCALL pulse_ingest 1 "pulse:{bench_$p}" \
-    '{"type":"variant_posted","variant_id":"v__rand_int__","content":"benchmark variant","predicted_er":0.05,"pattern_used":"p"}' >/dev/null
-done
+MIX="${MIX:-posts}"
+log "filling a backlog of ~$EVENTS events ($MIX) over 4 personas (gateway not running)"
+case "$MIX" in
+  posts)
+    for p in a b c d; do
+      redis-benchmark -p $RPORT -c 20 -n $((EVENTS / 4)) -r 1000000000 -q FCALL pulse_ingest 1 "pulse:{bench_$p}" \
+        '{"type":"variant_posted","variant_id":"v__rand_int__","content":"benchmark variant","predicted_er":0.05,"pattern_used":"p"}' >/dev/null
+    done ;;
+  sim)
+    "$BIN" simulate --redis-url redis://127.0.0.1:$RPORT --personas bench_a,bench_b,bench_c,bench_d \
+      --rate 100000 --events "$EVENTS" >"$WORK/simulate.log" 2>&1 ||
+      { tail -n 20 "$WORK/simulate.log" >&2; die "pulsegate simulate failed"; } ;;
+  *) die "MIX must be posts or sim, not '$MIX'" ;;
+esac
+log "backlog event types: $(for p in a b c d; do redis-cli -p $RPORT XRANGE "pulse:{bench_$p}:stream" - + | grep -o '"event_type":"[a-z_]*"'; done | sort | uniq -c | awk '{printf "%s %s  ", $1, $2}')"
 TOTAL=0; for p in a b c d; do TOTAL=$((TOTAL + $(redis-cli -p $RPORT XLEN "pulse:{bench_$p}:stream"))); done
 log "backlog: $TOTAL stream entries"
 

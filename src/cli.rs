@@ -85,4 +85,8 @@ pub struct SimulateArgs {
     /// Stop after this many seconds (default: run until interrupted).
     #[arg(long)]
     pub duration: Option<u64>,
+    /// Stop once this many events were accepted (benchmarks fill a backlog
+    /// with it; default: no limit).
+    #[arg(long)]
+    pub events: Option<u64>,
 }

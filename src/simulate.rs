@@ -124,7 +124,9 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             _ = tick.tick() => {}
             _ = tokio::signal::ctrl_c() => break,
         }
-        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
+            || args.events.is_some_and(|n| sent >= n)
+        {
             break;
         }
         let persona = &personas[(rng.next() % personas.len() as u64) as usize];

@@ -313,3 +313,34 @@ async fn concurrent_publishers_keep_exact_totals() {
     let s = snapshot(&c, "p").await;
     assert_eq!(s["summary"]["total_variants"], PUBLISHERS + 1);
 }
+
+/// `pulsegate simulate --events N` publishes exactly N accepted events (the
+/// audit benchmark fills its realistic backlog with it), then exits 0.
+#[tokio::test]
+async fn simulate_stops_after_the_requested_number_of_events() {
+    let redis = RedisServer::spawn().await;
+    let client = load(&redis).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pulsegate"))
+        .args([
+            "simulate",
+            "--redis-url",
+            &redis.url(),
+            "--personas",
+            "s1,s2",
+        ])
+        .args(["--rate", "100000", "--events", "300"])
+        .output()
+        .await
+        .expect("run pulsegate simulate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut total = 0;
+    for p in ["s1", "s2"] {
+        let n: u64 = client.xlen(format!("pulse:{{{p}}}:stream")).await.unwrap();
+        total += n;
+    }
+    assert_eq!(total, 300);
+}
