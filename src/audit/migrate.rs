@@ -19,6 +19,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "event_key",
         include_str!("migrations/0002_event_key.sql"),
     ),
+    (
+        3,
+        "byte_order_keys",
+        include_str!("migrations/0003_byte_order_keys.sql"),
+    ),
 ];
 
 /// Arbitrary but fixed: the advisory lock key of pulsegate's migrations.

@@ -7,6 +7,7 @@
 //! COPY rather than a JSON parameter: the messages go over as they are,
 //! without being serialized again here nor parsed as a whole batch there.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bb8::Pool;
@@ -34,16 +35,17 @@ pub enum WriteError {
 /// its rows away). Created on first use in a session, so any connection
 /// will do, even one a pooler hands out per transaction. The notice of
 /// `IF NOT EXISTS` is silenced, or it would be logged at every batch.
-const STAGE: &str = "
+const STAGE: &str = r#"
 SET LOCAL client_min_messages = warning;
 CREATE TEMP TABLE IF NOT EXISTS audit_stage (
-    persona_id text, event_id text, ms bigint, seq bigint, event_type text,
-    variant_id text, data jsonb, created_at timestamptz
-) ON COMMIT DELETE ROWS";
+    persona_id text COLLATE "C", event_id text, ms bigint, seq bigint,
+    event_type text COLLATE "C", variant_id text COLLATE "C", data jsonb,
+    created_at timestamptz, first_of_type boolean, latest boolean
+) ON COMMIT DELETE ROWS"#;
 
 const COPY: &str = "COPY audit_stage FROM STDIN (FORMAT binary)";
 
-const STAGE_TYPES: [Type; 8] = [
+const STAGE_TYPES: [Type; 10] = [
     Type::TEXT,
     Type::TEXT,
     Type::INT8,
@@ -52,13 +54,17 @@ const STAGE_TYPES: [Type; 8] = [
     Type::TEXT,
     Type::JSONB,
     Type::TIMESTAMPTZ,
+    Type::BOOL,
+    Type::BOOL,
 ];
 
 /// The staged batch (`b`) is written by one statement: the events are
 /// inserted idempotently, and the derived tables so that replaying a batch
 /// changes nothing. Sibling CTEs do not see each other's rows, so a variant posted and killed
 /// in the same batch gets its `killed` status on insert, and the UPDATE only
-/// reaches variants inserted by earlier batches.
+/// reaches variants inserted by earlier batches. Which row of a variant
+/// counts (its first post and kill, its latest snapshot) is marked by
+/// `flags` before the COPY, so Postgres sorts nothing.
 const WRITE_BATCH: &str = "
 WITH b AS MATERIALIZED (
     SELECT * FROM audit_stage
@@ -70,22 +76,18 @@ events AS (
     RETURNING 1
 ),
 kills AS (
-    SELECT DISTINCT ON (persona_id, variant_id) * FROM b
-    WHERE event_type = 'early_kill' AND variant_id IS NOT NULL
-    ORDER BY persona_id, variant_id, ms, seq
+    SELECT * FROM b WHERE event_type = 'early_kill' AND first_of_type
 ),
 posted AS (
     INSERT INTO variants (persona_id, id, content, predicted_er, pattern_used, status, posted_at)
-    SELECT DISTINCT ON (p.persona_id, p.variant_id)
-           p.persona_id, p.variant_id, coalesce(p.data->'data'->>'content', ''),
+    SELECT p.persona_id, p.variant_id, coalesce(p.data->'data'->>'content', ''),
            coalesce((p.data->'data'->>'predicted_er')::float8, 0), p.data->'data'->>'pattern_used',
            CASE WHEN k.variant_id IS NOT NULL OR EXISTS (
                     SELECT 1 FROM variant_kills vk WHERE vk.persona_id = p.persona_id AND vk.variant_id = p.variant_id)
                 THEN 'killed' ELSE 'active' END,
            coalesce(to_timestamp((p.data->'data'->>'posted_at')::float8 / 1000), p.created_at)
     FROM b p LEFT JOIN kills k ON k.persona_id = p.persona_id AND k.variant_id = p.variant_id
-    WHERE p.event_type = 'variant_posted' AND p.variant_id IS NOT NULL
-    ORDER BY p.persona_id, p.variant_id, p.ms, p.seq
+    WHERE p.event_type = 'variant_posted' AND p.first_of_type
     ON CONFLICT (persona_id, id) DO NOTHING
 ),
 killed AS (
@@ -102,14 +104,12 @@ status AS (
 ),
 monitoring AS (
     INSERT INTO variant_monitoring (persona_id, variant_id, current_er, interaction_count, view_count, status, last_updated, last_ms, last_seq)
-    SELECT DISTINCT ON (persona_id, variant_id)
-           persona_id, variant_id, coalesce((data->'data'->>'current_er')::float8, 0),
+    SELECT persona_id, variant_id, coalesce((data->'data'->>'current_er')::float8, 0),
            coalesce((data->'data'->>'interaction_count')::bigint, 0), coalesce((data->'data'->>'view_count')::bigint, 0),
            CASE WHEN event_type = 'early_kill' OR data->'data'->>'status' = 'killed' THEN 'killed' ELSE 'active' END,
            created_at, ms, seq
     FROM b
-    WHERE event_type IN ('variant_posted', 'performance_update', 'early_kill') AND variant_id IS NOT NULL
-    ORDER BY persona_id, variant_id, ms DESC, seq DESC
+    WHERE latest
     ON CONFLICT (persona_id, variant_id) DO UPDATE SET
         current_er = EXCLUDED.current_er, interaction_count = EXCLUDED.interaction_count,
         view_count = EXCLUDED.view_count, status = EXCLUDED.status, last_updated = EXCLUDED.last_updated,
@@ -130,7 +130,8 @@ pub async fn write(pool: &PgPool, rows: &[AuditRow]) -> Result<u64, WriteError> 
     let sink = tx.copy_in(COPY).await?;
     let writer = BinaryCopyInWriter::new(sink, &STAGE_TYPES);
     pin_mut!(writer);
-    for r in rows {
+    let flags = flags(rows);
+    for (r, f) in rows.iter().zip(&flags) {
         writer
             .as_mut()
             .write(&[
@@ -142,6 +143,8 @@ pub async fn write(pool: &PgPool, rows: &[AuditRow]) -> Result<u64, WriteError> 
                 &r.variant_id,
                 &JsonText(&r.data),
                 &time_of(r.created_ms),
+                &f.first_of_type,
+                &f.latest,
             ])
             .await?;
     }
@@ -150,6 +153,52 @@ pub async fn write(pool: &PgPool, rows: &[AuditRow]) -> Result<u64, WriteError> 
     tx.commit().await?;
     let inserted: i64 = row.get(0);
     Ok(inserted.max(0) as u64)
+}
+
+/// Which rows of a batch the derived tables take, per variant: its first
+/// `variant_posted` and first `early_kill` (`first_of_type`), and the
+/// latest of its events (`latest`, for `variant_monitoring`). By stream id,
+/// not by position: a batch may mix a persona's redelivered entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Flags {
+    pub first_of_type: bool,
+    pub latest: bool,
+}
+
+pub(crate) fn flags(rows: &[AuditRow]) -> Vec<Flags> {
+    let mut flags = vec![Flags::default(); rows.len()];
+    let mut first: HashMap<(&str, &str, &str), usize> = HashMap::new();
+    let mut latest: HashMap<(&str, &str), usize> = HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        let Some(v) = r.variant_id.as_deref() else {
+            continue;
+        };
+        let key = (r.persona_id.as_str(), v);
+        let at = |j: usize| (rows[j].ms, rows[j].seq);
+        match r.event_type.as_str() {
+            "variant_posted" | "early_kill" => {
+                let slot = first
+                    .entry((key.0, key.1, r.event_type.as_str()))
+                    .or_insert(i);
+                if at(i) < at(*slot) {
+                    *slot = i;
+                }
+            }
+            "performance_update" => {}
+            _ => continue,
+        }
+        let slot = latest.entry(key).or_insert(i);
+        if at(i) > at(*slot) {
+            *slot = i;
+        }
+    }
+    for i in first.into_values() {
+        flags[i].first_of_type = true;
+    }
+    for i in latest.into_values() {
+        flags[i].latest = true;
+    }
+    flags
 }
 
 /// Clamped to years 1–9999: Postgres refuses a timestamp out of its range,
@@ -184,4 +233,76 @@ impl ToSql for JsonText<'_> {
 
     accepts!(JSON, JSONB);
     to_sql_checked!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(persona: &str, id: (i64, i64), event_type: &str, variant: Option<&str>) -> AuditRow {
+        AuditRow {
+            persona_id: persona.into(),
+            event_id: format!("{}-{}", id.0, id.1),
+            ms: id.0,
+            seq: id.1,
+            event_type: event_type.into(),
+            variant_id: variant.map(Into::into),
+            data: "{}".into(),
+            created_ms: id.0,
+        }
+    }
+
+    fn marked(rows: &[AuditRow]) -> Vec<(bool, bool)> {
+        flags(rows)
+            .into_iter()
+            .map(|f| (f.first_of_type, f.latest))
+            .collect()
+    }
+
+    #[test]
+    fn each_variant_gets_its_first_post_and_kill_and_its_latest_event() {
+        let rows = [
+            row("p", (1, 0), "variant_posted", Some("a")),
+            row("p", (2, 0), "performance_update", Some("a")),
+            row("q", (2, 0), "performance_update", Some("a")),
+            row("p", (3, 0), "early_kill", Some("a")),
+            row("p", (3, 1), "pattern_fatigue", None),
+            row("p", (4, 0), "variant_posted", Some("b")),
+            row("p", (4, 1), "mystery", Some("b")),
+        ];
+        assert_eq!(
+            marked(&rows),
+            [
+                (true, false),
+                (false, false),
+                (false, true),
+                (true, true),
+                (false, false),
+                (true, true),
+                (false, false),
+            ]
+        );
+    }
+
+    /// A batch can hold a persona's redelivered entries out of order.
+    #[test]
+    fn order_is_the_stream_id_not_the_position() {
+        let rows = [
+            row("p", (9, 0), "performance_update", Some("a")),
+            row("p", (5, 0), "variant_posted", Some("a")),
+            row("p", (7, 0), "early_kill", Some("a")),
+            row("p", (6, 0), "early_kill", Some("a")),
+            row("p", (5, 1), "variant_posted", Some("a")),
+        ];
+        assert_eq!(
+            marked(&rows),
+            [
+                (false, true),
+                (true, false),
+                (false, false),
+                (true, false),
+                (false, false),
+            ]
+        );
+    }
 }

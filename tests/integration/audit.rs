@@ -643,4 +643,14 @@ async fn migrations_upgrade_a_populated_database() {
     let mismatched = db.execute(insert, &[&"18-5", &18i64, &6i64]).await;
     assert!(mismatched.is_err(), "event_id must equal its parts");
     db.execute(insert, &[&"18-5", &18i64, &5i64]).await.unwrap();
+    // Every identifier column compares byte by byte, whatever the database's locale.
+    let not_c = count(
+        &db,
+        "SELECT count(*) FROM information_schema.columns
+         WHERE table_name IN ('dashboard_events', 'variants', 'variant_monitoring', 'variant_kills')
+           AND column_name IN ('persona_id', 'id', 'variant_id', 'event_type', 'pattern_used', 'status')
+           AND collation_name IS DISTINCT FROM 'C'",
+    )
+    .await;
+    assert_eq!(not_c, 0, "identifier columns not in the C collation");
 }
