@@ -22,6 +22,7 @@ RPORT=6461; PPORT=5461; GPORT=8461
 WORK="$(mktemp -d /tmp/pulsegate-bench-XXXX)"; chmod 755 "$WORK"
 asuser() { if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 cleanup() {
+  [[ -n "${PUB:-}" ]] && kill "$PUB" 2>/dev/null || true
   [[ -n "${GW:-}" ]] && kill "$GW" 2>/dev/null && wait "$GW" 2>/dev/null || true
   redis-cli -p $RPORT shutdown nosave >/dev/null 2>&1 || true
   asuser "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
