@@ -129,16 +129,23 @@ fn retry_after(text: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The rate-limit tests refill at one token per second, so the requests of
+/// one burst have a whole second to arrive before a token comes back, however
+/// slow the machine; waiting lets `tokens` of them back in.
+async fn refill(tokens: u64) {
+    tokio::time::sleep(Duration::from_millis(1000 * tokens + 100)).await;
+}
+
 #[tokio::test]
 async fn connection_rate_per_ip_answers_429_and_recovers() {
     let redis = RedisServer::spawn().await;
     let mut c = test_config(&redis);
     c.limits.connections_per_ip = Rate {
-        per_second: 5,
+        per_second: 1,
         burst: 5,
     };
     let gw = start_gateway(c).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await; // refill after readiness polls
+    refill(5).await; // after the readiness polls
     for _ in 0..5 {
         assert_eq!(raw(gw.local_addr, "GET", "/healthz", &[]).await.0, 200);
     }
@@ -146,7 +153,7 @@ async fn connection_rate_per_ip_answers_429_and_recovers() {
     assert_eq!(status, 429, "{text}");
     assert!(retry_after(&text).unwrap() >= 1, "{text}");
     assert!(text.contains("rate_limited"));
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    refill(2).await; // this request and the /metrics one
     assert_eq!(raw(gw.local_addr, "GET", "/healthz", &[]).await.0, 200);
     let (_, metrics) = http_get(gw.local_addr, "/metrics").await;
     assert!(
@@ -161,17 +168,17 @@ async fn global_accept_rate_answers_429_and_recovers() {
     let redis = RedisServer::spawn().await;
     let mut c = test_config(&redis);
     c.limits.accept = Rate {
-        per_second: 4,
+        per_second: 1,
         burst: 4,
     };
     let gw = start_gateway(c).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    refill(4).await;
     let mut statuses = Vec::new();
     for _ in 0..6 {
         statuses.push(raw(gw.local_addr, "GET", "/healthz", &[]).await.0);
     }
     assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    refill(1).await;
     assert_eq!(raw(gw.local_addr, "GET", "/healthz", &[]).await.0, 200);
     gw.shutdown().await;
 }
@@ -181,7 +188,7 @@ async fn ws_message_rate_answers_errors_then_closes_1008() {
     let redis = RedisServer::spawn().await;
     let mut c = test_config(&redis);
     c.limits.ws_messages = Rate {
-        per_second: 5,
+        per_second: 1,
         burst: 5,
     };
     c.limits.ws_message_strikes = 3;
@@ -200,7 +207,7 @@ async fn ws_message_rate_answers_errors_then_closes_1008() {
     }
     let e = next_json(&mut ws, Duration::from_secs(2)).await;
     assert_eq!(e["code"], "rate_limited", "{e}");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    refill(1).await;
     send_json(&mut ws, json!({"type":"ping"})).await;
     assert_eq!(
         next_json(&mut ws, Duration::from_secs(2)).await["type"],
@@ -226,7 +233,7 @@ async fn rest_and_ingest_rates_answer_429_and_recover() {
     let redis = RedisServer::spawn().await;
     let mut c = test_config(&redis);
     c.limits.rest_per_ip = Rate {
-        per_second: 3,
+        per_second: 1,
         burst: 3,
     };
     let gw = start_gateway(c).await;
@@ -239,7 +246,7 @@ async fn rest_and_ingest_rates_answer_429_and_recover() {
     assert!(retry_after(&text).is_some(), "{text}");
     // Health checks are not REST-limited.
     assert_eq!(raw(a, "GET", "/healthz", &[]).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    refill(1).await;
     assert_ne!(raw(a, "GET", "/api/metrics/p1", &[]).await.0, 429);
 
     gw.shutdown().await;
