@@ -75,6 +75,7 @@ pub struct Metrics {
     pub audit_batch_seconds: Histogram,
     pub audit_failures: Family<ReasonLabel, Counter>,
     pub audit_claimed: Counter,
+    pub audit_lost: Counter,
     pub audit_streams: Gauge,
     pub audit_lag_entries: Gauge,
     pub audit_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -138,6 +139,7 @@ impl Metrics {
             audit_batch_seconds: latency_histogram(),
             audit_failures: Family::default(),
             audit_claimed: Counter::default(),
+            audit_lost: Counter::default(),
             audit_streams: Gauge::default(),
             audit_lag_entries: Gauge::default(),
             audit_lag_seconds: Gauge::default(),
@@ -189,6 +191,11 @@ impl Metrics {
             "audit_claimed",
             "Entries claimed from other consumers",
             m.audit_claimed.clone(),
+        );
+        r.register(
+            "audit_lost",
+            "Entries trimmed from their stream before they were audited (recorded as `lost` rows)",
+            m.audit_lost.clone(),
         );
         r.register(
             "audit_streams",

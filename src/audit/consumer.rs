@@ -42,8 +42,9 @@ pub struct Consumer {
     pub lost: mpsc::UnboundedSender<String>,
 }
 
-/// Stream entries as fred returns them: (id, fields).
-type Entries = Vec<(String, HashMap<String, String>)>;
+/// Stream entries as fred returns them: (id, fields). A pending entry that
+/// was trimmed from the stream comes back without fields (nil).
+type Entries = Vec<(String, Option<HashMap<String, String>>)>;
 
 /// What a read brought: rows to write, and per stream the ids to acknowledge.
 #[derive(Default)]
@@ -52,6 +53,8 @@ struct Batch {
     ids: HashMap<String, Vec<String>>,
     /// An entry can come both from our pending list and from a claim.
     seen: HashSet<(String, String)>,
+    /// Entries trimmed before they were audited: (stream, id).
+    lost: Vec<(String, String)>,
 }
 
 impl Batch {
@@ -59,11 +62,25 @@ impl Batch {
         self.ids.values().map(Vec::len).sum()
     }
 
-    fn add(&mut self, key: &str, persona: &str, id: String, fields: HashMap<String, String>) {
+    /// `fields` is `None` for an entry trimmed away while it was pending.
+    fn add(
+        &mut self,
+        key: &str,
+        persona: &str,
+        id: String,
+        fields: Option<HashMap<String, String>>,
+    ) {
         if !self.seen.insert((key.to_owned(), id.clone())) {
             return;
         }
-        match entry::parse(persona, &id, fields) {
+        let row = match fields {
+            Some(fields) => entry::parse(persona, &id, fields),
+            None => {
+                self.lost.push((key.to_owned(), id.clone()));
+                entry::lost(persona, &id)
+            }
+        };
+        match row {
             Some(row) => self.rows.push(row),
             None => tracing::warn!(
                 key,
@@ -171,6 +188,7 @@ impl Consumer {
                 continue;
             }
             idle = Duration::from_millis(10);
+            self.report_lost(&batch.lost);
             permit.send(batch);
         }
     }
@@ -211,7 +229,7 @@ impl Consumer {
         if reply.is_null() {
             return Ok(None);
         }
-        let resp: HashMap<String, Entries> = reply.into_xread_response()?;
+        let resp: HashMap<String, Entries> = reply.flatten_array_values(2).convert()?;
         let mut last = None;
         for (_, entries) in resp {
             for (id, fields) in entries {
@@ -230,9 +248,12 @@ impl Consumer {
         batch: &mut Batch,
     ) -> Result<(), fred::error::Error> {
         let min_idle = self.cfg.claim_idle.as_millis() as u64;
-        let (_, entries): (String, Entries) = self
+        // [cursor, entries, deleted ids] (Redis 7): the deleted ids are
+        // pending entries trimmed from the stream, which Redis has just
+        // dropped from the pending list. fred's typed reply discards them.
+        let reply: fred::types::Value = self
             .redis
-            .xautoclaim_values(
+            .xautoclaim(
                 key,
                 self.cfg.group.as_str(),
                 self.consumer.as_str(),
@@ -242,6 +263,15 @@ impl Consumer {
                 false,
             )
             .await?;
+        let mut parts = reply.into_array().into_iter().skip(1);
+        let entries: Entries = match parts.next() {
+            Some(entries) => entries.flatten_array_values(1).convert()?,
+            None => Vec::new(),
+        };
+        let deleted: Vec<String> = match parts.next() {
+            Some(ids) => ids.convert()?,
+            None => Vec::new(),
+        };
         if !entries.is_empty() {
             tracing::info!(
                 key,
@@ -253,7 +283,26 @@ impl Consumer {
         for (id, fields) in entries {
             batch.add(key, persona, id, fields);
         }
+        for id in deleted {
+            batch.add(key, persona, id, None);
+        }
         Ok(())
+    }
+
+    /// Loud on purpose: a trimmed entry means a publisher or an operator
+    /// bypassed the backlog guard (see docs/audit.md).
+    fn report_lost(&self, lost: &[(String, String)]) {
+        let Some((key, first)) = lost.first() else {
+            return;
+        };
+        tracing::error!(
+            key,
+            first,
+            entries = lost.len(),
+            "stream entries were trimmed before they were audited; recording them as `lost` rows"
+        );
+        self.metrics.audit_lost.inc_by(lost.len() as u64);
+        self.status.add_lost(lost.len() as u64);
     }
 
     /// Writes the batch until it commits, then acknowledges it. Returns

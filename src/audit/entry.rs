@@ -65,6 +65,28 @@ pub fn parse(persona: &str, id: &str, mut fields: HashMap<String, String>) -> Op
     })
 }
 
+/// The row of an entry that was trimmed from the stream while it was still
+/// pending: its content is gone, but its id (and so its time) is known, and
+/// the audit trail keeps the gap visible rather than skipping it.
+pub fn lost(persona: &str, id: &str) -> Option<AuditRow> {
+    let (ms, seq) = parse_offset(id)?;
+    Some(AuditRow {
+        persona_id: no_nul(persona.to_owned()),
+        event_id: id.to_owned(),
+        ms: ms as i64,
+        seq: seq as i64,
+        event_type: "lost".into(),
+        variant_id: None,
+        data: serde_json::json!({
+            "type": "lost",
+            "reason": "trimmed_before_audit",
+            "event_id": id,
+        })
+        .to_string(),
+        created_ms: ms as i64,
+    })
+}
+
 fn nested_str(data: &Option<Value>, field: &str) -> Option<String> {
     data.as_ref()?["data"][field].as_str().map(str::to_owned)
 }
@@ -122,6 +144,20 @@ mod tests {
         assert_eq!(r.event_type, "unknown");
         assert_eq!(r.created_ms, 1_795_318_000_123, "the stream id's time");
         assert!(parse("p", "nope", HashMap::new()).is_none());
+    }
+
+    #[test]
+    fn a_trimmed_entry_keeps_its_id_and_time() {
+        let r = lost("p", "1795318000123-4").unwrap();
+        assert_eq!(
+            (r.ms, r.seq, r.event_type.as_str(), r.variant_id),
+            (1_795_318_000_123, 4, "lost", None)
+        );
+        assert_eq!(r.created_ms, 1_795_318_000_123);
+        let data: Value = serde_json::from_str(&r.data).unwrap();
+        assert_eq!(data["reason"], "trimmed_before_audit");
+        assert_eq!(data["event_id"], "1795318000123-4");
+        assert!(lost("p", "nope").is_none());
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub struct Snapshot {
     pub streams: usize,
     pub lag_entries: u64,
     pub lag_seconds: f64,
+    /// Entries trimmed from their stream before they were audited, since
+    /// this instance started (each recorded as a `lost` row).
+    pub lost: u64,
     /// The personas furthest behind (at most [`WORST`]), oldest entry first.
     pub behind: Vec<PersonaLag>,
 }
@@ -63,6 +66,10 @@ impl AuditStatus {
         if error.is_some() || up {
             s.last_error = error;
         }
+    }
+
+    pub fn add_lost(&self, n: u64) {
+        self.lock().lost += n;
     }
 
     pub fn set_streams(&self, keys: Vec<String>) {

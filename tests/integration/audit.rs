@@ -654,3 +654,77 @@ async fn migrations_upgrade_a_populated_database() {
     .await;
     assert_eq!(not_c, 0, "identifier columns not in the C collation");
 }
+
+/// Entries trimmed from the stream while still pending (a publisher with
+/// its own stream bound, an operator's XTRIM) can no longer be audited. Each
+/// one is recorded as a `lost` row with its id, counted and logged: the
+/// audit trail shows the gap instead of skipping it. Both ways they come
+/// back are covered: this instance's own pending entries (re-read without
+/// fields) and another consumer's (XAUTOCLAIM reports them as deleted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_trimmed_while_pending_are_recorded_as_lost() {
+    use fred::prelude::*;
+    let redis = RedisServer::spawn().await;
+    let pg = PgServer::spawn();
+    let publisher = redis.client().await;
+    pulsegate::redis::functions::load(&publisher)
+        .await
+        .expect("FUNCTION LOAD");
+    let key = "pulse:{gone}:stream";
+    ingest_all(&publisher, "gone", events_for(30, "gone")).await;
+    let ids = stream_ids(&publisher, key).await;
+    assert_eq!(ids.len(), 30);
+    let _: () = publisher
+        .xgroup_create(key, "audit", "0", false)
+        .await
+        .unwrap();
+    for consumer in ["crashed", "gw"] {
+        let _: fred::types::Value = publisher
+            .xreadgroup("audit", consumer, Some(5), None, false, key, ">")
+            .await
+            .unwrap();
+    }
+    let _: fred::types::Value = publisher
+        .custom(fred::cmd!("XTRIM"), vec![key, "MINID", ids[10].as_str()])
+        .await
+        .unwrap();
+
+    let mut config = audit_config(&redis, &pg.url());
+    config.audit.consumer = Some("gw".into());
+    let gw = start_gateway(config).await;
+    let db = pg.client().await;
+    wait_count(
+        &db,
+        "SELECT count(*) FROM dashboard_events",
+        30,
+        Duration::from_secs(30),
+    )
+    .await;
+    let lost: HashSet<String> = db
+        .query(
+            "SELECT event_id FROM dashboard_events WHERE event_type = 'lost' \
+             AND event_data->>'reason' = 'trimmed_before_audit'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(lost, ids[..10].iter().cloned().collect());
+    assert_eq!(audited_ids(&db).await.len(), 30, "one row per stream id");
+    let (_, metrics) = http_get(gw.local_addr, "/metrics").await;
+    assert!(
+        metrics.contains("pulsegate_audit_lost_total 10"),
+        "{metrics}"
+    );
+    wait_until("nothing left pending", Duration::from_secs(10), || {
+        let publisher = publisher.clone();
+        async move {
+            pending_of(&publisher, key, "gw").await + pending_of(&publisher, key, "crashed").await
+                == 0
+        }
+    })
+    .await;
+    gw.shutdown().await;
+}
