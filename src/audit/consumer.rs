@@ -55,6 +55,9 @@ struct Batch {
     seen: HashSet<(String, String)>,
     /// Entries trimmed before they were audited: (stream, id).
     lost: Vec<(String, String)>,
+    /// Some entry came from a pending list (ours or a claim): it may have
+    /// been committed already, before a crash kept it from being acknowledged.
+    redelivered: bool,
 }
 
 impl Batch {
@@ -237,6 +240,7 @@ impl Consumer {
                 batch.add(key, persona, id, fields);
             }
         }
+        batch.redelivered |= id != ">" && last.is_some();
         Ok(last)
     }
 
@@ -280,6 +284,7 @@ impl Consumer {
             );
             self.metrics.audit_claimed.inc_by(entries.len() as u64);
         }
+        batch.redelivered |= !entries.is_empty();
         for (id, fields) in entries {
             batch.add(key, persona, id, fields);
         }
@@ -311,7 +316,7 @@ impl Consumer {
         let mut delay = Duration::from_millis(100);
         let started = Instant::now();
         loop {
-            match writer::write(&self.pool, &batch.rows).await {
+            match writer::write(&self.pool, &batch.rows, !batch.redelivered).await {
                 Ok(inserted) => {
                     let rows = batch.rows.len() as u64;
                     self.metrics.audit_rows_written.inc_by(inserted);

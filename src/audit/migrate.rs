@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "byte_order_keys",
         include_str!("migrations/0003_byte_order_keys.sql"),
     ),
+    (
+        4,
+        "drop_unqueried_variant_indexes",
+        include_str!("migrations/0004_drop_unqueried_variant_indexes.sql"),
+    ),
 ];
 
 /// Arbitrary but fixed: the advisory lock key of pulsegate's migrations.

@@ -1,8 +1,9 @@
 //! Writes a batch of audit rows in one transaction: the rows are copied
 //! (`COPY ... BINARY`) into a session-local staging table, then one
-//! statement inserts the events (idempotent on the stream id, `(persona_id, stream_ms, stream_seq)`) and
-//! the tables derived from them, each written so that replaying a batch
-//! changes nothing.
+//! statement inserts the events (unique on the stream id, `(persona_id,
+//! stream_ms, stream_seq)`, so an event is never written twice) and the
+//! tables derived from them, each written so that replaying a batch changes
+//! nothing.
 //!
 //! COPY rather than a JSON parameter: the messages go over as they are,
 //! without being serialized again here nor parsed as a whole batch there.
@@ -15,6 +16,7 @@ use bb8_postgres::PostgresConnectionManager;
 use bytes::{BufMut, BytesMut};
 use futures_util::pin_mut;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{accepts, to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::NoTls;
 
@@ -58,21 +60,31 @@ const STAGE_TYPES: [Type; 10] = [
     Type::BOOL,
 ];
 
-/// The staged batch (`b`) is written by one statement: the events are
-/// inserted idempotently, and the derived tables so that replaying a batch
-/// changes nothing. Sibling CTEs do not see each other's rows, so a variant posted and killed
-/// in the same batch gets its `killed` status on insert, and the UPDATE only
-/// reaches variants inserted by earlier batches. Which row of a variant
-/// counts (its first post and kill, its latest snapshot) is marked by
-/// `flags` before the COPY, so Postgres sorts nothing.
-const WRITE_BATCH: &str = "
+/// The staged batch (`b`) is written by one statement: the events, and the
+/// derived tables so that replaying a batch changes nothing. Sibling CTEs do
+/// not see each other's rows, so a variant posted and killed in the same
+/// batch gets its `killed` status on insert, and the UPDATE only reaches
+/// variants inserted by earlier batches. Which row of a variant counts (its
+/// first post and kill, its latest snapshot) is marked by `flags` before
+/// the COPY, so Postgres sorts nothing.
+///
+/// The events insert comes in two forms (`$on_conflict`): idempotent, and
+/// plain for batches read fresh from the group, which cannot be in
+/// Postgres yet. `ON CONFLICT` costs every row a speculative insertion (an
+/// extra index probe and WAL record); see [`write`] for the fallback.
+macro_rules! write_batch {
+    ($on_conflict:literal) => {
+        concat!(
+            "
 WITH b AS MATERIALIZED (
     SELECT * FROM audit_stage
 ),
 events AS (
     INSERT INTO dashboard_events (persona_id, event_id, stream_ms, stream_seq, event_type, variant_id, event_data, created_at)
     SELECT persona_id, event_id, ms, seq, event_type, variant_id, data, created_at FROM b
-    ON CONFLICT (persona_id, stream_ms, stream_seq) DO NOTHING
+    ",
+            $on_conflict,
+            "
     RETURNING 1
 ),
 kills AS (
@@ -116,10 +128,33 @@ monitoring AS (
         last_ms = EXCLUDED.last_ms, last_seq = EXCLUDED.last_seq
     WHERE (variant_monitoring.last_ms, variant_monitoring.last_seq) < (EXCLUDED.last_ms, EXCLUDED.last_seq)
 )
-SELECT count(*) FROM events";
+SELECT count(*) FROM events"
+        )
+    };
+}
 
-/// Writes `rows`; returns how many events were new (the rest were already audited).
-pub async fn write(pool: &PgPool, rows: &[AuditRow]) -> Result<u64, WriteError> {
+const WRITE_IDEMPOTENT: &str =
+    write_batch!("ON CONFLICT (persona_id, stream_ms, stream_seq) DO NOTHING");
+const WRITE_FRESH: &str = write_batch!("");
+
+/// Writes `rows`; returns how many events were new (the rest were already
+/// audited). `fresh`: every row was delivered for the first time (no
+/// pending re-read, no claim), so none should be in Postgres. Should one be
+/// anyway (another consumer group, a stream recreated under old ids), the
+/// plain insert fails on the key and the batch is written again idempotently.
+pub async fn write(pool: &PgPool, rows: &[AuditRow], fresh: bool) -> Result<u64, WriteError> {
+    if fresh {
+        match write_with(pool, rows, WRITE_FRESH).await {
+            Err(WriteError::Postgres(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                tracing::debug!(error = %e, "a fresh batch held audited events; writing it idempotently");
+            }
+            done => return done,
+        }
+    }
+    write_with(pool, rows, WRITE_IDEMPOTENT).await
+}
+
+async fn write_with(pool: &PgPool, rows: &[AuditRow], statement: &str) -> Result<u64, WriteError> {
     let mut conn = pool
         .get()
         .await
@@ -149,7 +184,7 @@ pub async fn write(pool: &PgPool, rows: &[AuditRow]) -> Result<u64, WriteError> 
             .await?;
     }
     writer.finish().await?;
-    let row = tx.query_typed_one(WRITE_BATCH, &[]).await?;
+    let row = tx.query_typed_one(statement, &[]).await?;
     tx.commit().await?;
     let inserted: i64 = row.get(0);
     Ok(inserted.max(0) as u64)

@@ -653,6 +653,49 @@ async fn migrations_upgrade_a_populated_database() {
     )
     .await;
     assert_eq!(not_c, 0, "identifier columns not in the C collation");
+    let variant_indexes = count(
+        &db,
+        "SELECT count(*) FROM pg_indexes WHERE tablename = 'variants'",
+    )
+    .await;
+    assert_eq!(variant_indexes, 1, "variants keeps only its primary key");
+}
+
+/// Batches read fresh from the group are written with a plain insert. When
+/// one holds events already audited anyway (here: the group was destroyed,
+/// so it is created again and delivers the whole stream afresh), the insert
+/// fails on the key and the batch is written again idempotently: nothing is
+/// duplicated and the audit does not stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_batch_of_audited_events_is_written_idempotently() {
+    use fred::prelude::*;
+    let redis = RedisServer::spawn().await;
+    let pg = PgServer::spawn();
+    let gw = start_gateway(audit_config(&redis, &pg.url())).await;
+    let publisher = redis.client().await;
+    let db = pg.client().await;
+    let key = "pulse:{twice}:stream";
+    ingest_all(&publisher, "twice", events_for(50, "twice")).await;
+    wait_count(
+        &db,
+        "SELECT count(*) FROM dashboard_events",
+        50,
+        Duration::from_secs(30),
+    )
+    .await;
+    let _: i64 = publisher.xgroup_destroy(key, "audit").await.unwrap();
+    ingest_all(&publisher, "twice", events_for(10, "twice_more")).await;
+    expect_exactly_audited(&db, &publisher, &["twice"]).await;
+    wait_until(
+        "the 50 redelivered events counted as duplicates",
+        Duration::from_secs(10),
+        || async {
+            let (_, metrics) = http_get(gw.local_addr, "/metrics").await;
+            metrics.contains("pulsegate_audit_duplicates_total 50")
+        },
+    )
+    .await;
+    gw.shutdown().await;
 }
 
 /// Entries trimmed from the stream while still pending (a publisher with
