@@ -1,7 +1,7 @@
 //! The audit trail: every ingested event lands in Postgres exactly once.
 //!
 //! Redis streams → [`consumer`] (consumer group, claims, batching) →
-//! [`writer`] (one idempotent transaction per batch) → XACK. [`migrate`]
+//! [`writer`] (one transaction per batch, replayable) → XACK. [`migrate`]
 //! owns the schema, [`status`] the lag figures. docs/audit.md states the
 //! guarantees and how they are tested.
 
