@@ -324,6 +324,7 @@ impl Consumer {
                         .audit_duplicates
                         .inc_by(rows - inserted.min(rows));
                     self.metrics.audit_batches.inc();
+                    self.status.batch_committed(rows, inserted);
                     self.metrics.audit_batch_size.observe(rows as f64);
                     self.metrics
                         .audit_batch_seconds
@@ -337,6 +338,7 @@ impl Consumer {
                         .get_or_create(&crate::metrics::ReasonLabel { reason: "postgres" })
                         .inc();
                     self.status.set_postgres(false, Some(e.to_string()));
+                    self.status.failed();
                     tracing::warn!(error = %e, rows = batch.rows.len(), retry_in = ?delay, "audit batch not written; entries stay pending");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -361,6 +363,6 @@ impl Consumer {
     }
 
     fn redis_error(&self, stage: &'static str, e: &fred::error::Error) {
-        super::redis_failed(&self.metrics, stage, e);
+        super::redis_failed(&self.metrics, &self.status, stage, e);
     }
 }

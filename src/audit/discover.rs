@@ -129,7 +129,7 @@ impl Discovery {
     }
 
     fn redis_error(&self, stage: &'static str, e: &fred::error::Error) {
-        super::redis_failed(&self.metrics, stage, e);
+        super::redis_failed(&self.metrics, &self.status, stage, e);
     }
 }
 

@@ -171,7 +171,13 @@ pub fn start(
 }
 
 /// Counts and logs a failed Redis command of the audit (`stage` names it).
-fn redis_failed(metrics: &Metrics, stage: &'static str, e: &fred::error::Error) {
+fn redis_failed(
+    metrics: &Metrics,
+    status: &AuditStatus,
+    stage: &'static str,
+    e: &fred::error::Error,
+) {
+    status.failed();
     metrics
         .audit_failures
         .get_or_create(&crate::metrics::ReasonLabel { reason: stage })

@@ -21,6 +21,13 @@ pub struct Snapshot {
     pub streams: usize,
     pub lag_entries: u64,
     pub lag_seconds: f64,
+    /// This instance's totals since it started: new rows written,
+    /// transactions committed, the size of the last one, and failures
+    /// (failed batch attempts and failed Redis commands).
+    pub rows_written: u64,
+    pub batches: u64,
+    pub last_batch_size: u64,
+    pub failures: u64,
     /// Entries trimmed from their stream before they were audited, since
     /// this instance started (each recorded as a `lost` row).
     pub lost: u64,
@@ -66,6 +73,17 @@ impl AuditStatus {
         if error.is_some() || up {
             s.last_error = error;
         }
+    }
+
+    pub fn batch_committed(&self, rows: u64, inserted: u64) {
+        let mut s = self.lock();
+        s.rows_written += inserted;
+        s.batches += 1;
+        s.last_batch_size = rows;
+    }
+
+    pub fn failed(&self) {
+        self.lock().failures += 1;
     }
 
     pub fn add_lost(&self, n: u64) {

@@ -263,6 +263,17 @@ async fn ten_thousand_events_land_exactly_once() {
     );
     let (_, ready) = http_json(gw.local_addr, "GET", "/readyz", None).await;
     assert_eq!(ready["audit"]["postgres"], true, "{ready}");
+    assert_eq!(
+        ready["audit"]["rows_written"].as_u64(),
+        Some(expected.len() as u64),
+        "{ready}"
+    );
+    assert!(ready["audit"]["batches"].as_u64().unwrap() > 0, "{ready}");
+    assert!(
+        ready["audit"]["last_batch_size"].as_u64().unwrap() > 0,
+        "{ready}"
+    );
+    assert_eq!(ready["audit"]["lost"], 0, "{ready}");
     gw.shutdown().await;
 }
 
@@ -313,6 +324,7 @@ async fn a_postgres_outage_delays_the_audit_but_not_fan_out() {
         ready["audit"]["lag_entries"].as_u64().unwrap() > 0,
         "{ready}"
     );
+    assert!(ready["audit"]["failures"].as_u64().unwrap() > 0, "{ready}");
     // The persona behind is named, in /readyz and in /metrics.
     assert_eq!(ready["audit"]["behind"][0]["persona"], "p1", "{ready}");
     assert!(
