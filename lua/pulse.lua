@@ -406,13 +406,19 @@ local function check_backlog(ctx, skey, n)
   local limit = ctx.opts.stream_maxlen - ctx.opts.backlog_margin
   if limit < 1 then limit = 1 end
   for _, g in ipairs(groups) do
-    local f = {}
-    for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
-    local lag = tonumber(f['lag'])
+    -- read the flat field list in place: a table per group per call is
+    -- measurable on the hot path
+    local name, lag, pending
+    for i = 1, #g, 2 do
+      local k = g[i]
+      if k == 'lag' then lag = tonumber(g[i + 1])
+      elseif k == 'pending' then pending = tonumber(g[i + 1])
+      elseif k == 'name' then name = g[i + 1] end
+    end
     if not lag then lag = rcall('XLEN', skey) end   -- unknown lag: assume all undelivered
-    local backlog = lag + (tonumber(f['pending']) or 0)
+    local backlog = lag + (pending or 0)
     if backlog + n > limit then
-      raise('BACKLOG', 'stream', 'the audit backlog of group ' .. q(f['name']) .. ' is ' .. istr(backlog) ..
+      raise('BACKLOG', 'stream', 'the audit backlog of group ' .. q(name) .. ' is ' .. istr(backlog) ..
             ' entries, at the limit of ' .. istr(limit) .. ' (stream_maxlen - backlog_margin); retry when it drains')
     end
   end
