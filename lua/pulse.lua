@@ -604,7 +604,7 @@ local function on_variant_posted(ctx, ev, vid)
   return ids[1]
 end
 
--- The hot path: kept to TIME, HMGET, XADD, [HSET, HINCRBY,] PUBLISH.
+-- The hot path: kept to TIME, HMGET, XINFO GROUPS, XADD, [HSET, HINCRBY,] PUBLISH.
 local PERF_FMT = '{"type":"variant_update","timestamp":"%s","offset":"%s","data":{' ..
   '"event_type":"performance_update","variant_id":"%s","status":"%s","view_count":%d,' ..
   '"interaction_count":%d,"current_er":%s,"predicted_er":%s,"performance_vs_prediction":%s,' ..
