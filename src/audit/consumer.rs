@@ -284,7 +284,7 @@ impl Consumer {
             );
             self.metrics.audit_claimed.inc_by(entries.len() as u64);
         }
-        batch.redelivered |= !entries.is_empty();
+        batch.redelivered |= !entries.is_empty() || !deleted.is_empty();
         for (id, fields) in entries {
             batch.add(key, persona, id, fields);
         }
