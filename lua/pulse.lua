@@ -74,6 +74,13 @@ cjson, math, string, ...; they are bound to upvalues by init() on first call.
 
 local VERSION = '1'
 
+-- The audit's consumer group. A gateway whose deployment keeps an audit
+-- trail loads the library with its `audit.group` here (library_with_defaults
+-- in src/redis/functions.rs); '' means no audit. A stream is then created
+-- together with the group, so the backlog check holds from its first entry
+-- instead of from the audit's discovery of the stream.
+local AUDIT_GROUP = ''
+
 -- Globals cached in upvalues by init() (~25 ns saved per global access in the
 -- Lua 5.1 VM; the load-time sandbox does not expose them).
 local floor, fmt, smatch, tostr, tonum, typ, jnull, jdecode, jencode, rcall, rpcall, spack, sunpack
@@ -399,10 +406,16 @@ end
 -- Trimming must never remove an entry a consumer group (the audit trail)
 -- has not acknowledged: refuse the event while any group's un-audited
 -- backlog (undelivered lag + pending) would come within backlog_margin of
--- stream_maxlen. Runs before the first write, so a refusal changes nothing.
+-- stream_maxlen. Runs after validation, as the first write: a refusal
+-- changes nothing, and a stream it creates (with the audit group) is about
+-- to get its first entry.
 local function check_backlog(ctx, skey, n)
   local groups = rpcall('XINFO', 'GROUPS', skey)       -- an error table when no stream yet
-  if typ(groups) ~= 'table' or groups.err or #groups == 0 then return end
+  if typ(groups) ~= 'table' or groups.err then
+    if AUDIT_GROUP ~= '' then rcall('XGROUP', 'CREATE', skey, AUDIT_GROUP, '0', 'MKSTREAM') end
+    return
+  end
+  if #groups == 0 then return end
   local limit = ctx.opts.stream_maxlen - ctx.opts.backlog_margin
   if limit < 1 then limit = 1 end
   for _, g in ipairs(groups) do

@@ -103,7 +103,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     ));
     tokio::spawn(crate::redis::functions::keep_loaded(
         command.clone(),
-        app.function_options.clone(),
+        crate::redis::functions::configured_library(&app.config),
         status.clone(),
         background.clone(),
     ));

@@ -35,15 +35,49 @@ pub fn options_json(config: &Config) -> String {
 /// a publisher calling `FCALL pulse_ingest` without options (any language,
 /// not through the gateway) gets the same stream bound, windows and backlog
 /// margin as the gateway's own calls.
-pub fn library_with_defaults(options: &str) -> String {
-    let Ok(serde_json::Value::Object(opts)) = serde_json::from_str::<serde_json::Value>(options)
-    else {
-        return LIBRARY.to_owned();
+///
+/// `audit_group`: the audit's consumer group when the deployment keeps an
+/// audit trail; the library then creates each new stream with it.
+pub fn library_with_defaults(options: &str, audit_group: Option<&str>) -> String {
+    let opts = match serde_json::from_str::<serde_json::Value>(options) {
+        Ok(serde_json::Value::Object(opts)) => opts,
+        _ => serde_json::Map::new(),
     };
     let mut out = String::with_capacity(LIBRARY.len());
     for line in LIBRARY.split_inclusive('\n') {
-        out.push_str(&with_default(line, &opts).unwrap_or_else(|| line.to_owned()));
+        let replaced = match (line.strip_prefix("local AUDIT_GROUP = ''"), audit_group) {
+            (Some(rest), Some(group)) => {
+                Some(format!("local AUDIT_GROUP = {}{rest}", lua_string(group)))
+            }
+            _ => with_default(line, &opts),
+        };
+        out.push_str(&replaced.unwrap_or_else(|| line.to_owned()));
     }
+    out
+}
+
+/// The library as this instance loads it: with the audit group when the
+/// instance runs the audit (an instance with the audit off loads it without,
+/// so a deployment whose audit is off everywhere never creates a group that
+/// nothing would consume, which would block ingest at the backlog bound).
+pub fn configured_library(config: &Config) -> String {
+    let audit_group = (config.database.url.is_some() && config.audit.enabled)
+        .then_some(config.audit.group.as_str());
+    library_with_defaults(&options_json(config), audit_group)
+}
+
+/// A Lua string literal of `s`: every byte outside printable ASCII, and the
+/// quote and backslash, as a decimal escape.
+fn lua_string(s: &str) -> String {
+    let mut out = String::from("'");
+    for b in s.bytes() {
+        if b.is_ascii_graphic() && b != b'\'' && b != b'\\' || b == b' ' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\{b:03}"));
+        }
+    }
+    out.push('\'');
     out
 }
 
@@ -66,18 +100,16 @@ pub async fn load(client: &Client) -> Result<(), fred::error::Error> {
     Ok(())
 }
 
-/// `FUNCTION LOAD REPLACE` the library with this deployment's defaults.
-pub async fn load_configured(client: &Client, options: &str) -> Result<(), fred::error::Error> {
-    let _: String = client
-        .function_load(true, library_with_defaults(options))
-        .await?;
+/// `FUNCTION LOAD REPLACE` a library source (see [`configured_library`]).
+pub async fn load_configured(client: &Client, library: &str) -> Result<(), fred::error::Error> {
+    let _: String = client.function_load(true, library).await?;
     Ok(())
 }
 
 /// Loads the library now and again after every reconnect, until cancelled.
 pub async fn keep_loaded(
     client: Client,
-    options: String,
+    library: String,
     status: Arc<RedisStatus>,
     cancel: CancellationToken,
 ) {
@@ -85,7 +117,7 @@ pub async fn keep_loaded(
     loop {
         // Retry until it sticks: the command may race a reconnect.
         loop {
-            match load_configured(&client, &options).await {
+            match load_configured(&client, &library).await {
                 Ok(()) => {
                     status.set_library_loaded(true);
                     tracing::info!("Redis functions library loaded");
@@ -118,7 +150,7 @@ mod tests {
 
     #[test]
     fn defaults_follow_the_config() {
-        let lib = library_with_defaults(r#"{"stream_maxlen": 1234, "backlog_margin": 56}"#);
+        let lib = library_with_defaults(r#"{"stream_maxlen": 1234, "backlog_margin": 56}"#, None);
         assert!(
             lib.contains("stream_maxlen             = {1, MAX_INT, 1234},"),
             "stream_maxlen line"
@@ -129,6 +161,16 @@ mod tests {
             "others untouched"
         );
         assert_eq!(lib.lines().count(), LIBRARY.lines().count());
-        assert_eq!(library_with_defaults("not json"), LIBRARY);
+        assert_eq!(library_with_defaults("not json", None), LIBRARY);
+    }
+
+    #[test]
+    fn the_audit_group_is_a_safe_lua_literal() {
+        assert!(!LIBRARY.contains("local AUDIT_GROUP = 'audit'"));
+        let lib = library_with_defaults("{}", Some("audit"));
+        assert!(lib.contains("\nlocal AUDIT_GROUP = 'audit'\n"));
+        assert_eq!(lib.lines().count(), LIBRARY.lines().count());
+        let lib = library_with_defaults("{}", Some("it's a \\ ]] group"));
+        assert!(lib.contains("local AUDIT_GROUP = 'it\\039s a \\092 ]] group'\n"));
     }
 }

@@ -783,3 +783,67 @@ async fn entries_trimmed_while_pending_are_recorded_as_lost() {
     .await;
     gw.shutdown().await;
 }
+
+/// A new persona's stream is created together with the audit group, so the
+/// backlog bound holds from its first entry rather than from the audit's
+/// discovery of the stream: a burst into a brand-new persona is refused
+/// before trimming could drop any of it, even with no gateway running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_stream_is_guarded_from_its_first_entry() {
+    use fred::prelude::*;
+    use pulsegate::redis::functions::{configured_library, load_configured};
+    let redis = RedisServer::spawn().await;
+    let pg = PgServer::spawn();
+    let mut config = audit_config(&redis, &pg.url());
+    config.ingest.stream_maxlen = 1000;
+    config.audit.backlog_margin = 200;
+    let publisher = redis.client().await;
+    // The library as this deployment's gateways load it; none runs yet, so
+    // nothing discovers the stream.
+    load_configured(&publisher, &configured_library(&config))
+        .await
+        .expect("FUNCTION LOAD");
+    let key = "pulse:{newborn}:stream";
+    let bad = ingest(&publisher, "newborn", json!({"type": "variant_posted"})).await;
+    assert!(bad.is_err());
+    let exists: i64 = publisher.exists(key).await.unwrap();
+    assert_eq!(exists, 0, "a refused event creates no stream");
+
+    let mut accepted = 0;
+    let mut refused = None;
+    for i in 0..1500 {
+        let post = posted(&format!("v{i}"), 0.05, &format!("p{i}"));
+        match ingest(&publisher, "newborn", post).await {
+            Ok(_) => accepted += 1,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let err = refused.expect("refused before the stream bound");
+    assert!(err.details().contains("BACKLOG"), "{err}");
+    assert_eq!(
+        accepted,
+        1000 - 200,
+        "refused at stream_maxlen - backlog_margin"
+    );
+
+    let gw = start_gateway(config).await;
+    let db = pg.client().await;
+    expect_exactly_audited(&db, &publisher, &["newborn"]).await;
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM dashboard_events").await,
+        accepted
+    );
+    wait_until("ingest accepted again", Duration::from_secs(10), || {
+        let publisher = publisher.clone();
+        async move {
+            ingest(&publisher, "newborn", posted("again", 0.05, "q"))
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    gw.shutdown().await;
+}
