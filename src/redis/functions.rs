@@ -96,8 +96,7 @@ fn with_default(line: &str, opts: &serde_json::Map<String, serde_json::Value>) -
 
 /// `FUNCTION LOAD REPLACE` the library with the built-in defaults.
 pub async fn load(client: &Client) -> Result<(), fred::error::Error> {
-    let _: String = client.function_load(true, LIBRARY).await?;
-    Ok(())
+    load_configured(client, LIBRARY).await
 }
 
 /// `FUNCTION LOAD REPLACE` a library source (see [`configured_library`]).
