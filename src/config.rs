@@ -89,6 +89,10 @@ pub struct RedisConfig {
     /// Longest delay between reconnect attempts (exponential backoff). Default: 2s.
     #[serde(with = "humantime_serde")]
     pub reconnect_max_delay: Duration,
+    /// Largest publication forwarded to clients; a larger one is dropped and
+    /// counted (`reason="too_large"`) before it is parsed or queued for
+    /// anyone. Default: 1 MiB (1048576).
+    pub max_message_bytes: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -152,6 +156,11 @@ pub struct HttpConfig {
     /// Time allowed to send a complete request head (slowloris guard). Default: 10s.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// Time allowed to send a request body once its head is in: a body still
+    /// incomplete then is answered 408 and the connection closed (the same
+    /// guard for a client that sends its head promptly). Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
     /// How far a cached REST read answer may trail the persona's newest
     /// event while its background rebuild runs; past it, readers wait for
     /// the rebuild. Default: 100ms.
@@ -199,6 +208,7 @@ impl Default for RedisConfig {
             unresponsive_timeout: Duration::from_secs(5),
             probe_interval: Duration::from_secs(1),
             reconnect_max_delay: Duration::from_secs(2),
+            max_message_bytes: 1024 * 1024,
         }
     }
 }
@@ -232,6 +242,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             handshake_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
             api_cache_max_lag: Duration::from_millis(100),
             api_cache_personas: 1000,
         }
@@ -514,6 +525,12 @@ impl Config {
         )?;
         nonzero("redis.probe_interval", self.redis.probe_interval)?;
         nonzero("redis.reconnect_max_delay", self.redis.reconnect_max_delay)?;
+        if self.redis.max_message_bytes < 1024 {
+            return Err(ConfigError::new(
+                "redis.max_message_bytes",
+                "must be at least 1024",
+            ));
+        }
         positive("ws.max_connections", self.ws.max_connections)?;
         if self.ws.max_message_bytes < 128 {
             return Err(ConfigError::new(
@@ -536,6 +553,7 @@ impl Config {
             return Err(ConfigError::new("ws.max_persona_id_len", "must be 1-128"));
         }
         nonzero("http.handshake_timeout", self.http.handshake_timeout)?;
+        nonzero("http.body_timeout", self.http.body_timeout)?;
         if self.ingest.stream_maxlen < 100 {
             return Err(ConfigError::new(
                 "ingest.stream_maxlen",

@@ -65,7 +65,12 @@ pub async fn ingest(
     body: &mut [u8],
     claims: Option<&crate::auth::Claims>,
 ) -> Result<Accepted, IngestError> {
-    let (persona, event) = prepare(event_type, body, app.config.ws.max_persona_id_len)?;
+    let (persona, event) = prepare(
+        event_type,
+        body,
+        app.config.ws.max_persona_id_len,
+        app.config.limits.max_json_depth,
+    )?;
     if let Some(c) = claims {
         if !c.allows_persona(persona.as_str()) {
             return Err(IngestError::Forbidden(format!(
@@ -89,11 +94,15 @@ pub async fn ingest(
 }
 
 /// Checks the body and returns the persona and the event JSON for the function.
+/// Nesting past `max_depth` is refused before the parser recurses into it.
 pub fn prepare(
     event_type: &str,
     body: &mut [u8],
     max_persona_len: usize,
+    max_depth: usize,
 ) -> Result<(PersonaId, String), IngestError> {
+    crate::json_limit::check_depth(body, max_depth)
+        .map_err(|e| invalid("body", format!("body is not valid JSON: {e}")))?;
     let mut value = simd_json::to_borrowed_value(body)
         .map_err(|e| invalid("body", format!("body is not valid JSON: {e}")))?;
     let Some(obj) = value.as_object_mut() else {
@@ -151,7 +160,25 @@ mod tests {
     use super::*;
 
     fn prep(t: &str, body: &str) -> Result<(PersonaId, String), IngestError> {
-        prepare(t, &mut body.as_bytes().to_vec(), 64)
+        prepare(t, &mut body.as_bytes().to_vec(), 64, 64)
+    }
+
+    #[test]
+    fn refuses_deep_bodies_naming_the_body() {
+        for (open, close) in [("{\"a\":", "}"), ("[", "]")] {
+            let body = format!(
+                r#"{{"persona_id":"p1","x":{}1{}}}"#,
+                open.repeat(100_000),
+                close.repeat(100_000)
+            );
+            match prep("performance_update", &body) {
+                Err(IngestError::Invalid { field, message }) => {
+                    assert_eq!(field, "body");
+                    assert!(message.contains("deeper than 64"), "{message}");
+                }
+                other => panic!("{:?}", other.map(|(p, j)| (p.to_string(), j))),
+            }
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod http;
 pub mod hub;
 pub mod ingest;
+pub mod json_limit;
 pub mod keys;
 pub mod metrics;
 pub mod protocol;

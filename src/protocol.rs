@@ -73,6 +73,8 @@ pub enum ClientMessage {
 pub enum ClientMessageError {
     #[error("message is not valid JSON")]
     InvalidJson,
+    #[error("message is not valid JSON: {0}")]
+    TooDeep(#[from] crate::json_limit::TooDeep),
     #[error("message must be a JSON object with a string field `type`")]
     NotAnObject,
     #[error("unknown message type `{0}`")]
@@ -84,7 +86,7 @@ pub enum ClientMessageError {
 impl ClientMessageError {
     pub fn code(&self) -> &'static str {
         match self {
-            Self::InvalidJson => error_code::INVALID_JSON,
+            Self::InvalidJson | Self::TooDeep(_) => error_code::INVALID_JSON,
             Self::NotAnObject | Self::MissingField(_) => error_code::INVALID_MESSAGE,
             Self::UnknownType(_) => error_code::UNKNOWN_TYPE,
         }
@@ -92,8 +94,13 @@ impl ClientMessageError {
 }
 
 /// Parses a client text message. `buf` is scratch: simd-json parses in place.
-pub fn parse_client_message(buf: &mut [u8]) -> Result<ClientMessage, ClientMessageError> {
+/// Nesting past `max_depth` is refused before the parser recurses into it.
+pub fn parse_client_message(
+    buf: &mut [u8],
+    max_depth: usize,
+) -> Result<ClientMessage, ClientMessageError> {
     use simd_json::prelude::*;
+    crate::json_limit::check_depth(buf, max_depth)?;
     let value = simd_json::to_borrowed_value(buf).map_err(|_| ClientMessageError::InvalidJson)?;
     if value.as_object().is_none() {
         return Err(ClientMessageError::NotAnObject);
@@ -177,7 +184,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<ClientMessage, ClientMessageError> {
-        parse_client_message(&mut s.as_bytes().to_vec())
+        parse_client_message(&mut s.as_bytes().to_vec(), 64)
     }
 
     #[test]
@@ -214,6 +221,24 @@ mod tests {
             parse(r#"{"type":"auth"}"#),
             Err(ClientMessageError::MissingField("token"))
         );
+    }
+
+    #[test]
+    fn refuses_deep_nesting_before_parsing() {
+        let deep = format!(
+            r#"{{"type":"ping","x":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let e = parse(&deep).unwrap_err();
+        assert_eq!(e.code(), error_code::INVALID_JSON);
+        assert!(e.to_string().contains("deeper than 64"), "{e}");
+        let ok = format!(
+            r#"{{"type":"ping","x":{}{}}}"#,
+            "[".repeat(63),
+            "]".repeat(63)
+        );
+        assert_eq!(parse(&ok), Ok(ClientMessage::Ping));
     }
 
     #[test]

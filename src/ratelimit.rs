@@ -75,6 +75,11 @@ pub struct LimitsConfig {
     /// How often idle keys are dropped from the keyed limiters. Default: 5s.
     #[serde(with = "humantime_serde")]
     pub prune_interval: Duration,
+    /// Deepest nesting of arrays and objects accepted in any JSON that enters
+    /// (client messages, ingest bodies, Redis publications), checked before
+    /// parsing: deeper documents are refused, or dropped and counted.
+    /// Default: 64 (1–1000).
+    pub max_json_depth: usize,
 }
 
 impl Default for LimitsConfig {
@@ -89,6 +94,7 @@ impl Default for LimitsConfig {
             rest_per_ip: Rate::new(0, 0),
             ingest_per_key: Rate::new(0, 0),
             prune_interval: Duration::from_secs(5),
+            max_json_depth: crate::json_limit::DEFAULT_MAX_DEPTH,
         }
     }
 }
@@ -113,6 +119,12 @@ impl LimitsConfig {
             return Err(ConfigError::new(
                 "limits.ws_message_strikes",
                 "must be greater than 0",
+            ));
+        }
+        if !(1..=1000).contains(&self.max_json_depth) {
+            return Err(ConfigError::new(
+                "limits.max_json_depth",
+                "must be between 1 and 1000",
             ));
         }
         if self.prune_interval.is_zero() {

@@ -50,7 +50,11 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     command.connect();
     sub_client.connect();
 
-    let (hub, changes) = Hub::new(Keys::new(&config.redis.key_prefix), metrics.clone());
+    let bounds = crate::hub::message::Bounds {
+        max_bytes: config.redis.max_message_bytes,
+        max_depth: config.limits.max_json_depth,
+    };
+    let (hub, changes) = Hub::new(Keys::new(&config.redis.key_prefix), metrics.clone(), bounds);
     let connections = Arc::new(Connections::default());
     let status = Arc::new(RedisStatus::default());
     let shutdown = CancellationToken::new();

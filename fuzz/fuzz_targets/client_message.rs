@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let mut buf = data.to_vec();
-    if let Err(e) = pulsegate::protocol::parse_client_message(&mut buf) {
+    if let Err(e) = pulsegate::protocol::parse_client_message(&mut buf, 64) {
         let _ = (e.code(), e.to_string());
     }
 });

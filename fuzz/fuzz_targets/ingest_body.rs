@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut buf = body.to_vec();
     let event_type = TYPES[selector as usize % TYPES.len()];
-    if let Ok((persona, json)) = pulsegate::ingest::prepare(event_type, &mut buf, 64) {
+    if let Ok((persona, json)) = pulsegate::ingest::prepare(event_type, &mut buf, 64, 64) {
         // What is handed to the function is a JSON object again.
         let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
         assert!(v.is_object(), "{persona}: {json}");

@@ -15,6 +15,10 @@ pub enum RejectReason {
     InvalidJson,
     #[error("payload is not a JSON object")]
     NotObject,
+    #[error("payload nests deeper than the JSON depth bound")]
+    TooDeep,
+    #[error("payload is larger than redis.max_message_bytes")]
+    TooLarge,
 }
 
 impl RejectReason {
@@ -22,6 +26,27 @@ impl RejectReason {
         match self {
             Self::InvalidJson => "invalid_json",
             Self::NotObject => "not_object",
+            Self::TooDeep => "too_deep",
+            Self::TooLarge => "too_large",
+        }
+    }
+}
+
+/// What a publication may be before anyone parses it: it comes from Redis,
+/// where any client can PUBLISH anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// `redis.max_message_bytes`.
+    pub max_bytes: usize,
+    /// `limits.max_json_depth`.
+    pub max_depth: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1024 * 1024,
+            max_depth: crate::json_limit::DEFAULT_MAX_DEPTH,
         }
     }
 }
@@ -35,8 +60,14 @@ pub struct Inspected {
     pub offset: Option<Offset>,
 }
 
-/// Checks the payload is a JSON object and reads the fields routing needs.
-pub fn inspect(payload: &[u8]) -> Result<Inspected, RejectReason> {
+/// Checks the payload is a bounded JSON object and reads the fields routing
+/// needs. The size and depth are checked first, so an oversized or deeply
+/// nested payload costs one flat scan and is never copied or parsed.
+pub fn inspect(payload: &[u8], bounds: Bounds) -> Result<Inspected, RejectReason> {
+    if payload.len() > bounds.max_bytes {
+        return Err(RejectReason::TooLarge);
+    }
+    crate::json_limit::check_depth(payload, bounds.max_depth).map_err(|_| RejectReason::TooDeep)?;
     let mut scratch = payload.to_vec();
     let value =
         simd_json::to_borrowed_value(&mut scratch).map_err(|_| RejectReason::InvalidJson)?;
@@ -98,6 +129,38 @@ fn conflation_key(meta: &Inspected, channel: &str) -> Option<Arc<str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn inspect(payload: &[u8]) -> Result<Inspected, RejectReason> {
+        super::inspect(payload, Bounds::default())
+    }
+
+    #[test]
+    fn refuses_oversized_and_deep_payloads_before_parsing() {
+        let small = Bounds {
+            max_bytes: 16,
+            max_depth: 2,
+        };
+        assert_eq!(super::inspect(b"{}", small), Ok(Inspected::default()));
+        assert_eq!(
+            super::inspect(br#"{"a":"0123456789"}"#, small),
+            Err(RejectReason::TooLarge)
+        );
+        assert_eq!(
+            super::inspect(br#"{"a":[[1]]}"#, small),
+            Err(RejectReason::TooDeep)
+        );
+        for (open, close) in [("{\"a\":", "}"), ("[", "]")] {
+            let deep = format!("{}1{}", open.repeat(100_000), close.repeat(100_000));
+            let wide = Bounds {
+                max_bytes: usize::MAX,
+                max_depth: 64,
+            };
+            assert_eq!(
+                super::inspect(deep.as_bytes(), wide),
+                Err(RejectReason::TooDeep)
+            );
+        }
+    }
 
     #[test]
     fn inspects_payloads() {

@@ -83,6 +83,8 @@ pub struct Hub {
     /// Channels whose wanted state changed; the Redis subscriber reconciles them.
     changes: mpsc::UnboundedSender<Arc<str>>,
     next_id: AtomicU64,
+    /// What a publication may be; anyone with access to Redis can PUBLISH.
+    bounds: message::Bounds,
 }
 
 /// A client's subscription; dropping it unsubscribes.
@@ -117,6 +119,7 @@ impl Hub {
     pub fn new(
         keys: Keys,
         metrics: Arc<Metrics>,
+        bounds: message::Bounds,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Arc<str>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let hub = Arc::new(Self {
@@ -125,6 +128,7 @@ impl Hub {
             metrics,
             changes: tx,
             next_id: AtomicU64::new(1),
+            bounds,
         });
         (hub, rx)
     }
@@ -283,7 +287,7 @@ impl Hub {
                 None => return,
             }
         };
-        let meta = match message::inspect(payload) {
+        let meta = match message::inspect(payload, self.bounds) {
             Ok(m) => m,
             Err(reason) => {
                 tracing::debug!(channel, %reason, "dropping publication");

@@ -7,6 +7,7 @@ mod config;
 mod fanout;
 mod faults;
 mod functions;
+mod hostile;
 mod pg;
 mod protocol;
 mod resume;
