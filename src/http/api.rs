@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use fred::prelude::*;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
@@ -256,15 +255,9 @@ pub async fn ingest_event(app: &Arc<App>, route: &str, req: Request<Incoming>) -
     };
     let claims = req.extensions().get::<crate::auth::Claims>().cloned();
     let limit = app.config.ingest.max_body_bytes;
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                &format!("the body must be at most {limit} bytes"),
-            )
-        }
+    let body = match super::body::read(req.into_body(), limit, app.config.http.body_timeout).await {
+        Ok(b) => b,
+        Err(e) => return e.response(),
     };
     let mut body = body.to_vec();
     match ingest::ingest(app, event_type, &mut body, claims.as_ref()).await {

@@ -2,6 +2,7 @@
 //! Every request is counted by route and status, with its latency.
 
 pub mod api;
+pub mod body;
 pub mod cache;
 pub mod health;
 pub mod history;

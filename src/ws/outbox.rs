@@ -81,6 +81,8 @@ struct State {
     /// replay; they may still arrive from pub/sub afterwards and are dropped.
     floor: Option<Offset>,
     close: Option<Bytes>,
+    /// The close waits for the queue to drain ([`Outbox::close_after_queued`]).
+    flush_before_close: bool,
     close_sent: bool,
 }
 
@@ -105,6 +107,7 @@ impl Outbox {
                 held: true,
                 floor: None,
                 close: None,
+                flush_before_close: false,
                 close_sent: false,
             }),
             wake: Notify::new(),
@@ -224,6 +227,21 @@ impl Outbox {
         self.close_with(frame::close(code, reason));
     }
 
+    /// Requests a close with `code` after the frames already queued (replies
+    /// that explain the close, such as `rate_limited` errors); nothing new is
+    /// queued meanwhile. Still bounded: the writer's close grace starts now.
+    pub fn close_after_queued(&self, code: u16, reason: &str) {
+        let mut s = self.lock();
+        if s.close.is_some() {
+            return;
+        }
+        s.close = Some(frame::close(code, reason));
+        s.flush_before_close = !s.held;
+        drop(s);
+        self.closing.cancel();
+        self.wake.notify_one();
+    }
+
     /// Echoes a client's close payload.
     pub fn close_with(&self, close_frame: Bytes) {
         let mut s = self.lock();
@@ -231,6 +249,7 @@ impl Outbox {
             return;
         }
         s.close = Some(close_frame);
+        s.flush_before_close = false;
         s.queue.clear();
         s.conflated.clear();
         s.lossless = 0;
@@ -269,8 +288,10 @@ impl Outbox {
             return Drained::Finished;
         }
         if let Some(c) = s.close.clone() {
-            s.close_sent = true;
-            return Drained::Close(c);
+            if !s.flush_before_close || s.queue.is_empty() {
+                s.close_sent = true;
+                return Drained::Close(c);
+            }
         }
         if s.held {
             return Drained::Empty;
@@ -294,7 +315,15 @@ impl Outbox {
             }
         }
         if n == 0 {
-            Drained::Empty
+            // A close waiting for the queue: the queue held only emptied
+            // slots, so the close is next.
+            match s.close.clone() {
+                Some(c) if s.queue.is_empty() => {
+                    s.close_sent = true;
+                    Drained::Close(c)
+                }
+                _ => Drained::Empty,
+            }
         } else {
             Drained::Frames(n)
         }
@@ -303,5 +332,51 @@ impl Outbox {
     /// Waits until something may have been queued.
     pub async fn wait(&self) {
         self.wake.notified().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox() -> Outbox {
+        let limits = Limits {
+            max_messages: 8,
+            max_conflated: 8,
+        };
+        let o = Outbox::new(limits, Arc::new(Metrics::new()));
+        o.release(Vec::new(), None);
+        o
+    }
+
+    fn drain_all(o: &Outbox) -> (usize, bool) {
+        let mut frames = 0;
+        loop {
+            let mut buf = Vec::new();
+            match o.drain(&mut buf, 1 << 20) {
+                Drained::Frames(n) => frames += n,
+                Drained::Close(_) => return (frames, true),
+                Drained::Empty | Drained::Finished => return (frames, false),
+            }
+        }
+    }
+
+    #[test]
+    fn a_close_after_queued_sends_the_queue_first_and_takes_nothing_new() {
+        let o = outbox();
+        o.push_frame(Bytes::from_static(b"a"));
+        o.push_frame(Bytes::from_static(b"b"));
+        o.close_after_queued(close::POLICY, "rate");
+        assert_eq!(o.push_frame(Bytes::from_static(b"c")), Pushed::Closed);
+        assert!(o.is_closing());
+        assert_eq!(drain_all(&o), (2, true));
+    }
+
+    #[test]
+    fn a_plain_close_discards_the_queue() {
+        let o = outbox();
+        o.push_frame(Bytes::from_static(b"a"));
+        o.close(close::GOING_AWAY, "bye");
+        assert_eq!(drain_all(&o), (0, true));
     }
 }

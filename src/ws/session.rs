@@ -165,9 +165,17 @@ impl Session {
                             return;
                         }
                         Some(Ok(msg)) => {
-                            if self.over_rate(&msg) {
-                                self.close(close::POLICY, "message rate limit exceeded");
-                                break;
+                            match self.rate_check(&msg) {
+                                RateCheck::Pass => {}
+                                RateCheck::Dropped => continue,
+                                RateCheck::Close => {
+                                    // The `rate_limited` answers already queued go
+                                    // out first, so the client sees why.
+                                    self.app.metrics.close_sent(close::POLICY);
+                                    self.outbox
+                                        .close_after_queued(close::POLICY, "message rate limit exceeded");
+                                    break;
+                                }
                             }
                             if !self.on_inbound(msg).await {
                                 // The client closed and our echo is queued.
@@ -193,28 +201,29 @@ impl Session {
         .await;
     }
 
-    /// Applies the inbound message rate: true when the connection must close.
-    /// A refused message is answered with `rate_limited` and dropped.
-    fn over_rate(&mut self, msg: &Inbound) -> bool {
+    /// Applies the inbound message rate (`limits.ws_messages`) to text,
+    /// binary and ping frames. A refused message is answered `rate_limited`
+    /// and dropped: nothing it asks for happens (a refused ping gets no pong).
+    fn rate_check(&mut self, msg: &Inbound) -> RateCheck {
         if !matches!(msg, Inbound::Text(_) | Inbound::Binary | Inbound::Ping(_)) {
-            return false;
+            return RateCheck::Pass;
         }
         let Some(rate) = self.rate.as_mut() else {
-            return false;
+            return RateCheck::Pass;
         };
         match rate.check() {
-            Verdict::Pass => false,
+            Verdict::Pass => RateCheck::Pass,
             Verdict::Refuse => {
                 self.app.metrics.rate_limited("ws_messages");
                 self.error(
                     error_code::RATE_LIMITED,
                     "too many messages; this one was dropped",
                 );
-                false
+                RateCheck::Dropped
             }
             Verdict::Close => {
                 self.app.metrics.rate_limited("ws_messages");
-                true
+                RateCheck::Close
             }
         }
     }
@@ -236,7 +245,7 @@ impl Session {
     async fn on_inbound(&mut self, msg: Inbound) -> bool {
         match msg {
             Inbound::Text(mut text) => {
-                match parse_client_message(&mut text) {
+                match parse_client_message(&mut text, self.app.config.limits.max_json_depth) {
                     Ok(m) => self.on_message(m).await,
                     Err(e) => self.error(e.code(), &e.to_string()),
                 }
@@ -459,4 +468,15 @@ async fn snapshot_frame(
             (frame::text(&snap.to_message(channel, recovered)), None)
         }
     }
+}
+
+/// What the inbound rate allows for one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RateCheck {
+    /// Within the rate: carry it out.
+    Pass,
+    /// Over the rate: answered `rate_limited`, not carried out.
+    Dropped,
+    /// Over the rate past `limits.ws_message_strikes`: close with 1008.
+    Close,
 }
