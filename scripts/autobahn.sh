@@ -8,7 +8,7 @@
 #   scripts/autobahn.sh            run and diff (exit 1 on any difference)
 #   scripts/autobahn.sh --update   run and rewrite the expected results
 #
-# Needs Python 2.7 with autobahntestsuite 0.8.2 (FACTS.md):
+# Needs Python 2.7 with autobahntestsuite 0.8.2 (docs/decisions.md F12):
 #   PYTHONUSERBASE=/tmp/ab ~/.pyenv/versions/2.7.18/bin/pip install --user autobahntestsuite==0.8.2
 set -euo pipefail
 cd "$(dirname "$0")/.."

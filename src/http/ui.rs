@@ -1,7 +1,7 @@
 //! The live dashboard page (docs/ui.md): its static assets, embedded in the
 //! binary so the page works offline and always matches the gateway; the page
 //! at `/dashboard/{persona_id}`; and the HTML index of personas a browser
-//! gets at `/` (DECISIONS.md #1: everyone else gets the health JSON).
+//! gets at `/` (docs/decisions.md D1: everyone else gets the health JSON).
 
 use std::fmt::Write as _;
 use std::sync::OnceLock;

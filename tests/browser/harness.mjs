@@ -307,7 +307,7 @@ export class Persona {
 /**
  * Headless Chromium that cannot reach anything but loopback: names other than
  * localhost do not resolve and every proxied request goes to a closed port
- * (FACTS.md: --disable-background-networking alone still calls out).
+ * (docs/decisions.md F11: --disable-background-networking alone still calls out).
  */
 export async function launchBrowser() {
   const { chromium } = await import('playwright-core');

@@ -59,7 +59,7 @@ async fn clients_connecting_mid_stream_see_every_event_once() {
     }
     producer.await.unwrap();
     let all = stream_ids(&publisher, "pulse:{p1}:stream").await;
-    // One more: the pattern's fatigue event, derived by the function (DECISIONS.md #4).
+    // One more: the pattern's fatigue event, derived by the function (docs/decisions.md D4).
     assert_eq!(all.len(), EVENTS + 1);
     for c in clients {
         let (start, seen) = c.await.unwrap();
