@@ -7,86 +7,12 @@
 //! `publisher`, `admin`; each includes the ones before it).
 //! `docs/security.md` describes the model.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{decode, decode_header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    /// No credentials asked (the demo on loopback).
-    Off,
-    /// A JWT on every WebSocket and `/api/*` request.
-    Jwt,
-}
-
-/// `[auth]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// `off` or `jwt`. Default: `off`.
-    pub mode: AuthMode,
-    /// `HS256`, `RS256` or `ES256`; tokens signed otherwise are refused. Default: `HS256`.
-    pub algorithm: String,
-    /// HS256 shared secret. Default: none.
-    pub secret: Option<String>,
-    /// RS256/ES256 public key, PEM. Default: none.
-    pub public_key_file: Option<PathBuf>,
-    /// RS256/ES256 keys as a JWKS file; the token's `kid` picks the key. Default: none.
-    pub jwks_file: Option<PathBuf>,
-    /// Required `iss`, when set. Default: none.
-    pub issuer: Option<String>,
-    /// Required `aud`, when set. Default: none.
-    pub audience: Option<String>,
-    /// Clock skew allowed on `exp` and `nbf`. Default: 30s.
-    #[serde(with = "humantime_serde")]
-    pub leeway: Duration,
-    /// Browser origins allowed to open WebSockets (exact `scheme://host[:port]`).
-    /// Empty: any. Requests without `Origin` (non-browser clients) pass. Default: empty.
-    pub allowed_origins: Vec<String>,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            mode: AuthMode::Off,
-            algorithm: "HS256".into(),
-            secret: None,
-            public_key_file: None,
-            jwks_file: None,
-            issuer: None,
-            audience: None,
-            leeway: Duration::from_secs(30),
-            allowed_origins: Vec::new(),
-        }
-    }
-}
-
-impl AuthConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.mode == AuthMode::Off {
-            return Ok(());
-        }
-        Authenticator::from_config(self).map(|_| ())
-    }
-
-    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
-        match origin {
-            None => true,
-            Some(_) if self.allowed_origins.is_empty() => true,
-            Some(o) => self
-                .allowed_origins
-                .iter()
-                .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(o)),
-        }
-    }
-}
+use crate::config::{AuthConfig, ConfigError, DecodingKeys};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -153,80 +79,16 @@ impl AuthError {
     }
 }
 
-enum Keys {
-    One(DecodingKey),
-    ByKid(HashMap<String, DecodingKey>),
-}
-
 /// Verifies tokens with the configured key and rules.
 pub struct Authenticator {
-    keys: Keys,
+    keys: DecodingKeys,
     validation: Validation,
     leeway: u64,
 }
 
 impl Authenticator {
     pub fn from_config(c: &AuthConfig) -> Result<Self, ConfigError> {
-        let alg = match c.algorithm.as_str() {
-            "HS256" => Algorithm::HS256,
-            "RS256" => Algorithm::RS256,
-            "ES256" => Algorithm::ES256,
-            _ => {
-                return Err(ConfigError::new(
-                    "auth.algorithm",
-                    "must be HS256, RS256 or ES256",
-                ))
-            }
-        };
-        let keys = match (alg, &c.secret, &c.public_key_file, &c.jwks_file) {
-            (Algorithm::HS256, Some(secret), None, None) => {
-                if secret.len() < 32 {
-                    return Err(ConfigError::new("auth.secret", "must be at least 32 bytes"));
-                }
-                Keys::One(DecodingKey::from_secret(secret.as_bytes()))
-            }
-            (Algorithm::HS256, ..) => {
-                return Err(ConfigError::new(
-                    "auth.secret",
-                    "HS256 needs auth.secret (and no key file)",
-                ))
-            }
-            (_, None, Some(path), None) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    ConfigError::new("auth.public_key_file", format!("{}: {e}", path.display()))
-                })?;
-                let key = if alg == Algorithm::RS256 {
-                    DecodingKey::from_rsa_pem(&pem)
-                } else {
-                    DecodingKey::from_ec_pem(&pem)
-                }
-                .map_err(|e| ConfigError::new("auth.public_key_file", e.to_string()))?;
-                Keys::One(key)
-            }
-            (_, None, None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError::new("auth.jwks_file", format!("{}: {e}", path.display()))
-                })?;
-                let set: JwkSet = serde_json::from_str(&text)
-                    .map_err(|e| ConfigError::new("auth.jwks_file", e.to_string()))?;
-                let mut by_kid = HashMap::new();
-                for jwk in &set.keys {
-                    let Some(kid) = jwk.common.key_id.clone() else {
-                        return Err(ConfigError::new("auth.jwks_file", "every key needs a kid"));
-                    };
-                    let key = DecodingKey::from_jwk(jwk)
-                        .map_err(|e| ConfigError::new("auth.jwks_file", e.to_string()))?;
-                    by_kid.insert(kid, key);
-                }
-                Keys::ByKid(by_kid)
-            }
-            _ => {
-                return Err(ConfigError::new(
-                    "auth.public_key_file",
-                    "RS256/ES256 need exactly one of auth.public_key_file or auth.jwks_file",
-                ))
-            }
-        };
+        let (alg, keys) = c.decoding_keys()?;
         let mut validation = Validation::new(alg);
         validation.algorithms = vec![alg];
         validation.set_required_spec_claims(&["exp"]);
@@ -250,8 +112,8 @@ impl Authenticator {
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
         let key = match &self.keys {
-            Keys::One(k) => k,
-            Keys::ByKid(map) => {
+            DecodingKeys::One(k) => k,
+            DecodingKeys::ByKid(map) => {
                 let header = decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
                 let kid = header
                     .kid

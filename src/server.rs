@@ -77,7 +77,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     );
     app.audit = audit;
     app.pg = pg;
-    if app.config.auth.mode == crate::auth::AuthMode::Jwt {
+    if app.config.auth.mode == crate::config::AuthMode::Jwt {
         app.auth = Some(crate::auth::Authenticator::from_config(&app.config.auth)?);
     } else if !local_addr.ip().is_loopback() {
         tracing::warn!(

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::{Client, ClientLike, PubsubInterface};
 use futures_util::{SinkExt, StreamExt};
-use pulsegate::ratelimit::Rate;
+use pulsegate::config::Rate;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

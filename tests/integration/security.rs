@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use pulsegate::auth::{AuthConfig, AuthError, AuthMode, Authenticator};
+use pulsegate::auth::{AuthError, Authenticator};
 use pulsegate::config::Config;
-use pulsegate::ratelimit::Rate;
+use pulsegate::config::Rate;
+use pulsegate::config::{AuthConfig, AuthMode};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};

@@ -1,0 +1,82 @@
+//! `[ws]`: WebSocket connections, their queues and what a client may send.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{nonzero, positive, ConfigError};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsConfig {
+    /// Open WebSocket connections allowed in this process; past it the
+    /// upgrade answers 503. Default: 50000.
+    pub max_connections: usize,
+    /// Largest inbound message, summed over its fragments; larger closes
+    /// with 1009. Default: 65536 (64 KiB).
+    pub max_message_bytes: usize,
+    /// Server ping interval; a client silent for two intervals is closed. Default: 30s.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// Subscriptions one `/ws` connection may hold. Default: 100.
+    pub max_subscriptions: usize,
+    /// Lossless messages queued for one client before it is disconnected
+    /// with 4008. Default: 4096.
+    pub queue_max_messages: usize,
+    /// Distinct variants with a conflated update pending for one client
+    /// before it is disconnected with 4008. Default: 10000.
+    pub queue_max_conflated: usize,
+    /// How long a slow client gets to take its close frame before the
+    /// socket is dropped. Default: 5s.
+    #[serde(with = "humantime_serde")]
+    pub slow_close_grace: Duration,
+    /// Most missed events a `?since=` resume replays; more and the client
+    /// gets a fresh snapshot with `recovered: false`. Must stay below
+    /// `queue_max_messages`. Default: 2000.
+    pub max_replay: usize,
+    /// Persona ids longer than this are refused with 400. Default: 64.
+    pub max_persona_id_len: usize,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 50_000,
+            max_message_bytes: 64 * 1024,
+            ping_interval: Duration::from_secs(30),
+            max_subscriptions: 100,
+            queue_max_messages: 4096,
+            queue_max_conflated: 10_000,
+            slow_close_grace: Duration::from_secs(5),
+            max_replay: 2000,
+            max_persona_id_len: 64,
+        }
+    }
+}
+
+impl WsConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        positive("ws.max_connections", self.max_connections)?;
+        if self.max_message_bytes < 128 {
+            return Err(ConfigError::new(
+                "ws.max_message_bytes",
+                "must be at least 128",
+            ));
+        }
+        nonzero("ws.ping_interval", self.ping_interval)?;
+        positive("ws.max_subscriptions", self.max_subscriptions)?;
+        positive("ws.queue_max_messages", self.queue_max_messages)?;
+        positive("ws.queue_max_conflated", self.queue_max_conflated)?;
+        if self.max_replay >= self.queue_max_messages {
+            return Err(ConfigError::new(
+                "ws.max_replay",
+                "must be below ws.queue_max_messages (a replay must fit the client's queue)",
+            ));
+        }
+        // 128: the functions library's own bound (lua/pulse.lua).
+        if !(1..=128).contains(&self.max_persona_id_len) {
+            return Err(ConfigError::new("ws.max_persona_id_len", "must be 1-128"));
+        }
+        Ok(())
+    }
+}
