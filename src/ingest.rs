@@ -9,16 +9,6 @@ use simd_json::prelude::*;
 use crate::app::App;
 use crate::keys::PersonaId;
 
-/// The event types the HTTP routes accept, by route name.
-pub fn event_type_for_route(route: &str) -> Option<&'static str> {
-    match route {
-        "variant-posted" => Some("variant_posted"),
-        "performance-update" => Some("performance_update"),
-        "early-kill" => Some("early_kill"),
-        _ => None,
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// The body or a field of it is wrong: 400.

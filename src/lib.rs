@@ -25,4 +25,5 @@ pub mod shutdown;
 pub mod simulate;
 pub mod snapshot;
 pub mod telemetry;
+pub mod time;
 pub mod ws;

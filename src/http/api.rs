@@ -244,15 +244,13 @@ async fn real_time_feed(app: &App, persona: &PersonaId) -> Value {
     }
 }
 
-/// `POST /api/events/{variant-posted|performance-update|early-kill}`
-pub async fn ingest_event(app: &Arc<App>, route: &str, req: Request<Incoming>) -> Response<Body> {
-    let Some(event_type) = ingest::event_type_for_route(route) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("no event route `{route}`"),
-        );
-    };
+/// `POST /api/events/{variant-posted|performance-update|early-kill}`: an
+/// event of `event_type` (the route table picks it).
+pub async fn ingest_event(
+    app: &Arc<App>,
+    event_type: &'static str,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let claims = req.extensions().get::<crate::auth::Claims>().cloned();
     let limit = app.config.ingest.max_body_bytes;
     let body = match super::body::read(req.into_body(), limit, app.config.http.body_timeout).await {

@@ -51,12 +51,14 @@ fn time_param(query: Option<&str>, name: &'static str) -> Result<Option<i64>, Re
     if let Ok(ms) = raw.parse::<i64>() {
         return Ok(Some(ms));
     }
-    parse_rfc3339_ms(&raw).map(Some).ok_or_else(|| {
-        Refusal::bad(
-            "invalid_parameter",
-            format!("`{name}` must be epoch milliseconds or an RFC 3339 time"),
-        )
-    })
+    crate::time::parse_rfc3339_ms(&raw)
+        .map(Some)
+        .ok_or_else(|| {
+            Refusal::bad(
+                "invalid_parameter",
+                format!("`{name}` must be epoch milliseconds or an RFC 3339 time"),
+            )
+        })
 }
 
 fn limit_param(query: Option<&str>) -> Result<i64, Refusal> {
@@ -70,67 +72,6 @@ fn limit_param(query: Option<&str>) -> Result<i64, Refusal> {
             )),
         },
     }
-}
-
-/// Minimal RFC 3339 (`YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)`) → epoch ms.
-pub(crate) fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    // Byte positions below assume ASCII; anything else is not RFC 3339.
-    if !s.is_ascii() {
-        return None;
-    }
-    let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, se) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    let mut rest = &s[19..];
-    let mut ms = 0;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        let f = &frac[..digits];
-        ms = format!("{:0<3}", &f[..f.len().min(3)])
-            .parse::<i64>()
-            .ok()?;
-        rest = &frac[digits..];
-    }
-    let offset_min = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 => {
-            let sign = match &rest[..1] {
-                "+" => 1,
-                "-" => -1,
-                _ => return None,
-            };
-            sign * (rest[1..3].parse::<i64>().ok()? * 60 + rest[4..6].parse::<i64>().ok()?)
-        }
-        _ => return None,
-    };
-    // Days from civil (Howard Hinnant).
-    let (yy, mm) = if mo <= 2 {
-        (y - 1, mo + 9)
-    } else {
-        (y, mo - 3)
-    };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let doy = (153 * mm + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400 + h * 3600 + mi * 60 + se) - offset_min * 60) * 1000 + ms)
 }
 
 /// `since`, `until`, `limit` and `cursor` of a paginated query.
@@ -304,29 +245,4 @@ pub async fn variant_history(
     }
     .await
     .unwrap_or_else(Refusal::into_response)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_rfc3339_ms;
-
-    #[test]
-    fn rfc3339() {
-        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339_ms("2026-11-22T03:26:40.123Z"),
-            Some(1_795_318_000_123)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2026-11-22T04:26:40.1+01:00"),
-            Some(1_795_318_000_100)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2000-02-29T00:00:00Z"),
-            Some(951_782_400_000)
-        );
-        assert_eq!(parse_rfc3339_ms("yesterday"), None);
-        assert_eq!(parse_rfc3339_ms("2026-11-22T03:26:40é1234"), None);
-        assert_eq!(parse_rfc3339_ms("2026-11-22T03:26:40"), None);
-    }
 }

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod health;
 pub mod history;
 pub mod response;
+pub mod routes;
 pub mod ui;
 
 use std::net::IpAddr;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::app::App;
@@ -26,6 +27,7 @@ use crate::ratelimit::{self, Limited};
 use crate::ws::session::Endpoint;
 use crate::ws::upgrade;
 use response::{error, Body};
+use routes::{Access, Handler, Lookup};
 
 /// The TCP peer of a request, put in its extensions by the accept loop.
 #[derive(Debug, Clone, Copy)]
@@ -47,71 +49,74 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn route(app: &Arc<App>, mut req: Request<Incoming>) -> (&'static str, Response<Body>) {
-    let path = req.uri().path().to_owned();
-    let method = req.method().clone();
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let Some(route) = route_name(&segments) else {
-        let message = format!("no route for {path}");
-        return (
-            "not_found",
-            error(StatusCode::NOT_FOUND, "not_found", &message),
-        );
-    };
-    let wanted = if route.starts_with("/api/events/") && route != "/api/events/{persona_id}" {
-        Method::POST
-    } else {
-        Method::GET
-    };
-    if method != wanted {
-        let message = format!("{route} takes {wanted} only");
-        return (
-            route,
-            error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                &message,
-            ),
-        );
-    }
-    match guard(app, route, &segments, &req) {
-        Ok(Some(claims)) => {
-            req.extensions_mut().insert(claims);
+    let (route, params) = match routes::TABLE.lookup(req.method(), req.uri().path()) {
+        Lookup::Found(route, params) => (route, params),
+        Lookup::MethodNotAllowed { pattern, allow } => {
+            return (pattern, method_not_allowed(pattern, &allow))
         }
-        Ok(None) => {}
-        Err(res) => return (route, res),
+        Lookup::NotFound => {
+            let message = format!("no route for {}", req.uri().path());
+            return (
+                "not_found",
+                error(StatusCode::NOT_FOUND, "not_found", &message),
+            );
+        }
+    };
+    if let Access::Rest(role) = route.access {
+        match guard(app, role, params.persona(), &req) {
+            Ok(Some(claims)) => {
+                req.extensions_mut().insert(claims);
+            }
+            Ok(None) => {}
+            Err(res) => return (route.pattern, res),
+        }
     }
-    let res = match segments.as_slice() {
-        ["healthz"] => health::healthz(),
-        ["readyz"] => health::readyz(app),
-        ["metrics"] => response::with_type(
+    let persona = params.persona().unwrap_or_default();
+    let query = req.uri().query().map(str::to_owned);
+    let query = query.as_deref();
+    let res = match route.handler {
+        Handler::Index => ui::root(app, req.headers()).await,
+        Handler::Healthz => health::healthz(),
+        Handler::Readyz => health::readyz(app),
+        Handler::Metrics => response::with_type(
             StatusCode::OK,
             app.metrics.encode(),
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
-        ["ws"] => upgrade::handle(app, req, Endpoint::Multiplex),
-        ["dashboard", "ws", id] => match dashboard_endpoint(app, id, req.uri().query()) {
+        Handler::Multiplex => upgrade::handle(app, req, Endpoint::Multiplex),
+        Handler::DashboardWs => match dashboard_endpoint(app, persona, query) {
             Ok(endpoint) => upgrade::handle(app, req, endpoint),
             Err(res) => res,
         },
-        ["api", "metrics", p] => api::metrics(app, p).await,
-        ["api", "variants", p, "active"] => api::active_variants(app, p).await,
-        ["api", "optimization", p] => api::optimization(app, p).await,
-        ["api", "events", p] if route == "/api/events/{persona_id}" => {
-            history::events(app, p, req.uri().query()).await
+        Handler::DashboardPage => ui::dashboard(app, persona, req.headers()),
+        Handler::UiAsset => ui::asset(params.get("asset").unwrap_or_default(), req.headers()),
+        Handler::ApiMetrics => api::metrics(app, persona).await,
+        Handler::ActiveVariants => api::active_variants(app, persona).await,
+        Handler::Optimization => api::optimization(app, persona).await,
+        Handler::Events => history::events(app, persona, query).await,
+        Handler::Kills => history::kills(app, persona, query).await,
+        Handler::VariantHistory => {
+            let variant = params.get("variant_id").unwrap_or_default();
+            history::variant_history(app, persona, variant, query).await
         }
-        ["api", "kills", p] => history::kills(app, p, req.uri().query()).await,
-        ["api", "variants", p, v, "history"] => {
-            history::variant_history(app, p, v, req.uri().query()).await
-        }
-        ["api", "events", kind] => {
-            let kind = kind.to_string();
-            api::ingest_event(app, &kind, req).await
-        }
-        ["dashboard", id] => ui::dashboard(app, id, req.headers()),
-        ["ui", name] => ui::asset(name, req.headers()),
-        _ => ui::root(app, req.headers()).await,
+        Handler::Ingest(event_type) => api::ingest_event(app, event_type, req).await,
     };
-    (route, res)
+    (route.pattern, res)
+}
+
+/// 405 naming the methods the path takes, in `Allow` and in the message.
+fn method_not_allowed(pattern: &str, allow: &[Method]) -> Response<Body> {
+    let methods: Vec<&str> = allow.iter().map(Method::as_str).collect();
+    let methods = methods.join(", ");
+    let mut res = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("{pattern} takes {methods} only"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&methods) {
+        res.headers_mut().insert(ALLOW, v);
+    }
+    res
 }
 
 /// The client's IP: the TCP peer, or the forwarded address when the peer is
@@ -170,16 +175,10 @@ pub fn authenticate<B>(app: &App, req: &Request<B>) -> Result<Option<Claims>, Re
 #[allow(clippy::result_large_err)]
 fn guard<B>(
     app: &App,
-    route: &'static str,
-    segments: &[&str],
+    role: Role,
+    persona: Option<&str>,
     req: &Request<B>,
 ) -> Result<Option<Claims>, Response<Body>> {
-    let (role, persona) = match segments {
-        ["metrics"] => (Role::Admin, None),
-        ["api", "events", _] if route != "/api/events/{persona_id}" => (Role::Publisher, None),
-        ["api", _, p, ..] => (Role::Viewer, Some(*p)),
-        _ => return Ok(None),
-    };
     let ip = client_ip(app, req);
     app.limits
         .check_rest(ip)
@@ -208,30 +207,6 @@ fn guard<B>(
             .map_err(|l| too_many_requests(&l))?;
     }
     Ok(claims)
-}
-
-/// The route pattern a path matches (the `route` label of the metrics).
-fn route_name(segments: &[&str]) -> Option<&'static str> {
-    Some(match segments {
-        [] | [""] => "/",
-        ["healthz"] => "/healthz",
-        ["readyz"] => "/readyz",
-        ["metrics"] => "/metrics",
-        ["ws"] => "/ws",
-        ["dashboard", "ws", _] => "/dashboard/ws/{persona_id}",
-        ["dashboard", _] => "/dashboard/{persona_id}",
-        ["ui", _] => "/ui/{asset}",
-        ["api", "metrics", _] => "/api/metrics/{persona_id}",
-        ["api", "variants", _, "active"] => "/api/variants/{persona_id}/active",
-        ["api", "optimization", _] => "/api/optimization/{persona_id}",
-        ["api", "kills", _] => "/api/kills/{persona_id}",
-        ["api", "variants", _, _, "history"] => "/api/variants/{persona_id}/{variant_id}/history",
-        ["api", "events", "variant-posted"] => "/api/events/variant-posted",
-        ["api", "events", "performance-update"] => "/api/events/performance-update",
-        ["api", "events", "early-kill"] => "/api/events/early-kill",
-        ["api", "events", _] => "/api/events/{persona_id}",
-        _ => return None,
-    })
 }
 
 /// The persona and `?since=` of a dashboard WebSocket, or the 400 to send.
