@@ -2,11 +2,13 @@
 
 mod api;
 mod audit;
+mod clientlog;
 mod common;
 mod config;
 mod fanout;
 mod faults;
 mod functions;
+mod outages;
 mod pg;
 mod protocol;
 mod resume;
