@@ -54,9 +54,10 @@ async fn ingest_loop(
 }
 
 /// `/readyz` every 50 ms. On each 200, an FCALL at once (an invalid event:
-/// it changes nothing, and is refused as INVALID when the function exists).
-/// `generation` counts kills and restarts: an answer is checked only when
-/// one Redis process served the whole round.
+/// it changes nothing, and is refused as INVALID when the function exists),
+/// in its own task so that a call caught by a kill does not delay the next
+/// poll. `generation` counts kills and restarts: an answer is checked only
+/// when one Redis process served the whole round.
 struct Polls {
     samples: Vec<(Instant, u16)>,
     checks: usize,
@@ -69,29 +70,33 @@ async fn poll_readyz(
     generation: Arc<AtomicU64>,
     stop: CancellationToken,
 ) -> Polls {
-    let mut polls = Polls {
-        samples: Vec::new(),
-        checks: 0,
-        not_found: Vec::new(),
-    };
+    let mut samples = Vec::new();
+    let mut calls = tokio::task::JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     while !stop.is_cancelled() {
         tick.tick().await;
         let g0 = generation.load(Ordering::SeqCst);
         let (status, _) = http_get(gw, "/readyz").await;
-        polls.samples.push((Instant::now(), status));
-        if status != 200 {
-            continue;
+        samples.push((Instant::now(), status));
+        if status == 200 {
+            let (client, generation) = (client.clone(), generation.clone());
+            calls.spawn(async move {
+                let r = ingest(&client, "p0", json!({})).await;
+                (generation.load(Ordering::SeqCst) == g0).then(|| r.err().map(|e| e.to_string()))
+            });
         }
-        let r = ingest(&client, "p0", json!({})).await;
-        if generation.load(Ordering::SeqCst) == g0 {
-            polls.checks += 1;
-            if let Err(e) = r.as_ref().map_err(|e| e.to_string()) {
-                if e.contains("Function not found") {
-                    polls.not_found.push(e);
-                }
-            }
-        }
+    }
+    let mut polls = Polls {
+        samples,
+        checks: 0,
+        not_found: Vec::new(),
+    };
+    // `None`: a kill or restart came between the poll and the answer.
+    for checked in calls.join_all().await.into_iter().flatten() {
+        polls.checks += 1;
+        polls
+            .not_found
+            .extend(checked.filter(|e| e.contains("Function not found")));
     }
     polls
 }
