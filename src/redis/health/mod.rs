@@ -39,8 +39,9 @@ impl RedisStatus {
         self.library.load(Ordering::Acquire)
     }
 
+    /// Only the monitor calls this, after each input; `/readyz` needs both
+    /// flags, and `up` is never true without `library`.
     fn set(&self, up: bool, library: bool) {
-        // The library flag first: it is the one that can turn false alone.
         self.library.store(library, Ordering::Release);
         self.up.store(up, Ordering::Release);
     }
