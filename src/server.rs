@@ -25,7 +25,7 @@ use crate::hub::Hub;
 use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::protocol::close;
-use crate::redis::health::{Probe, RedisStatus};
+use crate::redis::health::{probe, Monitor, RedisStatus};
 use crate::redis::{self as redis_conn, subscriber};
 use crate::ws::registry::Connections;
 
@@ -47,6 +47,16 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
     let command = redis_conn::command_client(&config.redis)?;
     let sub_client = redis_conn::subscriber_client(&config.redis)?;
+    let connections = Arc::new(Connections::default());
+    let status = Arc::new(RedisStatus::default());
+    // Before connecting: the monitor must see the first connection's event.
+    let (monitor, health) = Monitor::new(
+        &command,
+        &sub_client,
+        status.clone(),
+        connections.clone(),
+        metrics.clone(),
+    );
     command.connect();
     sub_client.connect();
 
@@ -55,8 +65,6 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         max_depth: config.limits.max_json_depth,
     };
     let (hub, changes) = Hub::new(Keys::new(&config.redis.key_prefix), metrics.clone(), bounds);
-    let connections = Arc::new(Connections::default());
-    let status = Arc::new(RedisStatus::default());
     let shutdown = CancellationToken::new();
     let background = CancellationToken::new();
     let (audit, pg, audit_task) = crate::audit::start(
@@ -103,24 +111,24 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         hub,
         changes,
         retry_tx,
+        health.clone(),
         background.clone(),
     ));
     tokio::spawn(crate::redis::functions::keep_loaded(
         command.clone(),
         crate::redis::functions::configured_library(&app.config),
-        status.clone(),
+        health.clone(),
         background.clone(),
     ));
-    let probe = Probe {
+    tokio::spawn(probe::run(
         command,
-        subscriber: sub_client.clone(),
-        status,
-        connections,
-        metrics,
-        interval: app.config.redis.probe_interval,
-        timeout: app.config.redis.command_timeout,
-    };
-    tokio::spawn(probe.run(background.clone()));
+        sub_client.clone(),
+        health,
+        app.config.redis.probe_interval,
+        app.config.redis.command_timeout,
+        background.clone(),
+    ));
+    tokio::spawn(monitor.run(background.clone()));
 
     let accept = tokio::spawn(accept_loop(listener, app.clone()));
     tracing::info!(%local_addr, "pulsegate listening");

@@ -1,5 +1,5 @@
 //! The Redis Functions library (`lua/pulse.lua`), embedded at compile time and
-//! loaded at start and after every reconnect: a Redis restarted without
+//! loaded on every new command connection: a Redis restarted without
 //! persistence has forgotten it.
 
 use std::time::Duration;
@@ -7,10 +7,8 @@ use std::time::Duration;
 use fred::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use std::sync::Arc;
-
 use crate::config::Config;
-use crate::redis::health::RedisStatus;
+use crate::redis::health::{Health, Signal};
 
 /// The library source, as shipped in `lua/pulse.lua`.
 pub const LIBRARY: &str = include_str!("../../lua/pulse.lua");
@@ -105,40 +103,54 @@ pub async fn load_configured(client: &Client, library: &str) -> Result<(), fred:
     Ok(())
 }
 
-/// Loads the library now and again after every reconnect, until cancelled.
+/// Pause before retrying a load that failed (Redis down or slow).
+const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// Loads the library on every new command connection (a Redis restarted
+/// without persistence has forgotten it) and reports each success, with the
+/// connection's epoch, to the health monitor: `/readyz` and the clients'
+/// `up` wait for it. Runs until cancelled.
 pub async fn keep_loaded(
     client: Client,
     library: String,
-    status: Arc<RedisStatus>,
+    health: Health,
     cancel: CancellationToken,
 ) {
-    let mut reconnects = client.reconnect_rx();
+    let mut links = health.links();
+    // The command epoch the library was last loaded for.
+    let mut loaded: Option<u64> = None;
     loop {
-        // Retry until it sticks: the command may race a reconnect.
-        loop {
-            match load_configured(&client, &library).await {
+        let link = links.borrow_and_update().command;
+        if link.connected && loaded != Some(link.epoch) {
+            let result = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = load_configured(&client, &library) => r,
+            };
+            match result {
                 Ok(()) => {
-                    status.set_library_loaded(true);
-                    tracing::info!("Redis functions library loaded");
-                    break;
+                    loaded = Some(link.epoch);
+                    tracing::info!(epoch = link.epoch, "Redis functions library loaded");
+                    let signal = Signal::LibraryLoaded { epoch: link.epoch };
+                    if health.report(signal).await.is_err() {
+                        return;
+                    }
+                    // A reconnect during the load is seen at the loop's top.
+                    continue;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot load the Redis functions library; retrying");
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                         _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(RETRY_DELAY) => {}
+                        r = links.changed() => if r.is_err() { return },
                     }
+                    continue;
                 }
             }
         }
         tokio::select! {
-            r = reconnects.recv() => {
-                status.set_library_loaded(false);
-                if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                    return;
-                }
-            }
             _ = cancel.cancelled() => return,
+            r = links.changed() => if r.is_err() { return },
         }
     }
 }

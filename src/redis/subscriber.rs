@@ -9,12 +9,13 @@ use std::time::Duration;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::ServerMessage;
+use crate::redis::health::{Health, Link, Links, Signal};
 use crate::ws::frame;
 use crate::ws::registry::Connections;
 
@@ -77,32 +78,121 @@ pub async fn run_receiver(
 }
 
 /// Applies wanted-state changes from the hub as SUBSCRIBE/UNSUBSCRIBE, and
-/// resubscribes everything after the connection is re-established.
+/// resubscribes everything on each new subscriber connection, reporting to
+/// the health monitor when a connection's subscriptions are all confirmed
+/// (clients are told `up` only then).
 pub async fn run_reconciler(
     client: SubscriberClient,
     hub: Arc<Hub>,
     mut changes: mpsc::UnboundedReceiver<Arc<str>>,
     retry: mpsc::UnboundedSender<Arc<str>>,
+    health: Health,
     cancel: CancellationToken,
 ) {
-    let mut reconnects = client.reconnect_rx();
+    let mut links = health.links();
+    let mut seen = Link::default();
     let mut subscribed: HashSet<Arc<str>> = HashSet::new();
     loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = reconnects.recv() => {
-                if matches!(r, Err(RecvError::Closed)) {
-                    return;
-                }
-                // A new connection has no subscriptions: redo them all.
+        let link = links.borrow_and_update().subscriber;
+        if link != seen {
+            seen = link;
+            if !link.connected {
+                // A closed connection has no subscriptions left.
                 hub.set_all_unready();
-                subscribed.clear();
-                for channel in hub.wanted() {
-                    reconcile(&client, &hub, &mut subscribed, channel, &retry).await;
+            } else {
+                // Epochs change only on reconnect: a new, empty connection.
+                match resync(&client, &hub, &mut subscribed, &mut links, link, &cancel).await {
+                    Resync::Done => {
+                        let signal = Signal::Resubscribed { epoch: link.epoch };
+                        if health.report(signal).await.is_err() {
+                            return;
+                        }
+                    }
+                    Resync::Superseded => continue,
+                    Resync::Cancelled => return,
                 }
             }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = links.changed() => if r.is_err() { return },
             Some(channel) = changes.recv() => {
                 reconcile(&client, &hub, &mut subscribed, channel, &retry).await;
+            }
+        }
+    }
+}
+
+/// How a resubscription ended.
+enum Resync {
+    /// Every channel wanted when it began is subscribed and confirmed.
+    Done,
+    /// The subscriber connection changed meanwhile; start over.
+    Superseded,
+    Cancelled,
+}
+
+/// Channels per SUBSCRIBE when resubscribing everything.
+const RESUBSCRIBE_BATCH: usize = 256;
+
+/// SUBSCRIBEs every wanted channel on the connection of `link`, in batches,
+/// then PINGs (see [`confirmed_subscribe`]); retried until it succeeds or
+/// the connection changes. Channels dropped meanwhile are unsubscribed by
+/// their queued change, channels added meanwhile subscribed by theirs.
+async fn resync(
+    client: &SubscriberClient,
+    hub: &Hub,
+    subscribed: &mut HashSet<Arc<str>>,
+    links: &mut watch::Receiver<Links>,
+    link: Link,
+    cancel: &CancellationToken,
+) -> Resync {
+    hub.set_all_unready();
+    subscribed.clear();
+    loop {
+        let wanted = hub.wanted();
+        let attempt = async {
+            for batch in wanted.chunks(RESUBSCRIBE_BATCH) {
+                let names: Vec<String> = batch.iter().map(|c| c.to_string()).collect();
+                client.subscribe(names).await?;
+            }
+            let _: Value = client.ping(None).await?;
+            Ok::<_, fred::error::Error>(())
+        };
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return Resync::Cancelled,
+            r = attempt => r,
+        };
+        match result {
+            Ok(()) => {
+                for channel in wanted {
+                    hub.set_ready(&channel, true);
+                    subscribed.insert(channel);
+                }
+                tracing::info!(
+                    epoch = link.epoch,
+                    channels = subscribed.len(),
+                    "Redis subscriptions confirmed"
+                );
+                return Resync::Done;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "resubscribing failed; will retry");
+                let retry_at = tokio::time::Instant::now() + RETRY_DELAY;
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Resync::Cancelled,
+                        _ = tokio::time::sleep_until(retry_at) => break,
+                        r = links.changed() => {
+                            if r.is_err() {
+                                return Resync::Cancelled;
+                            }
+                            if links.borrow().subscriber != link {
+                                return Resync::Superseded;
+                            }
+                        }
+                    }
+                }
             }
         }
     }

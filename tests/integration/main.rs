@@ -2,12 +2,14 @@
 
 mod api;
 mod audit;
+mod clientlog;
 mod common;
 mod config;
 mod fanout;
 mod faults;
 mod functions;
 mod hostile;
+mod outages;
 mod pg;
 mod protocol;
 mod resume;
