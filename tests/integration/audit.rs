@@ -847,3 +847,55 @@ async fn a_new_stream_is_guarded_from_its_first_entry() {
     .await;
     gw.shutdown().await;
 }
+
+/// Routing is per method: a persona may be named like an ingest route, and
+/// its history is a GET of that path while the POST still ingests.
+#[tokio::test]
+async fn a_persona_named_like_an_ingest_route_has_a_history() {
+    let redis = RedisServer::spawn().await;
+    let pg = PgServer::spawn();
+    let gw = start_gateway(audit_config(&redis, &pg.url())).await;
+    let db = pg.client().await;
+    let a = gw.local_addr;
+    let event = json!({"persona_id": "early-kill", "variant_id": "v1", "content": "c", "predicted_er": 0.05, "pattern_used": "hook"});
+    let (status, body) = http_json(
+        a,
+        "POST",
+        "/api/events/variant-posted",
+        Some(&event.to_string()),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    wait_count(
+        &db,
+        "SELECT count(*) FROM dashboard_events",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+
+    let (status, page) = http_json(a, "GET", "/api/events/early-kill", None).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["events"][0]["variant_id"], "v1", "{page}");
+    // An impossible date is refused naming the parameter (strict RFC 3339).
+    let (status, e) = http_json(
+        a,
+        "GET",
+        "/api/events/early-kill?since=2026-13-45T99:99:99Z",
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`since`"),
+        "{e}"
+    );
+    // Another method gets 405 naming both.
+    let (status, text) = http_request(a, "DELETE", "/api/events/early-kill", &[], None).await;
+    assert_eq!(status, 405, "{text}");
+    assert!(text.contains("GET, POST"), "{text}");
+    gw.shutdown().await;
+}
