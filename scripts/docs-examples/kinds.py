@@ -14,17 +14,21 @@ wrappers at the front of PATH:
   python3     the interpreter that has redis-py (scripts/ensure-python.sh)
   pulsegate   the binary under test
 
-REDIS_URL is set to this run's Redis (scripts/ensure-redis.sh reads it).
+REDIS_URL is set to this run's Redis (scripts/ensure-redis.sh reads it);
+DATABASE_URL and PULSEGATE_* variables of the caller are dropped, so that
+nothing reaches a real deployment.
 """
 
 import os
 import re
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 from dataclasses import dataclass
 
+import services
 import shape
 import wsexchange
 
@@ -64,10 +68,20 @@ class Context:
         return text
 
     def shell(self, command, timeout=30.0, strict=True):
+        """Runs `command` with bash in a session of its own; on timeout the
+        whole session is killed (a stuck example may have started others)
+        and subprocess.TimeoutExpired is raised."""
         flags = ["-eo", "pipefail"] if strict else []
-        return subprocess.run(["bash", *flags, "-c", command], cwd=self.repo, env=self.env,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout, start_new_session=True)
+        proc = subprocess.Popen(["bash", *flags, "-c", command], cwd=self.repo, env=self.env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def make_context(repo, workdir, redis_port, gateway_port, binary, python, node_modules):
@@ -89,7 +103,7 @@ printf '%s\\n' "$out"
         with open(path, "w") as f:
             f.write("#!/usr/bin/env bash\n" + body)
         os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSEGATE_")}
+    env = services.clean_env()
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}"
     return Context(repo, workdir, bindir, redis_port, gateway_port, binary, python, node_modules, env)

@@ -21,6 +21,13 @@ class ServiceError(RuntimeError):
     pass
 
 
+def clean_env():
+    """The caller's environment without what would point an example or the
+    gateway elsewhere: PULSEGATE_* settings, REDIS_URL, DATABASE_URL."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("PULSEGATE_") and k not in ("REDIS_URL", "DATABASE_URL")}
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -166,7 +173,7 @@ class Gateway:
         cmd = [binary, "serve", "--listen", f"127.0.0.1:{port}", "--redis-url", redis_url]
         if database_url:
             cmd += ["--database-url", database_url]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PULSEGATE_")}
+        env = clean_env()
         with open(log, "wb") as out:
             proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
