@@ -9,6 +9,8 @@
 # 2. cargo fmt --all -- --check
 # 3. cargo clippy --all-targets --workspace -- -D warnings
 # 4. cargo test --workspace "$@"
+# 5. without extra arguments: the Lua reference check, the examples in
+#    README.md and docs/ (scripts/docs-examples.sh), the browser tests
 #
 # SKIP_LINT=1 skips steps 2 and 3.
 # Example: scripts/test.sh -p pulsegate --test integration fanout:: -- --nocapture
@@ -72,6 +74,15 @@ if [[ $# -eq 0 ]]; then
   else
     step "Lua reference model check skipped: python3 is not installed"
   fi
+
+  step "docs examples (scripts/docs-examples.sh)"
+  docs_out="$(mktemp)"
+  bash "$SCRIPT_DIR/docs-examples.sh" 2>&1 | tee "$docs_out"
+  dp=$(sed -n 's/^docs examples: \([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed.*$/\1/p' "$docs_out" | tail -n 1)
+  df=$(sed -n 's/^docs examples: \([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed.*$/\2/p' "$docs_out" | tail -n 1)
+  passed=$((passed + ${dp:-0}))
+  failed=$((failed + ${df:-0}))
+  rm -f "$docs_out"
 
   step "browser tests (scripts/browser-test.sh)"
   browser_out="$(mktemp)"
