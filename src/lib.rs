@@ -24,4 +24,5 @@ pub mod shutdown;
 pub mod simulate;
 pub mod snapshot;
 pub mod telemetry;
+pub mod undecodable;
 pub mod ws;
