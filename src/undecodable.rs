@@ -107,7 +107,13 @@ mod tests {
         assert!(!first_for(ReadPath::Feed, "p-once"));
         assert!(first_for(ReadPath::Replay, "p-once"));
         report(&m, ReadPath::Audit, Repair::Replaced, "p-count", None);
-        report(&m, ReadPath::Audit, Repair::Replaced, "p-count", Some("1-0"));
+        report(
+            &m,
+            ReadPath::Audit,
+            Repair::Replaced,
+            "p-count",
+            Some("1-0"),
+        );
         let text = m.encode();
         assert!(
             text.contains(r#"pulsegate_undecodable_total{read="audit",action="replaced"} 2"#),

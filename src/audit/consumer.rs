@@ -74,13 +74,7 @@ impl Batch {
     }
 
     /// `fields` is `None` for an entry trimmed away while it was pending.
-    fn add(
-        &mut self,
-        key: &str,
-        persona: &str,
-        id: String,
-        fields: Option<fred::types::Value>,
-    ) {
+    fn add(&mut self, key: &str, persona: &str, id: String, fields: Option<fred::types::Value>) {
         if !self.seen.insert((key.to_owned(), id.clone())) {
             return;
         }

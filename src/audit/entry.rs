@@ -221,6 +221,9 @@ mod tests {
         assert_eq!(r.data, f["m"], "an escaped backslash is no NUL escape");
         let mut f = HashMap::new();
         f.insert("m".into(), "[1,2]".into());
-        assert!(parse("p", "7-0", f, false).unwrap().data.contains("unparsed"));
+        assert!(parse("p", "7-0", f, false)
+            .unwrap()
+            .data
+            .contains("unparsed"));
     }
 }
