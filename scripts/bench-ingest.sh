@@ -33,7 +33,9 @@ $R FCALL pulse_ingest 1 'pulse:{bench}' \
   '{"type":"variant_posted","variant_id":"var_b","content":"c","predicted_er":0.05,"pattern_used":"p"}' >/dev/null
 # ~300 bytes, the size of the message pulse_ingest publishes.
 PAYLOAD=$(head -c 300 /dev/zero | tr '\0' x)
-EVENT='{"type":"performance_update","variant_id":"var_b","view_count":__rand_int__,"interaction_count":__rand_int__}'
+# __rand_int__ is zero-padded (000000001234), which JSON and so the library
+# refuse as a number; a leading 1 makes it a 13-digit one.
+EVENT='{"type":"performance_update","variant_id":"var_b","view_count":1__rand_int__,"interaction_count":1__rand_int__}'
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 # run N redis-benchmark-args... -> "<requests/s> <µs of redis CPU per call>"

@@ -26,4 +26,5 @@ pub mod simulate;
 pub mod snapshot;
 pub mod telemetry;
 pub mod time;
+pub mod undecodable;
 pub mod ws;

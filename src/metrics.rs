@@ -1,48 +1,14 @@
 //! Prometheus metrics (prometheus-client): one registry, one struct of handles.
 //! Handles are cheap atomics; the hot path only increments them.
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SourceLabel {
-    pub source: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PersonaLabel {
-    pub persona: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CodeLabel {
-    pub code: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ErrorLabel {
-    pub code: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HttpLabels {
-    pub route: &'static str,
-    pub status: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabel {
-    pub route: &'static str,
-}
+mod labels;
+pub use labels::*;
 
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~3.3 s
@@ -59,6 +25,9 @@ pub struct Metrics {
     pub redis_messages_received: Counter,
     pub redis_messages_dropped: Family<ReasonLabel, Counter>,
     pub redis_messages_lagged: Counter,
+    /// Publications, snapshots and stream entries holding bytes that are not
+    /// UTF-8, by where they were read and what became of them.
+    pub undecodable: Family<UndecodableLabels, Counter>,
     pub redis_reconnects: Counter,
     pub redis_up: Gauge,
     pub frames_sent: Counter,
@@ -100,11 +69,6 @@ pub struct Metrics {
     pub auth_failures: Family<ReasonLabel, Counter>,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LimitLabel {
-    pub limit: &'static str,
-}
-
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -123,6 +87,7 @@ impl Metrics {
             redis_messages_received: Counter::default(),
             redis_messages_dropped: Family::default(),
             redis_messages_lagged: Counter::default(),
+            undecodable: Family::default(),
             redis_reconnects: Counter::default(),
             redis_up: Gauge::default(),
             frames_sent: Counter::default(),
@@ -286,6 +251,11 @@ impl Metrics {
             "redis_messages_lagged",
             "Pub/sub messages lost because the hub lagged behind fred's channel",
             m.redis_messages_lagged.clone(),
+        );
+        r.register(
+            "undecodable",
+            "Publications, snapshots and stream entries that were not UTF-8, by read path and action (replaced with U+FFFD, or skipped)",
+            m.undecodable.clone(),
         );
         r.register(
             "redis_reconnects",

@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 use crate::app::App;
 use crate::dashboard::{suggestions, RawSnapshot};
 use crate::keys::PersonaId;
+use crate::metrics::{ReadPath, Repair};
 use crate::protocol::ServerMessage;
+use crate::undecodable::{self, lossy};
 
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -47,13 +49,18 @@ pub enum SnapshotError {
     Redis(#[from] fred::error::Error),
     #[error("unexpected snapshot from Redis: {0}")]
     Decode(#[from] serde_json::Error),
+    #[error("unexpected snapshot from Redis: not a string")]
+    NotText,
 }
 
-/// Reads and enriches the raw snapshot of `persona`.
+/// Reads and enriches the raw snapshot of `persona`. The reply is taken as
+/// bytes: `pulse_snapshot` encodes stored strings as they are, so one stored
+/// invalid byte (say, a variant's content) would otherwise fail every
+/// snapshot of the persona; it is served with U+FFFD instead.
 pub async fn fetch_raw(app: &App, persona: &PersonaId) -> Result<RawSnapshot, SnapshotError> {
     use fred::prelude::*;
     let base = app.hub.keys().base(persona);
-    let raw: String = app
+    let reply: Value = app
         .redis
         .fcall_ro(
             "pulse_snapshot",
@@ -61,7 +68,17 @@ pub async fn fetch_raw(app: &App, persona: &PersonaId) -> Result<RawSnapshot, Sn
             vec![app.function_options.as_str()],
         )
         .await?;
-    let mut snap: RawSnapshot = serde_json::from_str(&raw)?;
+    let raw = lossy(reply.as_bytes().ok_or(SnapshotError::NotText)?);
+    if raw.replaced {
+        undecodable::report(
+            &app.metrics,
+            ReadPath::Snapshot,
+            Repair::Replaced,
+            persona.as_str(),
+            None,
+        );
+    }
+    let mut snap: RawSnapshot = serde_json::from_str(&raw.text)?;
     snap.enrich(&app.config.optimization);
     Ok(snap)
 }

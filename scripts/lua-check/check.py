@@ -62,7 +62,7 @@ class Conn:
         if t == b"+":
             return rest.decode()
         if t == b"-":
-            return RespError(rest.decode())
+            return RespError(rest.decode("utf-8", "surrogateescape"))
         if t == b":":
             return int(rest)
         if t == b"$":
@@ -198,10 +198,10 @@ class Ctx:
         self.r = Conn(host, port)
 
     def ingest(self, base, ev, opts=None):
-        body = ev if isinstance(ev, str) else json.dumps(ev)
+        body = ev if isinstance(ev, (str, bytes)) else json.dumps(ev)
         args = ["FCALL", "pulse_ingest", 1, base, body]
         if opts is not None:
-            args.append(opts if isinstance(opts, str) else json.dumps(opts))
+            args.append(opts if isinstance(opts, (str, bytes)) else json.dumps(opts))
         return self.r.call(*args)
 
     def must(self, base, ev, opts=None):
@@ -686,6 +686,193 @@ def t_validation(c):
     s.close()
 
 
+# --------------------------------------------------------------------------
+# JSON text: only valid UTF-8 and RFC 8259 numbers enter Redis
+# --------------------------------------------------------------------------
+MAX_COUNT = 10 ** 14 - 1
+
+
+def json_text_ok(raw):
+    """Reference model: is raw (bytes) JSON text the library must accept?
+    RFC 8259 in strict UTF-8, no raw C0 control character other than tab,
+    LF and CR (the library tolerates those inside strings too, which JSON
+    does not: cjson escapes them again on output). Returns the value or
+    raises ValueError."""
+    text = raw.decode("utf-8")          # strict: raises on invalid UTF-8
+    if re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", text):
+        raise ValueError("control character")
+
+    def no_constant(name):
+        raise ValueError("not JSON: " + name)
+    return json.loads(text, strict=False, parse_constant=no_constant)
+
+
+def utf8_piece(rnd):
+    """A random piece of a string's bytes: ASCII, well-formed UTF-8, or one
+    of the ill-formed kinds (stray continuation, cut sequence, overlong,
+    surrogate, above U+10FFFF, bytes never in UTF-8)."""
+    kind = rnd.randrange(12)
+    if kind < 4:
+        return bytes(rnd.choice(b"abc xyz.,!?0123456789") for _ in range(rnd.randrange(1, 6)))
+    if kind < 8:
+        return rnd.choice(["é", "ß", "€", "“", "日本", "😀", "\u07ff", "\uffff", "\U0010ffff", "\u0800"]).encode()
+    return rnd.choice([b"\x80", b"\xbf", b"\xc3", b"\xe2\x82", b"\xf0\x9f\x98", b"\xc0\xaf", b"\xc1\xbf",
+                       b"\xe0\x80\xaf", b"\xed\xa0\x80", b"\xed\xbf\xbf", b"\xf0\x80\x80\xaf",
+                       b"\xf4\x90\x80\x80", b"\xf5\x80\x80\x80", b"\xfe", b"\xff", b"\xe2\xc3\xa9\x82\xac",
+                       b"\x01", b"\x1f", b"\x7f", b"\t"])
+
+
+def t_json_text(c):
+    base = "pulse:{p_text}"
+    t = T0
+    c.must(base, post(base, "v1", t, pred=0.05))
+    s = c.sub(base + ":events")
+    s.drain()
+    pv = b'{"type":"variant_posted","variant_id":"n1","predicted_er":0.05,"content":"%s"}'
+    pu = b'{"type":"performance_update","variant_id":"v1","view_count":%s,"interaction_count":1}'
+    cases = [
+        ("content \\xff\\xfe", "content", pv % b"\xff\xfe"),
+        ("content cut sequence", "content", pv % b"caf\xc3"),
+        ("content overlong", "content", pv % b"\xc0\xaf"),
+        ("content surrogate", "content", pv % b"\xed\xa0\x80"),
+        ("content above U+10FFFF", "content", pv % b"\xf4\x90\x80\x80"),
+        ("content two valid halves", "content", pv % b"\xe2\xc3\xa9\x82\xac"),
+        ("content raw control", "content", pv % b"a\x01b"),
+        ("reason \\xff", "reason", b'{"type":"early_kill","variant_id":"v1","reason":"\xff","final_engagement_rate":0.1,"sample_size":1}'),
+        ("type \\xff", "type", b'{"type":"\xff","variant_id":"v1"}'),
+        ("unknown member \\xff", "note", pv.replace(b'"content"', b'"note":"\xff","content"') % b"x"),
+        ("nested member \\xff", "inner", pv.replace(b'"content"', b'"meta":{"inner":["\xff"]},"content"') % b"x"),
+        ("member name \\xff", "event", pv.replace(b'"content"', b'"\xff":1,"content"') % b"x"),
+        ("NUL then garbage", "event", (pv % b"x") + b"\x00garbage"),
+        ("hex", "view_count", pu % b"0x10"),
+        ("hex upper", "view_count", pu % b"0X10"),
+        ("hex float", "view_count", pu % b"0x1p3"),
+        ("leading plus", "view_count", pu % b"+1"),
+        ("leading zero", "view_count", pu % b"01"),
+        ("negative leading zero", "view_count", pu % b"-01"),
+        ("double zero", "view_count", pu % b"00"),
+        ("inf", "view_count", pu % b"inf"),
+        ("-inf", "view_count", pu % b"-inf"),
+        ("Infinity", "view_count", pu % b"Infinity"),
+        ("nan", "view_count", pu % b"nan"),
+        ("NaN", "view_count", pu % b"NaN"),
+        ("trailing dot", "view_count", pu % b"5."),
+        ("dot then exponent", "view_count", pu % b"1.e3"),
+        ("leading dot", "event", pu % b".5"),
+        ("minus dot", "view_count", pu % b"-.5"),
+        ("minus dot zero", "view_count", pu % b"-.0"),
+        ("zero dot", "view_count", pu % b"0."),
+        ("nested number", "deep", pu.replace(b'"view_count"', b'"x":{"deep":[1,0x10]},"view_count"') % b"1"),
+        ("number in a string's neighbour", "predicted_er",
+         b'{"type":"variant_posted","variant_id":"n1","content":"1.e5 .5 0x10 \\" 5.","predicted_er":0.}'),
+    ]
+    opt_cases = [
+        ("option hex", "options.stream_maxlen", b'{"stream_maxlen":0x10}'),
+        ("option trailing dot", "options.stream_maxlen", b'{"stream_maxlen":10.}'),
+        ("option \\xff", "options", b'{"\xff":1}'),
+    ]
+    key_cases = [
+        ("key \\xff", "key", [b"FCALL", b"pulse_ingest", b"1", b"pulse\xff:{p_text}", pu % b"1"]),
+        ("snapshot key \\xff", "key", [b"FCALL_RO", b"pulse_snapshot", b"1", b"pulse\xff:{p_text}"]),
+        ("snapshot option hex", "options.max_variants", [b"FCALL_RO", b"pulse_snapshot", b"1", base.encode(), b'{"max_variants":0x1}']),
+        ("variant option 01", "options.now_ms", [b"FCALL_RO", b"pulse_variant", b"1", base.encode(), b"v1", b'{"now_ms":01}']),
+    ]
+    before = c.state(base + "*")
+    for name, field, raw in cases:
+        check(not accepted_by_model(raw), "%s: the model refuses it too" % name)
+        r = c.ingest(base, raw)
+        # the reason, not only the field: a form like -.5 is also out of range
+        why = ("not a JSON number" if field in ("view_count", "deep", "predicted_er")
+               else "malformed JSON" if name == "leading dot"
+               else "control character" if "control" in name or "NUL" in name else "not valid UTF-8")
+        ok = isinstance(r, RespError) and r.msg.startswith("INVALID field=%s: " % field) and why in r.msg
+        check(ok, "%s: want 'INVALID field=%s: ...', got %r" % (name, field, getattr(r, "msg", r)))
+        check(not isinstance(r, RespError) or all(32 <= ord(ch) < 127 for ch in r.msg),
+              "%s: the error is printable ASCII: %r" % (name, getattr(r, "msg", r)))
+    for name, field, opts in opt_cases:
+        r = c.ingest(base, pu % b"1", opts)
+        ok = isinstance(r, RespError) and r.msg.startswith("INVALID field=%s: " % field)
+        check(ok, "%s: want 'INVALID field=%s: ...', got %r" % (name, field, getattr(r, "msg", r)))
+    for name, field, args in key_cases:
+        r = c.r.call(*args)
+        ok = isinstance(r, RespError) and r.msg.startswith("INVALID field=%s: " % field)
+        check(ok, "%s: want 'INVALID field=%s: ...', got %r" % (name, field, getattr(r, "msg", r)))
+    eq(c.state(base + "*"), before, "refused text changes no key")
+    eq(s.drain(0.1), [], "refused text publishes nothing")
+
+    # what JSON allows is still accepted, stored and published as valid UTF-8
+    ok_cases = [
+        (pv % "tab\there, é ß € “q” 日本 😀 \U0010ffff \x7f".encode(), None),
+        (pv.replace(b'"content":"%s"', b'"content":"x\\u00e9\\ud83d\\ude00\\u0000\\"1.e5\\\\"') , None),
+        (b'{\n  "type": "variant_posted",\r\n\t"variant_id": "n3", "content": "x", "predicted_er": 5e-2\n}', None),
+        (pu % b"-0", None), (pu % b"1E+3", None), (pu % b"1e05", None), (pu % b"2500.0", None), (pu % b"2.5e3", None),
+    ]
+    n = 0
+    for raw, _ in ok_cases:
+        if raw.startswith(b'{"type":"variant_posted"') or b'"variant_posted"' in raw:
+            n += 1
+            raw = raw.replace(b'"n1"', b'"ok%d"' % n).replace(b'"n3"', b'"ok%d"' % (n + 100))
+        r = c.ingest(base, raw)
+        check(not isinstance(r, RespError), "valid JSON accepted: %r -> %r" % (raw[:80], getattr(r, "msg", r)))
+    for m in s.drain(0.2):
+        m.encode("utf-8")               # surrogateescape'd bytes would raise here
+        json.loads(m)
+
+    # model check: random number spellings and random string bytes; the
+    # library accepts exactly what the model accepts, and a refusal names
+    # the member and changes nothing
+    rnd = random.Random(11)
+    alphabet = "0123456789.-+eExXinfaN"
+    agree = 0
+    for i in range(400):
+        if i % 4 == 1:
+            tok = "".join(rnd.choice(alphabet) for _ in range(rnd.randrange(1, 6))).encode()
+            raw = pu % tok
+            member = "view_count"
+        elif i % 2:
+            # number-shaped: sign, integer part, fraction, exponent, each
+            # drawn from valid and invalid spellings
+            tok = "".join(rnd.choice(p) for p in (["", "", "-", "+"], ["", "0", "00", "01", "1", "12", "0x1"],
+                                                  ["", "", ".", ".0", ".5"], ["", "", "e", "e1", "E+1", "e-01"]))
+            tok = (tok or "0").encode()
+            raw = pu % tok
+            member = "view_count"
+        else:
+            content = b"".join(utf8_piece(rnd) for _ in range(rnd.randrange(1, 5)))
+            raw = b'{"type":"variant_posted","variant_id":"m%d","predicted_er":0.05,"content":"%s"}' % (i, content)
+            member = "content"
+        try:
+            v = json_text_ok(raw)
+            want_ok = member == "content" or (isinstance(v["view_count"], (int, float))
+                                             and not isinstance(v["view_count"], bool)
+                                             and math.isfinite(v["view_count"])
+                                             and float(v["view_count"]).is_integer()
+                                             and 0 <= v["view_count"] <= MAX_COUNT)
+        except (ValueError, UnicodeDecodeError):
+            want_ok = False
+        before = c.state(base + "*") if not want_ok else None
+        r = c.ingest(base, raw)
+        got_ok = not isinstance(r, RespError)
+        if got_ok != want_ok:
+            check(False, "model: %r: library %s, model %s (%r)" % (raw, got_ok, want_ok, getattr(r, "msg", r)))
+            continue
+        if not got_ok:
+            fields = ("INVALID field=%s: " % member, "INVALID field=event: ")
+            check(r.msg.startswith(fields), "model: %r refused as %r" % (raw, r.msg))
+            eq(c.state(base + "*"), before, "model: refused %r changes nothing" % raw)
+        agree += 1
+    check(agree == 400, "model agreed on %d of 400" % agree)
+    s.close()
+
+
+def accepted_by_model(raw):
+    try:
+        json_text_ok(raw)
+        return True
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
 def t_duplicates_and_kills(c):
     base = "pulse:{p_dup}"
     t = T0
@@ -919,7 +1106,7 @@ def main():
     with open(a.lib, "rb") as f:
         eq(c.r.ok("FUNCTION", "LOAD", "REPLACE", f.read()), "pulse", "FUNCTION LOAD")
     tests = [t_version, t_event_types, t_aggregates, t_windows, t_random_model, t_out_of_order,
-             t_validation, t_duplicates_and_kills, t_fatigue, t_snapshot_shape, t_ids, t_keys_and_prefix,
+             t_validation, t_json_text, t_duplicates_and_kills, t_fatigue, t_snapshot_shape, t_ids, t_keys_and_prefix,
              t_timestamps]
     for tfn in tests:
         n = len(FAILS)

@@ -26,7 +26,9 @@ use super::entry::{self, AuditRow};
 use super::status::AuditStatus;
 use super::writer::{self, PgPool};
 use crate::config::AuditConfig;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReadPath, Repair};
+use crate::redis::text;
+use crate::undecodable;
 
 pub struct Consumer {
     pub redis: Client,
@@ -43,8 +45,11 @@ pub struct Consumer {
 }
 
 /// Stream entries as fred returns them: (id, fields). A pending entry that
-/// was trimmed from the stream comes back without fields (nil).
-type Entries = Vec<(String, Option<HashMap<String, String>>)>;
+/// was trimmed from the stream comes back without fields (nil). Fields stay
+/// a `Value` until each entry is decoded on its own: converted to strings
+/// in one go, one entry that is not UTF-8 failed the whole read, and its
+/// batch, on every retry.
+type Entries = Vec<(String, Option<fred::types::Value>)>;
 
 /// What a read brought: rows to write, and per stream the ids to acknowledge.
 #[derive(Default)]
@@ -55,6 +60,9 @@ struct Batch {
     seen: HashSet<(String, String)>,
     /// Entries trimmed before they were audited: (stream, id).
     lost: Vec<(String, String)>,
+    /// Entries recorded with U+FFFD for bytes that were not UTF-8:
+    /// (persona, id).
+    replaced: Vec<(String, String)>,
     /// Some entry came from a pending list (ours or a claim): it may have
     /// been committed already, before a crash kept it from being acknowledged.
     redelivered: bool,
@@ -66,18 +74,17 @@ impl Batch {
     }
 
     /// `fields` is `None` for an entry trimmed away while it was pending.
-    fn add(
-        &mut self,
-        key: &str,
-        persona: &str,
-        id: String,
-        fields: Option<HashMap<String, String>>,
-    ) {
+    fn add(&mut self, key: &str, persona: &str, id: String, fields: Option<fred::types::Value>) {
         if !self.seen.insert((key.to_owned(), id.clone())) {
             return;
         }
-        let row = match fields {
-            Some(fields) => entry::parse(persona, &id, fields),
+        let row = match fields.map(text::entry_fields) {
+            Some(fields) => {
+                if fields.replaced {
+                    self.replaced.push((persona.to_owned(), id.clone()));
+                }
+                entry::parse(persona, &id, fields.map, fields.replaced)
+            }
             None => {
                 self.lost.push((key.to_owned(), id.clone()));
                 entry::lost(persona, &id)
@@ -192,6 +199,10 @@ impl Consumer {
             }
             idle = Duration::from_millis(10);
             self.report_lost(&batch.lost);
+            for (persona, id) in &batch.replaced {
+                let read = ReadPath::Audit;
+                undecodable::report(&self.metrics, read, Repair::Replaced, persona, Some(id));
+            }
             permit.send(batch);
         }
     }

@@ -17,8 +17,10 @@ pub struct AuditRow {
     pub event_type: String,
     pub variant_id: Option<String>,
     /// JSON text of an object Postgres accepts as `jsonb`: the published
-    /// message (`m`) verbatim, else `{"unparsed": "<m>"}`. Kept as text so
-    /// it goes to Postgres without being serialized again.
+    /// message (`m`) verbatim, else `{"unparsed": "<m>"}`; either with
+    /// `"invalid_utf8_replaced": true` when the entry held bytes that were
+    /// not UTF-8 (each invalid sequence is U+FFFD in it). Kept as text so it
+    /// goes to Postgres without being serialized again.
     pub data: String,
     /// The event's own time (`timestamp`), or the stream id's time; epoch ms.
     pub created_ms: i64,
@@ -26,7 +28,14 @@ pub struct AuditRow {
 
 /// Builds the row of entry `id` of `persona`'s stream. Entries the gateway
 /// did not write (no valid `m`) are still recorded, wrapped, never dropped.
-pub fn parse(persona: &str, id: &str, mut fields: HashMap<String, String>) -> Option<AuditRow> {
+/// `replaced`: the fields were decoded with U+FFFD for bytes that were not
+/// UTF-8 (`src/redis/text.rs`); the row says so.
+pub fn parse(
+    persona: &str,
+    id: &str,
+    mut fields: HashMap<String, String>,
+    replaced: bool,
+) -> Option<AuditRow> {
     let (ms, seq) = parse_offset(id)?;
     let raw = fields.remove("m").unwrap_or_default();
     // Parsed (not just scanned) so that what goes to Postgres is JSON it
@@ -49,9 +58,19 @@ pub fn parse(persona: &str, id: &str, mut fields: HashMap<String, String>) -> Op
         .and_then(|d| d["timestamp"].as_str())
         .and_then(parse_rfc3339_ms)
         .unwrap_or(ms as i64);
-    let data = match parsed {
-        Some(_) => raw,
-        None => serde_json::json!({ "unparsed": no_nul(raw) }).to_string(),
+    let data = match (parsed, replaced) {
+        (Some(_), false) => raw,
+        (Some(mut message), true) => {
+            message["invalid_utf8_replaced"] = true.into();
+            message.to_string()
+        }
+        (None, replaced) => {
+            let mut wrapped = serde_json::json!({ "unparsed": no_nul(raw) });
+            if replaced {
+                wrapped["invalid_utf8_replaced"] = true.into();
+            }
+            wrapped.to_string()
+        }
     };
     Some(AuditRow {
         persona_id: no_nul(persona.to_owned()),
@@ -121,7 +140,7 @@ mod tests {
         f.insert("m".into(), r#"{"type":"variant_update","timestamp":"2026-11-22T03:00:00.000Z","offset":"5-1","data":{"event_type":"early_kill","variant_id":"v"}}"#.into());
         f.insert("t".into(), "early_kill".into());
         f.insert("v".into(), "v".into());
-        let r = parse("p", "5-1", f.clone()).unwrap();
+        let r = parse("p", "5-1", f.clone(), false).unwrap();
         assert_eq!(
             (r.ms, r.seq, r.event_type.as_str(), r.variant_id.as_deref()),
             (5, 1, "early_kill", Some("v"))
@@ -131,19 +150,35 @@ mod tests {
         // Without the stream's fields, the message says what it is.
         f.remove("t");
         f.remove("v");
-        let r = parse("p", "5-1", f).unwrap();
+        let r = parse("p", "5-1", f, false).unwrap();
         assert_eq!(
             (r.event_type.as_str(), r.variant_id.as_deref()),
             ("early_kill", Some("v"))
         );
         let mut f = HashMap::new();
         f.insert("m".into(), "garbage".into());
-        let r = parse("p", "1795318000123-0", f).unwrap();
+        let r = parse("p", "1795318000123-0", f, false).unwrap();
         let data: Value = serde_json::from_str(&r.data).unwrap();
         assert_eq!(data["unparsed"], "garbage");
         assert_eq!(r.event_type, "unknown");
         assert_eq!(r.created_ms, 1_795_318_000_123, "the stream id's time");
-        assert!(parse("p", "nope", HashMap::new()).is_none());
+        assert!(parse("p", "nope", HashMap::new(), false).is_none());
+    }
+
+    #[test]
+    fn a_replaced_entry_says_so() {
+        let mut f = HashMap::new();
+        f.insert("m".into(), "{\"data\":{\"content\":\"\u{fffd}\"}}".into());
+        let r = parse("p", "7-0", f, true).unwrap();
+        let data: Value = serde_json::from_str(&r.data).unwrap();
+        assert_eq!(data["invalid_utf8_replaced"], true);
+        assert_eq!(data["data"]["content"], "\u{fffd}");
+        let mut f = HashMap::new();
+        f.insert("m".into(), "{\u{fffd}".into());
+        let r = parse("p", "7-1", f, true).unwrap();
+        let data: Value = serde_json::from_str(&r.data).unwrap();
+        assert_eq!(data["invalid_utf8_replaced"], true);
+        assert_eq!(data["unparsed"], "{\u{fffd}");
     }
 
     #[test]
@@ -168,7 +203,7 @@ mod tests {
             r#"{"timestamp":"soon","data":{"content":"a\u0000b"}}"#.into(),
         );
         f.insert("t".into(), "x\0y".into());
-        let r = parse("p", "7-0", f).unwrap();
+        let r = parse("p", "7-0", f, false).unwrap();
         let data: Value = serde_json::from_str(&r.data).unwrap();
         assert!(
             !data["unparsed"].as_str().unwrap().contains('\0'),
@@ -182,10 +217,13 @@ mod tests {
         );
         let mut f = HashMap::new();
         f.insert("m".into(), r#"{"data":{"path":"C:\\u0000"}}"#.into());
-        let r = parse("p", "7-0", f.clone()).unwrap();
+        let r = parse("p", "7-0", f.clone(), false).unwrap();
         assert_eq!(r.data, f["m"], "an escaped backslash is no NUL escape");
         let mut f = HashMap::new();
         f.insert("m".into(), "[1,2]".into());
-        assert!(parse("p", "7-0", f).unwrap().data.contains("unparsed"));
+        assert!(parse("p", "7-0", f, false)
+            .unwrap()
+            .data
+            .contains("unparsed"));
     }
 }

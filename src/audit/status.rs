@@ -201,7 +201,8 @@ async fn stream_lag(
         }
     } else if lag > 0 {
         if let Some(last) = g.get("last-delivered-id").and_then(|v| v.as_str()) {
-            let next: Vec<(String, HashMap<String, String>)> =
+            // Only the id is used: the fields stay undecoded bytes.
+            let next: Vec<(String, Value)> =
                 redis.xrange(key, format!("({last}"), "+", Some(1)).await?;
             oldest = next
                 .first()

@@ -16,7 +16,10 @@ use crate::dashboard::{human_duration, suggestions, RawSnapshot};
 use crate::hub::message::parse_offset;
 use crate::ingest::{self, IngestError};
 use crate::keys::PersonaId;
+use crate::metrics::{ReadPath, Repair};
+use crate::redis::text;
 use crate::snapshot::{self, SnapshotError};
+use crate::undecodable;
 
 /// Entries of the stream shown as `real_time_feed`.
 const FEED_LEN: usize = 20;
@@ -59,7 +62,7 @@ async fn load(app: &App, persona: &PersonaId) -> Result<Option<RawSnapshot>, Api
                 "redis_unavailable",
                 e.to_string(),
             ),
-            SnapshotError::Decode(_) => {
+            SnapshotError::Decode(_) | SnapshotError::NotText => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "bad_snapshot", e.to_string())
             }
         }
@@ -224,17 +227,30 @@ fn active_variants_body(persona: &PersonaId, snap: &RawSnapshot) -> Value {
 }
 
 /// The newest stream entries, newest first (what a dashboard feed shows).
+/// An entry that is not UTF-8 is shown replaced (U+FFFD); one whose message
+/// is still no JSON is left out. Either is counted (`src/undecodable.rs`).
 async fn real_time_feed(app: &App, persona: &PersonaId) -> Value {
     let key = app.hub.keys().stream(persona);
-    let entries: Result<Vec<(String, std::collections::HashMap<String, String>)>, _> = app
+    let reply: Result<fred::types::Value, _> = app
         .redis
         .xrevrange(key, "+", "-", Some(FEED_LEN as u64))
         .await;
-    match entries {
+    match reply.and_then(text::entries) {
         Ok(entries) => Value::Array(
             entries
                 .into_iter()
-                .filter_map(|(_, fields)| serde_json::from_str(fields.get("m")?).ok())
+                .filter_map(|(id, fields)| {
+                    let message = serde_json::from_str(fields.map.get("m")?).ok();
+                    if fields.replaced {
+                        let action = match message {
+                            Some(_) => Repair::Replaced,
+                            None => Repair::Skipped,
+                        };
+                        let (metrics, p) = (&app.metrics, persona.as_str());
+                        undecodable::report(metrics, ReadPath::Feed, action, p, Some(&id));
+                    }
+                    message
+                })
                 .collect(),
         ),
         Err(e) => {

@@ -16,7 +16,8 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
 use crate::keys::{ws_channel_name, Keys, PersonaId};
-use crate::metrics::{Metrics, ReasonLabel};
+use crate::metrics::{Metrics, ReadPath, ReasonLabel, Repair};
+use crate::undecodable;
 use crate::ws::outbox::{Offset, Outbox, Pushed};
 
 /// How a subscriber wants publications framed.
@@ -271,6 +272,34 @@ impl Hub {
         }
     }
 
+    /// A publication refused for bytes that are not UTF-8 (a string stored
+    /// before the library refused them, or another publisher's): with U+FFFD
+    /// for each invalid sequence it goes out if it is then a JSON object, as
+    /// its replay from the stream would. `None`: drop it.
+    fn repair(
+        &self,
+        channel: &str,
+        payload: &[u8],
+        reason: message::RejectReason,
+    ) -> Option<(String, message::Inspected)> {
+        // Only bytes that are not UTF-8 can be repaired; an oversized or
+        // deeply nested payload is dropped without another pass over it.
+        if reason != message::RejectReason::InvalidJson {
+            return None;
+        }
+        let text = undecodable::lossy(payload);
+        if !text.replaced {
+            return None;
+        }
+        let meta = message::inspect(text.text.as_bytes(), self.bounds).ok();
+        let action = match meta {
+            Some(_) => Repair::Replaced,
+            None => Repair::Skipped,
+        };
+        undecodable::report(&self.metrics, ReadPath::Live, action, channel, None);
+        Some((text.text.into_owned(), meta?))
+    }
+
     /// Fans a publication out to the channel's subscribers.
     pub fn dispatch(&self, channel: &str, payload: &[u8]) {
         self.metrics.redis_messages_received.inc();
@@ -287,18 +316,25 @@ impl Hub {
                 None => return,
             }
         };
-        let meta = match message::inspect(payload, self.bounds) {
-            Ok(m) => m,
-            Err(reason) => {
-                tracing::debug!(channel, %reason, "dropping publication");
-                self.metrics
-                    .redis_messages_dropped
-                    .get_or_create(&ReasonLabel {
-                        reason: reason.label(),
-                    })
-                    .inc();
-                return;
-            }
+        let repaired;
+        let (payload, meta) = match message::inspect(payload, self.bounds) {
+            Ok(m) => (payload, m),
+            Err(reason) => match self.repair(channel, payload, reason) {
+                Some((text, m)) => {
+                    repaired = text;
+                    (repaired.as_bytes(), m)
+                }
+                None => {
+                    tracing::debug!(channel, %reason, "dropping publication");
+                    self.metrics
+                        .redis_messages_dropped
+                        .get_or_create(&ReasonLabel {
+                            reason: reason.label(),
+                        })
+                        .inc();
+                    return;
+                }
+            },
         };
         let mut verbatim = None;
         let mut wrapped = None;

@@ -5,6 +5,7 @@ pub mod functions;
 pub mod health;
 pub mod replay;
 pub mod subscriber;
+pub mod text;
 
 use fred::clients::SubscriberClient;
 use fred::prelude::*;

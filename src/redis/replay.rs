@@ -6,15 +6,24 @@ use std::collections::HashMap;
 
 use fred::prelude::*;
 
-use crate::hub::message::parse_offset;
+use crate::hub::message::{inspect, parse_offset, Bounds};
+use crate::metrics::Repair;
+use crate::redis::text;
 use crate::ws::outbox::Offset;
 
 /// What a resume from `since` can give.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Replay {
     /// Every event after `since`, in order (`m` of each entry), and the id of
-    /// the last one (or `since` when none was missed).
-    Complete { messages: Vec<String>, last: Offset },
+    /// the last one (or `since` when none was missed). `undecodable`: the
+    /// entries whose bytes were not UTF-8, by id, sent with U+FFFD in place
+    /// of each invalid sequence, or skipped when that is still no JSON
+    /// object; the ones after them are sent all the same.
+    Complete {
+        messages: Vec<String>,
+        last: Offset,
+        undecodable: Vec<(String, Repair)>,
+    },
     /// Some missed events are gone (trimmed), too many were missed, or the
     /// offset is not from this stream: the client needs a fresh snapshot.
     Unrecoverable(&'static str),
@@ -77,19 +86,34 @@ pub async fn since(
             _ => return Ok(Replay::Unrecoverable("trimmed")),
         }
     }
-    let entries: Vec<(String, HashMap<String, String>)> = entries.convert()?;
+    let entries = text::entries(entries)?;
     if entries.len() > max {
         return Ok(Replay::Unrecoverable("too_many_missed"));
     }
     let mut last = since;
     let mut messages = Vec::with_capacity(entries.len());
+    let mut undecodable = Vec::new();
     for (id, mut fields) in entries {
         if let Some(o) = parse_offset(&id) {
             last = o;
         }
-        if let Some(m) = fields.remove("m") {
-            messages.push(m);
+        let Some(m) = fields.map.remove("m") else {
+            continue;
+        };
+        if fields.replaced {
+            // Checked only here: the invalid bytes may have been outside
+            // any JSON string, and a client cannot parse what is no JSON.
+            if inspect(m.as_bytes(), Bounds::default()).is_err() {
+                undecodable.push((id, Repair::Skipped));
+                continue;
+            }
+            undecodable.push((id, Repair::Replaced));
         }
+        messages.push(m);
     }
-    Ok(Replay::Complete { messages, last })
+    Ok(Replay::Complete {
+        messages,
+        last,
+        undecodable,
+    })
 }

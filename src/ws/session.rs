@@ -18,10 +18,12 @@ use crate::auth::Claims;
 use crate::hub::message::parse_offset;
 use crate::hub::{Mode, Subscription};
 use crate::keys::{parse_ws_channel, ws_channel_name, PersonaId};
+use crate::metrics::ReadPath;
 use crate::protocol::{close, error_code, parse_client_message, ClientMessage, ServerMessage};
 use crate::ratelimit::{MessageLimiter, Verdict};
 use crate::redis::replay::{self, Replay};
 use crate::snapshot;
+use crate::undecodable;
 
 /// How long a subscription may wait for Redis before the snapshot is sent anyway.
 const READY_WAIT: Duration = Duration::from_secs(3);
@@ -434,7 +436,15 @@ async fn resume(
     let key = app.hub.keys().stream(persona);
     let max = app.config.ws.max_replay;
     let reason = match replay::since(&app.redis, &key, since, max).await {
-        Ok(Replay::Complete { messages, last }) => {
+        Ok(Replay::Complete {
+            messages,
+            last,
+            undecodable,
+        }) => {
+            for (id, action) in &undecodable {
+                let (metrics, p) = (&app.metrics, persona.as_str());
+                undecodable::report(metrics, ReadPath::Replay, *action, p, Some(id));
+            }
             app.metrics.resume("complete");
             let frames = messages.iter().map(|m| frame::text(m.as_bytes())).collect();
             return (frames, Some(last));

@@ -326,10 +326,10 @@ pub async fn http_json(
     )
 }
 
-/// All ids of a stream, oldest first.
+/// All ids of a stream, oldest first (fields left as bytes: they need not
+/// be UTF-8).
 pub async fn stream_ids(client: &Client, key: &str) -> Vec<String> {
-    let entries: Vec<(String, std::collections::HashMap<String, String>)> =
-        client.xrange(key, "-", "+", None).await.expect("XRANGE");
+    let entries: Vec<(String, Value)> = client.xrange(key, "-", "+", None).await.expect("XRANGE");
     entries.into_iter().map(|(id, _)| id).collect()
 }
 

@@ -2,6 +2,7 @@
 
 mod api;
 mod audit;
+mod bad_bytes;
 mod clientlog;
 mod common;
 mod config;
