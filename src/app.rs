@@ -10,11 +10,11 @@ use tokio_util::task::TaskTracker;
 use crate::audit::status::AuditStatus;
 use crate::audit::writer::PgPool;
 use crate::config::Config;
+use crate::hub::outbox::Limits;
+use crate::hub::registry::Connections;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::redis::health::RedisStatus;
-use crate::ws::outbox::Limits;
-use crate::ws::registry::Connections;
 
 pub struct App {
     pub config: Config,

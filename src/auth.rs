@@ -148,5 +148,5 @@ pub fn bearer_token(headers: &hyper::HeaderMap, query: Option<&str>) -> Option<S
                 .eq_ignore_ascii_case("bearer")
                 .then(|| token.trim().to_owned())
         });
-    from_header.or_else(|| crate::http::query_param(query, "token"))
+    from_header.or_else(|| crate::query::query_param(query, "token"))
 }

@@ -21,13 +21,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::Config;
+use crate::hub::registry::Connections;
 use crate::hub::Hub;
 use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::protocol::close;
 use crate::redis::health::{probe, Monitor, RedisStatus};
 use crate::redis::{self as redis_conn, subscriber};
-use crate::ws::registry::Connections;
 
 /// A started gateway.
 pub struct Running {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::hub::message::parse_offset;
+use crate::stream::parse_offset;
 use crate::time::parse_rfc3339_ms;
 
 /// A row of `dashboard_events`, plus what the derived tables need (all in `data`).

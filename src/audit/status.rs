@@ -10,8 +10,8 @@ use fred::prelude::*;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::message::parse_offset;
 use crate::metrics::{Metrics, PersonaLabel};
+use crate::stream::parse_offset;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Snapshot {

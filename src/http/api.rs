@@ -13,12 +13,12 @@ use super::cache::{Answer, Built, Route};
 use super::response::{error, error_body, json, Body};
 use crate::app::App;
 use crate::dashboard::{human_duration, suggestions, RawSnapshot};
-use crate::hub::message::parse_offset;
 use crate::ingest::{self, IngestError};
 use crate::keys::PersonaId;
 use crate::metrics::{ReadPath, Repair};
 use crate::redis::text;
 use crate::snapshot::{self, SnapshotError};
+use crate::stream::parse_offset;
 use crate::undecodable;
 
 /// Entries of the stream shown as `real_time_feed`.

@@ -21,10 +21,10 @@ use tokio::time::Instant;
 
 use super::response::{self, Body};
 use crate::app::App;
-use crate::hub::message::parse_offset;
 use crate::hub::{Observer, Subscription};
 use crate::keys::PersonaId;
-use crate::ws::outbox::Offset;
+use crate::stream::parse_offset;
+use crate::stream::Offset;
 
 /// How long a built answer may be served. A read of an answer older than
 /// half of it asks for a rebuild, so steadily read answers never expire.

@@ -6,12 +6,12 @@ use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 use tokio_postgres::types::{Json, ToSql};
 
-use super::query_param;
 use super::response::{error, json, Body};
 use crate::app::App;
 use crate::audit::writer::PgPool;
-use crate::hub::message::parse_offset;
 use crate::keys::PersonaId;
+use crate::query::query_param;
+use crate::stream::parse_offset;
 
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;

@@ -9,6 +9,7 @@ pub mod history;
 pub mod response;
 pub mod routes;
 pub mod ui;
+pub mod upgrade;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -20,12 +21,13 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::app::App;
 use crate::auth::{bearer_token, AuthError, Claims, Role};
-use crate::hub::message::parse_offset;
 use crate::keys::PersonaId;
 use crate::metrics::{HttpLabels, RouteLabel};
+use crate::query::query_param;
 use crate::ratelimit::{self, Limited};
+use crate::stream::parse_offset;
 use crate::ws::session::Endpoint;
-use crate::ws::upgrade;
+
 use response::{error, Body};
 use routes::{Access, Handler, Lookup};
 
@@ -171,7 +173,7 @@ pub fn authenticate<B>(app: &App, req: &Request<B>) -> Result<Option<Claims>, Re
 }
 
 /// REST rate limits and authorization, before a route runs. WebSocket
-/// routes are checked in `ws::upgrade`, which keeps the claims.
+/// routes are checked in `upgrade`, which keeps the claims.
 #[allow(clippy::result_large_err)]
 fn guard<B>(
     app: &App,
@@ -236,11 +238,4 @@ fn dashboard_endpoint(
         })?),
     };
     Ok(Endpoint::Dashboard { persona, since })
-}
-
-/// The first value of `name` in a query string, percent-decoded.
-pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    url::form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
 }

@@ -41,7 +41,7 @@ pub enum Handler {
 pub enum Access {
     /// Anyone: health checks, the page and its assets.
     Public,
-    /// Checked at the upgrade (`ws::upgrade`), which keeps the claims.
+    /// Checked at the upgrade (`http/upgrade.rs`), which keeps the claims.
     WebSocket,
     /// A REST call: the REST rate applies, and with auth on a token holding
     /// at least this role (and the route's `persona_id`, when it has one).

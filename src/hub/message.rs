@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use simd_json::prelude::*;
 
-use crate::ws::frame;
-use crate::ws::outbox::{Delivery, Offset};
+use crate::hub::outbox::Delivery;
+use crate::protocol::frame;
+use crate::stream::{parse_offset, Offset};
 
 /// Why a Redis payload was not forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -86,12 +87,6 @@ pub fn inspect(payload: &[u8], bounds: Bounds) -> Result<Inspected, RejectReason
         }
     }
     Ok(out)
-}
-
-/// Parses a stream id `<ms>-<seq>`.
-pub fn parse_offset(s: &str) -> Option<Offset> {
-    let (ms, seq) = s.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 /// The frame for `/dashboard/ws/{persona}` clients: the payload verbatim.

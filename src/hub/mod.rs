@@ -7,6 +7,8 @@
 //! outbox without waiting on any of them.
 
 pub mod message;
+pub mod outbox;
+pub mod registry;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,8 +19,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::keys::{ws_channel_name, Keys, PersonaId};
 use crate::metrics::{Metrics, ReadPath, ReasonLabel, Repair};
+use crate::stream::Offset;
 use crate::undecodable;
-use crate::ws::outbox::{Offset, Outbox, Pushed};
+use outbox::{Outbox, Pushed};
 
 /// How a subscriber wants publications framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 
 use fred::prelude::*;
 
-use crate::hub::message::{inspect, parse_offset, Bounds};
+use crate::hub::message::{inspect, Bounds};
 use crate::metrics::Repair;
 use crate::redis::text;
-use crate::ws::outbox::Offset;
+use crate::stream::parse_offset;
+use crate::stream::Offset;
 
 /// What a resume from `since` can give.
 #[derive(Debug, PartialEq, Eq)]

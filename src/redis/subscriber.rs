@@ -12,12 +12,12 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::hub::registry::Connections;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::protocol::frame;
 use crate::protocol::ServerMessage;
 use crate::redis::health::{Health, Link, Links, Signal};
-use crate::ws::frame;
-use crate::ws::registry::Connections;
 
 /// Pause before retrying a SUBSCRIBE that failed (Redis down or slow).
 const RETRY_DELAY: Duration = Duration::from_millis(500);

@@ -1,10 +1,7 @@
-//! WebSocket connections: handshake, per-connection session (reads), outbox
-//! (bounded queue) and writer (batched writes).
+//! A WebSocket after its upgrade (`http/upgrade.rs` does the handshake):
+//! the session that reads and answers the client, and the writer that
+//! drains the connection's outbox (`hub/outbox.rs`) in batches.
 
-pub mod frame;
-pub mod outbox;
 pub mod reader;
-pub mod registry;
 pub mod session;
-pub mod upgrade;
 pub mod writer;

@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::frame;
-use super::outbox::{Offset, Outbox};
+use crate::hub::outbox::Outbox;
+use crate::protocol::frame;
+use crate::stream::Offset;
 use futures_util::StreamExt;
 
 use super::reader::{Inbound, InboundStream, ReadError};
-use super::registry::Registration;
 use crate::app::App;
 use crate::auth::Claims;
-use crate::hub::message::parse_offset;
+use crate::hub::registry::Registration;
 use crate::hub::{Mode, Subscription};
 use crate::keys::{parse_ws_channel, ws_channel_name, PersonaId};
 use crate::metrics::ReadPath;
@@ -23,6 +23,7 @@ use crate::protocol::{close, error_code, parse_client_message, ClientMessage, Se
 use crate::ratelimit::{MessageLimiter, Verdict};
 use crate::redis::replay::{self, Replay};
 use crate::snapshot;
+use crate::stream::parse_offset;
 use crate::undecodable;
 
 /// How long a subscription may wait for Redis before the snapshot is sent anyway.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::outbox::{Drained, Outbox};
+use crate::hub::outbox::{Drained, Outbox};
 use crate::metrics::Metrics;
 
 /// Upper bound of one batch; large enough to amortise the syscall, small
@@ -70,7 +70,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ws::outbox::Limits;
+    use crate::hub::outbox::Limits;
 
     /// A client that disconnects while its writer idles must not keep the
     /// socket (and its per-IP slot) until the close grace runs out.

@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::state::{Conn, Input, State, Transition};
 use super::{Health, Links, RedisStatus, Signal};
+use crate::hub::registry::Connections;
 use crate::metrics::Metrics;
+use crate::protocol::frame;
 use crate::protocol::ServerMessage;
-use crate::ws::frame;
-use crate::ws::registry::Connections;
 
 /// Reports waiting for the monitor. Each worker sends at most one per
 /// connection epoch or probe round, so this is never close to full.

@@ -15,12 +15,11 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::frame;
 use crate::metrics::Metrics;
 use crate::protocol::close;
+use crate::protocol::frame;
 
-/// A stream entry id (`<ms>-<seq>`), used to drop messages a snapshot already covers.
-pub type Offset = (u64, u64);
+use crate::stream::Offset;
 
 /// One message as the hub hands it to every subscriber: encoded once, shared.
 #[derive(Debug, Clone)]

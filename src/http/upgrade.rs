@@ -14,14 +14,14 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::outbox::Outbox;
-use super::reader::MessageReader;
-use super::registry::Registration;
-use super::session::{Endpoint, Session};
-use super::writer;
 use crate::app::App;
 use crate::auth::Claims;
 use crate::http::response::{error, Body};
+use crate::hub::outbox::Outbox;
+use crate::hub::registry::Registration;
+use crate::ws::reader::MessageReader;
+use crate::ws::session::{Endpoint, Session};
+use crate::ws::writer;
 
 pub fn handle(app: &Arc<App>, mut req: Request<Incoming>, endpoint: Endpoint) -> Response<Body> {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
