@@ -1,4 +1,8 @@
-//! State shared by every connection and request.
+//! What every connection and request shares, built once at start
+//! (`server::start`) and never changed after: the handles to Redis, the hub,
+//! the limiters, the audit and the REST answers, and the shutdown signals.
+//! Pure code takes the part it uses (`snapshot::Source`, a config section),
+//! not this.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -7,14 +11,18 @@ use fred::prelude::*;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::answers::cache::ApiCache;
 use crate::audit::status::AuditStatus;
 use crate::audit::writer::PgPool;
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::hub::outbox::Limits;
 use crate::hub::registry::Connections;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::ratelimit::Limiters;
 use crate::redis::health::RedisStatus;
+use crate::snapshot::Source;
 
 pub struct App {
     pub config: Config,
@@ -26,58 +34,30 @@ pub struct App {
     pub connections: Arc<Connections>,
     /// Cancelled on SIGTERM/SIGINT: WebSockets close with 1001.
     pub shutdown: CancellationToken,
-    /// Upgraded WebSockets leave hyper's graceful shutdown; this tracks them.
+    /// Upgraded WebSockets leave hyper's graceful shutdown; this tracks them,
+    /// and every task a connection or request starts.
     pub tasks: TaskTracker,
     /// The audit consumer's state (disabled without a database).
     pub audit: Arc<AuditStatus>,
     /// Postgres, for the audit query API (`None` without a database).
     pub pg: Option<PgPool>,
     /// REST read answers, kept current by the hub's publications.
-    pub api_cache: crate::http::cache::ApiCache,
-    /// The `[ingest]` options as the JSON argument of every function call.
-    pub function_options: String,
+    pub api_cache: Arc<ApiCache>,
+    /// Where snapshots come from; its `options` go with every function call.
+    pub source: Source,
     /// Every rate limiter and the per-IP connection counts (`[limits]`).
-    pub limits: Arc<crate::ratelimit::Limiters>,
+    pub limits: Arc<Limiters>,
     /// The token verifier; `None` when `auth.mode = "off"`.
-    pub auth: Option<crate::auth::Authenticator>,
-    draining: AtomicBool,
+    pub auth: Option<Authenticator>,
+    /// Set once when draining starts: `/readyz` turns 503.
+    pub draining: Draining,
 }
 
-impl App {
-    pub fn new(
-        config: Config,
-        metrics: Arc<Metrics>,
-        hub: Arc<Hub>,
-        redis: Client,
-        redis_status: Arc<RedisStatus>,
-        connections: Arc<Connections>,
-        shutdown: CancellationToken,
-    ) -> Self {
-        Self {
-            function_options: crate::redis::functions::options_json(&config),
-            limits: Arc::new(crate::ratelimit::Limiters::new(
-                &config.limits,
-                metrics.clone(),
-            )),
-            auth: None,
-            api_cache: crate::http::cache::ApiCache::new(
-                config.http.api_cache_max_lag,
-                config.http.api_cache_personas,
-            ),
-            config,
-            metrics,
-            hub,
-            redis,
-            redis_status,
-            connections,
-            shutdown,
-            tasks: TaskTracker::new(),
-            audit: Arc::new(AuditStatus::default()),
-            pg: None,
-            draining: AtomicBool::new(false),
-        }
-    }
+/// Whether the instance is draining; starts false.
+#[derive(Default)]
+pub struct Draining(AtomicBool);
 
+impl App {
     pub fn queue_limits(&self) -> Limits {
         Limits {
             max_messages: self.config.ws.queue_max_messages,
@@ -87,10 +67,10 @@ impl App {
 
     /// `/readyz` turns 503 from here on.
     pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Release);
+        self.draining.0.store(true, Ordering::Release);
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+        self.draining.0.load(Ordering::Acquire)
     }
 }

@@ -74,7 +74,7 @@ pub async fn ingest(
         .fcall(
             "pulse_ingest",
             vec![base],
-            vec![event.as_str(), app.function_options.as_str()],
+            vec![event.as_str(), &*app.source.options],
         )
         .await;
     match result {

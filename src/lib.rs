@@ -5,6 +5,7 @@
 //! `docs/architecture.md` draws the same map.
 #![forbid(unsafe_code)]
 
+pub mod answers;
 pub mod app;
 pub mod audit;
 pub mod auth;

@@ -18,16 +18,21 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::answers::{self, cache::ApiCache};
 use crate::app::App;
-use crate::config::Config;
+use crate::auth::Authenticator;
+use crate::config::{AuthMode, Config};
 use crate::hub::registry::Connections;
 use crate::hub::Hub;
 use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::protocol::close;
+use crate::ratelimit::Limiters;
 use crate::redis::health::{probe, Monitor, RedisStatus};
-use crate::redis::{self as redis_conn, subscriber};
+use crate::redis::{self as redis_conn, functions, subscriber};
+use crate::snapshot::Source;
 
 /// A started gateway.
 pub struct Running {
@@ -35,8 +40,9 @@ pub struct Running {
     pub local_addr: SocketAddr,
     accept: JoinHandle<()>,
     background: CancellationToken,
-    /// The audit consumer; awaited at shutdown so its batch is committed.
-    audit_task: Option<JoinHandle<()>>,
+    /// Every background task (Redis workers, the audit, the pruner); joined
+    /// at shutdown, so the audit commits the batch in hand.
+    workers: TaskTracker,
     subscriber: SubscriberClient,
 }
 
@@ -67,60 +73,91 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let (hub, changes) = Hub::new(Keys::new(&config.redis.key_prefix), metrics.clone(), bounds);
     let shutdown = CancellationToken::new();
     let background = CancellationToken::new();
-    let (audit, pg, audit_task) = crate::audit::start(
+    let workers = TaskTracker::new();
+    let (audit, pg) = crate::audit::start(
         &config,
         local_addr.port(),
         command.clone(),
         metrics.clone(),
+        &workers,
         background.clone(),
     )?;
-    let mut app = App::new(
+    let auth = match config.auth.mode {
+        AuthMode::Jwt => Some(Authenticator::from_config(&config.auth)?),
+        AuthMode::Off => {
+            if !local_addr.ip().is_loopback() {
+                tracing::warn!(
+                    %local_addr,
+                    "AUTHENTICATION IS OFF on a non-loopback address: anyone who can reach this port \
+                     can read every persona and ingest events; set [auth] mode = \"jwt\" (docs/security.md)"
+                );
+            }
+            None
+        }
+    };
+    let source = Source {
+        redis: command.clone(),
+        keys: hub.keys().clone(),
+        options: functions::options_json(&config).into(),
+        optimization: config.optimization.clone(),
+        ingest: config.ingest.clone(),
+        metrics: metrics.clone(),
+    };
+    // Connection and request tasks, and the REST watchers: drained first.
+    let tasks = TaskTracker::new();
+    let api_cache = Arc::new(ApiCache::new(
+        config.http.api_cache_max_lag,
+        config.http.api_cache_personas,
+        answers::cache::Context {
+            source: source.clone(),
+            hub: hub.clone(),
+            metrics: metrics.clone(),
+            tasks: tasks.clone(),
+            shutdown: shutdown.clone(),
+        },
+    ));
+    let library = functions::configured_library(&config);
+    let app = Arc::new(App {
+        limits: Arc::new(Limiters::new(&config.limits, metrics.clone())),
         config,
-        metrics.clone(),
-        hub.clone(),
-        command.clone(),
-        status.clone(),
-        connections.clone(),
+        metrics: metrics.clone(),
+        hub: hub.clone(),
+        redis: command.clone(),
+        redis_status: status,
+        connections: connections.clone(),
         shutdown,
-    );
-    app.audit = audit;
-    app.pg = pg;
-    if app.config.auth.mode == crate::config::AuthMode::Jwt {
-        app.auth = Some(crate::auth::Authenticator::from_config(&app.config.auth)?);
-    } else if !local_addr.ip().is_loopback() {
-        tracing::warn!(
-            %local_addr,
-            "AUTHENTICATION IS OFF on a non-loopback address: anyone who can reach this port \
-             can read every persona and ingest events; set [auth] mode = \"jwt\" (docs/security.md)"
-        );
-    }
-    let app = Arc::new(app);
-    tokio::spawn(app.limits.clone().run_pruner(background.clone()));
+        tasks,
+        audit,
+        pg,
+        api_cache,
+        source,
+        auth,
+        draining: Default::default(),
+    });
 
-    let (retry_tx, retry_rx) = tokio::sync::mpsc::unbounded_channel();
-    let changes = merge(changes, retry_rx);
-    tokio::spawn(subscriber::run_receiver(
+    // Background work, stopped by `background` and joined at shutdown.
+    workers.spawn(app.limits.clone().run_pruner(background.clone()));
+    workers.spawn(subscriber::run_receiver(
         sub_client.clone(),
         hub.clone(),
-        connections.clone(),
-        metrics.clone(),
+        connections,
+        metrics,
         background.clone(),
     ));
-    tokio::spawn(subscriber::run_reconciler(
+    workers.spawn(subscriber::run_reconciler(
         sub_client.clone(),
         hub,
         changes,
-        retry_tx,
         health.clone(),
         background.clone(),
     ));
-    tokio::spawn(crate::redis::functions::keep_loaded(
+    workers.spawn(functions::keep_loaded(
         command.clone(),
-        crate::redis::functions::configured_library(&app.config),
+        library,
         health.clone(),
         background.clone(),
     ));
-    tokio::spawn(probe::run(
+    workers.spawn(probe::run(
         command,
         sub_client.clone(),
         health,
@@ -128,7 +165,8 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         app.config.redis.command_timeout,
         background.clone(),
     ));
-    tokio::spawn(monitor.run(background.clone()));
+    workers.spawn(monitor.run(background.clone()));
+    workers.close();
 
     let accept = tokio::spawn(accept_loop(listener, app.clone()));
     tracing::info!(%local_addr, "pulsegate listening");
@@ -137,30 +175,9 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         local_addr,
         accept,
         background,
-        audit_task,
+        workers,
         subscriber: sub_client,
     })
-}
-
-/// Hub changes and retries feed the reconciler through one queue.
-fn merge(
-    mut a: tokio::sync::mpsc::UnboundedReceiver<Arc<str>>,
-    mut b: tokio::sync::mpsc::UnboundedReceiver<Arc<str>>,
-) -> tokio::sync::mpsc::UnboundedReceiver<Arc<str>> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let next = tokio::select! {
-                Some(c) = a.recv() => c,
-                Some(c) = b.recv() => c,
-                else => return,
-            };
-            if tx.send(next).is_err() {
-                return;
-            }
-        }
-    });
-    rx
 }
 
 impl Running {
@@ -187,13 +204,15 @@ impl Running {
             );
         }
         self.background.cancel();
-        if let Some(task) = self.audit_task {
-            // The consumer finishes (commits and acks) the batch in hand.
-            if tokio::time::timeout(deadline, task).await.is_err() {
-                tracing::warn!(
-                    "audit consumer did not stop in time; its batch stays pending in Redis"
-                );
-            }
+        // The audit consumer finishes (commits and acks) the batch in hand.
+        if tokio::time::timeout(deadline, self.workers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.workers.len(),
+                "background tasks did not stop in time; an audit batch may stay pending in Redis"
+            );
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             let _ = self.subscriber.quit().await;
@@ -226,7 +245,7 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>) {
         };
         if let Err(limited) = app.limits.check_accept(peer.ip()) {
             app.metrics.rejected("rate_limited");
-            refuse_rate_limited(stream, &limited);
+            refuse_rate_limited(&app, stream, &limited);
             continue;
         }
         let _ = stream.set_nodelay(true);
@@ -254,7 +273,11 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>) {
 /// Answers 429 on a connection refused at accept, without reading its
 /// request, and drops it. One non-blocking write into an empty send buffer:
 /// a flood costs no task and no wait.
-fn refuse_rate_limited(stream: tokio::net::TcpStream, limited: &crate::ratelimit::Limited) {
+fn refuse_rate_limited(
+    app: &App,
+    stream: tokio::net::TcpStream,
+    limited: &crate::ratelimit::Limited,
+) {
     let body = format!(
         r#"{{"error":{{"code":"rate_limited","message":"too many connections ({}); retry later"}}}}"#,
         limited.limit
@@ -269,7 +292,7 @@ fn refuse_rate_limited(stream: tokio::net::TcpStream, limited: &crate::ratelimit
     }
     // Closing with the request unread would reset the connection and could
     // lose the answer: read what came (briefly), then close.
-    tokio::spawn(async move {
+    app.tasks.spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = stream;
         let _ = stream.shutdown().await;

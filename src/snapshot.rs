@@ -2,14 +2,34 @@
 //! (aggregates and the stream offset they are current to), enriched, and
 //! shaped as `initial_data`.
 
+use std::sync::Arc;
+
+use fred::clients::Client;
 use serde_json::{json, Value};
 
-use crate::app::App;
+use crate::config::{IngestConfig, OptimizationConfig};
 use crate::dashboard::{suggestions, RawSnapshot};
-use crate::keys::PersonaId;
-use crate::metrics::{ReadPath, Repair};
+use crate::keys::{Keys, PersonaId};
+use crate::metrics::{Metrics, ReadPath, Repair};
 use crate::protocol::ServerMessage;
 use crate::undecodable::{self, lossy};
+
+/// What reading and shaping a snapshot takes, and nothing more: built once
+/// at start, shared by the WebSocket sessions and the REST answers.
+#[derive(Clone)]
+pub struct Source {
+    /// The command client (snapshots are `FCALL_RO`, any replica may serve).
+    pub redis: Client,
+    pub keys: Keys,
+    /// The `[ingest]` options as the JSON argument of every function call.
+    pub options: Arc<str>,
+    /// The thresholds of the verdicts and suggestions.
+    pub optimization: OptimizationConfig,
+    /// The fatigue threshold and window the warnings quote.
+    pub ingest: IngestConfig,
+    /// Counts snapshots that held bytes that are not UTF-8.
+    pub metrics: Arc<Metrics>,
+}
 
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -57,21 +77,17 @@ pub enum SnapshotError {
 /// bytes: `pulse_snapshot` encodes stored strings as they are, so one stored
 /// invalid byte (say, a variant's content) would otherwise fail every
 /// snapshot of the persona; it is served with U+FFFD instead.
-pub async fn fetch_raw(app: &App, persona: &PersonaId) -> Result<RawSnapshot, SnapshotError> {
+pub async fn fetch_raw(src: &Source, persona: &PersonaId) -> Result<RawSnapshot, SnapshotError> {
     use fred::prelude::*;
-    let base = app.hub.keys().base(persona);
-    let reply: Value = app
+    let base = src.keys.base(persona);
+    let reply: Value = src
         .redis
-        .fcall_ro(
-            "pulse_snapshot",
-            vec![base],
-            vec![app.function_options.as_str()],
-        )
+        .fcall_ro("pulse_snapshot", vec![base], vec![&*src.options])
         .await?;
     let raw = lossy(reply.as_bytes().ok_or(SnapshotError::NotText)?);
     if raw.replaced {
         undecodable::report(
-            &app.metrics,
+            &src.metrics,
             ReadPath::Snapshot,
             Repair::Replaced,
             persona.as_str(),
@@ -79,29 +95,32 @@ pub async fn fetch_raw(app: &App, persona: &PersonaId) -> Result<RawSnapshot, Sn
         );
     }
     let mut snap: RawSnapshot = serde_json::from_str(&raw.text)?;
-    snap.enrich(&app.config.optimization);
+    snap.enrich(&src.optimization);
     Ok(snap)
 }
 
 /// The `initial_data` payload of `persona`.
-pub async fn fetch(app: &App, persona: &PersonaId) -> Result<Snapshot, SnapshotError> {
-    let snap = fetch_raw(app, persona).await?;
+pub async fn fetch(src: &Source, persona: &PersonaId) -> Result<Snapshot, SnapshotError> {
+    let snap = fetch_raw(src, persona).await?;
     Ok(Snapshot {
         offset: snap.offset.clone(),
-        data: dashboard_data(&snap, app),
+        data: dashboard_data(&snap, &src.optimization, &src.ingest),
     })
 }
 
 /// What a dashboard needs at once: the summary, the live table, and what to do.
-pub fn dashboard_data(snap: &RawSnapshot, app: &App) -> Value {
-    let cfg = &app.config.optimization;
+pub fn dashboard_data(
+    snap: &RawSnapshot,
+    cfg: &OptimizationConfig,
+    ingest: &IngestConfig,
+) -> Value {
     json!({
         "summary": snap.summary,
         "active_variants": snap.active_variants,
         "active_variants_truncated": snap.active_variants_truncated,
         "optimization_opportunities": suggestions::suggest(snap, cfg),
         "performance_leaders": snap.leaders(cfg),
-        "pattern_fatigue_warnings": fatigue_warnings(snap, app),
+        "pattern_fatigue_warnings": fatigue_warnings(snap, ingest),
         "patterns": snap.patterns,
         "recent_kills": snap.recent_kills,
         "early_kills_today": {
@@ -112,8 +131,8 @@ pub fn dashboard_data(snap: &RawSnapshot, app: &App) -> Value {
     })
 }
 
-pub fn fatigue_warnings(snap: &RawSnapshot, app: &App) -> Value {
-    let ingest = &app.config.ingest;
+/// The fatigued patterns, each with the rule it broke.
+pub fn fatigue_warnings(snap: &RawSnapshot, ingest: &IngestConfig) -> Value {
     Value::Array(
         snap.fatigued()
             .map(|p| {

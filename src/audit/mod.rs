@@ -18,9 +18,9 @@ use std::time::Duration;
 use bb8_postgres::PostgresConnectionManager;
 use fred::prelude::*;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -81,22 +81,23 @@ pub fn consumer_name(config: &Config, port: u16) -> String {
 /// Starts the audit consumer if a database is configured and audit is on:
 /// migrations are retried until Postgres answers, then the consumer runs.
 /// Returns the status handle (`enabled: false` when off).
-pub type Started = (Arc<AuditStatus>, Option<PgPool>, Option<JoinHandle<()>>);
+pub type Started = (Arc<AuditStatus>, Option<PgPool>);
 
 pub fn start(
     config: &Config,
     port: u16,
     redis: Client,
     metrics: Arc<Metrics>,
+    tasks: &TaskTracker,
     cancel: CancellationToken,
 ) -> anyhow::Result<Started> {
     let Some(url) = config.database.url.clone() else {
-        return Ok((Arc::new(AuditStatus::default()), None, None));
+        return Ok((Arc::new(AuditStatus::default()), None));
     };
     let pool = pool(&url, config.audit.pool_size, config.redis.command_timeout)?;
     if !config.audit.enabled {
         // The query API still reads Postgres; this instance just does not consume.
-        return Ok((Arc::new(AuditStatus::default()), Some(pool), None));
+        return Ok((Arc::new(AuditStatus::default()), Some(pool)));
     }
     let status = Arc::new(AuditStatus::enabled());
     let name = consumer_name(config, port);
@@ -130,7 +131,7 @@ pub fn start(
     let shards = config.audit.workers;
     let st = status.clone();
     let c = cancel.clone();
-    let task = tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut delay = Duration::from_millis(200);
         loop {
             match migrate(&url).await {
@@ -159,7 +160,7 @@ pub fn start(
             let _ = t.await;
         }
     });
-    tokio::spawn(status::run(
+    tasks.spawn(status::run(
         redis,
         config.audit.group.clone(),
         status.clone(),
@@ -167,7 +168,7 @@ pub fn start(
         Duration::from_secs(1),
         cancel,
     ));
-    Ok((status, Some(pool), Some(task)))
+    Ok((status, Some(pool)))
 }
 
 /// Counts and logs a failed Redis command of the audit (`stage` names it).

@@ -3,7 +3,6 @@
 
 pub mod api;
 pub mod body;
-pub mod cache;
 pub mod health;
 pub mod history;
 pub mod response;

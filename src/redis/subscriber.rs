@@ -2,7 +2,7 @@
 //! connection and hands them to the hub, and keeps the connection's
 //! SUBSCRIBE set equal to the channels local clients want.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::registry::Connections;
@@ -85,10 +86,12 @@ pub async fn run_reconciler(
     client: SubscriberClient,
     hub: Arc<Hub>,
     mut changes: mpsc::UnboundedReceiver<Arc<str>>,
-    retry: mpsc::UnboundedSender<Arc<str>>,
     health: Health,
     cancel: CancellationToken,
 ) {
+    // Failed changes, retried after RETRY_DELAY in order; kept here rather
+    // than in spawned sleeps, so nothing outlives the reconciler.
+    let mut retries: VecDeque<(Instant, Arc<str>)> = VecDeque::new();
     let mut links = health.links();
     let mut seen = Link::default();
     let mut subscribed: HashSet<Arc<str>> = HashSet::new();
@@ -113,12 +116,18 @@ pub async fn run_reconciler(
                 }
             }
         }
-        tokio::select! {
+        let next_retry = retries.front().map(|(at, _)| *at);
+        let channel = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = links.changed() => if r.is_err() { return },
-            Some(channel) = changes.recv() => {
-                reconcile(&client, &hub, &mut subscribed, channel, &retry).await;
-            }
+            r = links.changed() => { if r.is_err() { return } continue }
+            Some(channel) = changes.recv() => channel,
+            _ = sleep_until_some(next_retry) => match retries.pop_front() {
+                Some((_, channel)) => channel,
+                None => continue,
+            },
+        };
+        if !reconcile(&client, &hub, &mut subscribed, channel.clone()).await {
+            retries.push_back((Instant::now() + RETRY_DELAY, channel));
         }
     }
 }
@@ -212,13 +221,13 @@ async fn confirmed_subscribe(
     Ok(())
 }
 
+/// Brings one channel to its wanted state; false when it must be retried.
 async fn reconcile(
     client: &SubscriberClient,
     hub: &Hub,
     subscribed: &mut HashSet<Arc<str>>,
     channel: Arc<str>,
-    retry: &mpsc::UnboundedSender<Arc<str>>,
-) {
+) -> bool {
     let wanted = hub.is_wanted(&channel);
     let have = subscribed.contains(&channel);
     let result = match (wanted, have) {
@@ -236,12 +245,19 @@ async fn reconcile(
         }
         (false, false) => Ok(()),
     };
-    if let Err(e) = result {
-        tracing::warn!(%channel, error = %e, "subscription change failed; will retry");
-        let retry = retry.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(RETRY_DELAY).await;
-            let _ = retry.send(channel);
-        });
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(%channel, error = %e, "subscription change failed; will retry");
+            false
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -468,7 +468,7 @@ async fn snapshot_frame(
     channel: Option<&str>,
     recovered: Option<bool>,
 ) -> (bytes::Bytes, Option<Offset>) {
-    match snapshot::fetch(app, persona).await {
+    match snapshot::fetch(&app.source, persona).await {
         Ok(snap) => {
             let covered = snap.offset.as_deref().and_then(parse_offset);
             (frame::text(&snap.to_message(channel, recovered)), covered)

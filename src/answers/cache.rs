@@ -14,17 +14,17 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
-use hyper::{Response, StatusCode};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::response::{self, Body};
-use crate::app::App;
-use crate::hub::{Observer, Subscription};
+use super::{build, Answer, Built, Route};
+use crate::hub::{Hub, Observer, Subscription};
 use crate::keys::PersonaId;
-use crate::stream::parse_offset;
-use crate::stream::Offset;
+use crate::metrics::{Metrics, SourceLabel};
+use crate::snapshot::Source;
+use crate::stream::{parse_offset, Offset};
 
 /// How long a built answer may be served. A read of an answer older than
 /// half of it asks for a rebuild, so steadily read answers never expire.
@@ -34,63 +34,40 @@ const IDLE: Duration = Duration::from_secs(30);
 /// Longest a reader waits for the watcher's rebuild before building itself.
 const WAIT: Duration = Duration::from_secs(2);
 
-/// The cached read routes; each is a bit in a route set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Metrics = 0,
-    ActiveVariants = 1,
-    Optimization = 2,
-}
-
-impl Route {
-    pub const ALL: [Route; 3] = [Route::Metrics, Route::ActiveVariants, Route::Optimization];
-
-    pub fn bit(self) -> u8 {
-        1 << self as u8
-    }
-}
-
-/// One route's answer as sent.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: StatusCode,
-    pub body: Bytes,
-}
-
-impl Answer {
-    pub fn into_response(self) -> Response<Body> {
-        response::with_type(self.status, self.body, "application/json")
-    }
-}
-
-/// The answers built from one snapshot.
-#[derive(Debug)]
-pub struct Built {
-    /// The stream offset the snapshot was current to (`None`: no events).
-    pub offset: Option<Offset>,
-    pub at: Instant,
-    pub answers: [Option<Answer>; 3],
-}
-
-impl Built {
-    pub fn answer(&self, route: Route) -> Option<&Answer> {
-        self.answers[route as usize].as_ref()
-    }
+/// What the watchers need besides the cache: where answers come from, the
+/// hub they observe personas through, and the tracker they run on.
+pub struct Context {
+    pub source: Source,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    /// Every watcher runs here, so shutdown waits for it.
+    pub tasks: TaskTracker,
+    /// Cancelled at shutdown: watchers stop.
+    pub shutdown: CancellationToken,
 }
 
 pub struct ApiCache {
     watched: Mutex<HashMap<PersonaId, Arc<Watched>>>,
+    /// `http.api_cache_max_lag`.
     max_lag: Duration,
+    /// `http.api_cache_personas`.
     max_personas: usize,
+    cx: Context,
 }
 
 impl ApiCache {
-    pub fn new(max_lag: Duration, max_personas: usize) -> Self {
+    pub fn new(max_lag: Duration, max_personas: usize, cx: Context) -> Self {
         Self {
             watched: Mutex::new(HashMap::new()),
             max_lag,
             max_personas,
+            cx,
         }
+    }
+
+    /// Where answers come from (a reader building its own uses the same).
+    pub fn source(&self) -> &Source {
+        &self.cx.source
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<PersonaId, Arc<Watched>>> {
@@ -104,8 +81,8 @@ impl ApiCache {
 
     /// A current answer for `route`, or `None` when the caller must build
     /// it itself (watcher not live yet, rebuild failing, cache full).
-    pub async fn get(&self, app: &Arc<App>, route: Route, persona: &PersonaId) -> Option<Answer> {
-        let watched = self.watch(app, persona)?;
+    pub async fn get(self: &Arc<Self>, route: Route, persona: &PersonaId) -> Option<Answer> {
+        let watched = self.watch(persona)?;
         watched.read(route);
         let mut built = watched.built.subscribe();
         let current = built.borrow_and_update().clone();
@@ -113,7 +90,7 @@ impl ApiCache {
             if current.is_some_and(|b| b.at.elapsed() >= TTL / 2) {
                 watched.wake.notify_one();
             }
-            read_from(app, "cached");
+            read_from(&self.cx.metrics, "cached");
             return Some(a);
         }
         if !watched.is_live() {
@@ -130,7 +107,7 @@ impl ApiCache {
             // Nothing built after a change: the rebuild failed.
             current.as_ref()?;
             if let Some(a) = watched.servable(&current, route, self.max_lag) {
-                read_from(app, "waited");
+                read_from(&self.cx.metrics, "waited");
                 return Some(a);
             }
         }
@@ -148,7 +125,7 @@ impl ApiCache {
     }
 
     /// The persona's watcher, started on first use.
-    fn watch(&self, app: &Arc<App>, persona: &PersonaId) -> Option<Arc<Watched>> {
+    fn watch(self: &Arc<Self>, persona: &PersonaId) -> Option<Arc<Watched>> {
         let mut map = self.lock();
         if let Some(w) = map.get(persona) {
             return Some(w.clone());
@@ -157,14 +134,14 @@ impl ApiCache {
             return None;
         }
         let watched = Arc::new(Watched::new());
-        let subscription = app.hub.observe(persona, watched.clone());
+        let subscription = self.cx.hub.observe(persona, watched.clone());
         // Readers check the same confirmation the watcher follows.
         let _ = watched.live.set(subscription.live());
         map.insert(persona.clone(), watched.clone());
         drop(map);
-        app.metrics.api_cache_personas.inc();
-        app.tasks.spawn(refresh(
-            app.clone(),
+        self.cx.metrics.api_cache_personas.inc();
+        self.cx.tasks.spawn(refresh(
+            self.clone(),
             persona.clone(),
             watched.clone(),
             subscription,
@@ -172,11 +149,11 @@ impl ApiCache {
         Some(watched)
     }
 
-    fn forget(&self, app: &App, persona: &PersonaId, watched: &Arc<Watched>) {
+    fn forget(&self, persona: &PersonaId, watched: &Arc<Watched>) {
         let mut map = self.lock();
         if map.get(persona).is_some_and(|w| Arc::ptr_eq(w, watched)) {
             map.remove(persona);
-            app.metrics.api_cache_personas.dec();
+            self.cx.metrics.api_cache_personas.dec();
         }
     }
 }
@@ -298,7 +275,7 @@ impl Observer for Watched {
 /// read of an ageing answer, a newly asked route) and after the
 /// subscription comes back; stops when nobody reads.
 async fn refresh(
-    app: Arc<App>,
+    cache: Arc<ApiCache>,
     persona: PersonaId,
     watched: Arc<Watched>,
     subscription: Subscription,
@@ -319,7 +296,7 @@ async fn refresh(
                     continue;
                 }
             }
-            _ = app.shutdown.cancelled() => break,
+            _ = cache.cx.shutdown.cancelled() => break,
         }
         if watched.idle_for() >= IDLE {
             break;
@@ -329,8 +306,8 @@ async fn refresh(
         }
         let routes = watched.routes.load(Ordering::Relaxed);
         let started = Instant::now();
-        app.metrics.api_cache_rebuilds.inc();
-        match super::api::build(&app, &persona, routes, started).await {
+        cache.cx.metrics.api_cache_rebuilds.inc();
+        match build(&cache.cx.source, &persona, routes, started).await {
             Ok(built) => {
                 watched.built_at(built.offset, started);
                 watched.built.send_replace(Some(Arc::new(built)));
@@ -341,7 +318,7 @@ async fn refresh(
             }
         }
     }
-    app.api_cache.forget(&app, &persona, &watched);
+    cache.forget(&persona, &watched);
     // A reader that found this watcher just before it stopped builds its
     // answer itself instead of waiting for a rebuild that will not come.
     watched.built.send_replace(None);
@@ -349,9 +326,9 @@ async fn refresh(
 }
 
 /// Counts a REST read by the source of its answer.
-pub fn read_from(app: &App, source: &'static str) {
-    app.metrics
+pub fn read_from(metrics: &Metrics, source: &'static str) {
+    metrics
         .api_reads
-        .get_or_create(&crate::metrics::SourceLabel { source })
+        .get_or_create(&SourceLabel { source })
         .inc();
 }
