@@ -1,30 +1,28 @@
 //! One WebSocket connection after the upgrade: starts its writer, subscribes,
 //! sends the snapshot, then reads client messages until either side closes.
+//! What each message does is `commands.rs`; the first frames, `initial.rs`.
+
+mod commands;
+mod initial;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-use crate::hub::outbox::Outbox;
-use crate::protocol::frame;
-use crate::stream::Offset;
 use futures_util::StreamExt;
+use tokio::time::Instant;
 
 use super::reader::{Inbound, InboundStream, ReadError};
 use crate::app::App;
 use crate::auth::Claims;
+use crate::hub::outbox::Outbox;
 use crate::hub::registry::Registration;
 use crate::hub::{Mode, Subscription};
-use crate::keys::{parse_ws_channel, ws_channel_name, PersonaId};
-use crate::metrics::ReadPath;
-use crate::protocol::{close, error_code, parse_client_message, ClientMessage, ServerMessage};
+use crate::keys::PersonaId;
+use crate::protocol::{close, error_code, frame, parse_client_message, ServerMessage};
 use crate::ratelimit::{MessageLimiter, Verdict};
-use crate::redis::replay::{self, Replay};
-use crate::snapshot;
-use crate::stream::parse_offset;
-use crate::undecodable;
+use crate::stream::Offset;
+use initial::{resume, snapshot_frame};
 
 /// How long a subscription may wait for Redis before the snapshot is sent anyway.
 const READY_WAIT: Duration = Duration::from_secs(3);
@@ -55,6 +53,8 @@ pub struct Session {
     claims: Option<Claims>,
     /// Inbound message rate (`limits.ws_messages`); `None` when off.
     rate: Option<MessageLimiter>,
+    /// `refresh` requests, served off the read loop.
+    refreshes: Arc<Mutex<commands::Refreshes>>,
 }
 
 impl Session {
@@ -74,6 +74,7 @@ impl Session {
             subscriptions: HashMap::new(),
             claims,
             rate,
+            refreshes: Arc::default(),
         }
     }
 
@@ -249,7 +250,7 @@ impl Session {
         match msg {
             Inbound::Text(mut text) => {
                 match parse_client_message(&mut text, self.app.config.limits.max_json_depth) {
-                    Ok(m) => self.on_message(m).await,
+                    Ok(m) => self.on_message(m),
                     Err(e) => self.error(e.code(), &e.to_string()),
                 }
                 true
@@ -270,148 +271,6 @@ impl Session {
         }
     }
 
-    async fn on_message(&mut self, m: ClientMessage) {
-        match (m, self.endpoint.clone()) {
-            (ClientMessage::Ping, _) => self.reply(&ServerMessage::Pong),
-            (ClientMessage::Auth { token }, _) => self.reauthenticate(&token),
-            (ClientMessage::Refresh, Endpoint::Dashboard { persona, .. }) => {
-                let (f, _) = snapshot_frame(&self.app, &persona, None, None).await;
-                self.outbox.push_frame(f);
-            }
-            (ClientMessage::Refresh, Endpoint::Multiplex) => {
-                let personas: Vec<PersonaId> = self.subscriptions.keys().cloned().collect();
-                for persona in personas {
-                    let name = ws_channel_name(&persona);
-                    let (f, _) =
-                        snapshot_frame(&self.app, &persona, Some(name.as_str()), None).await;
-                    self.outbox.push_frame(f);
-                }
-            }
-            (ClientMessage::Subscribe { channel }, Endpoint::Multiplex) => self.subscribe(&channel),
-            (ClientMessage::Unsubscribe { channel }, Endpoint::Multiplex) => {
-                self.unsubscribe(&channel)
-            }
-            (
-                ClientMessage::Subscribe { .. } | ClientMessage::Unsubscribe { .. },
-                Endpoint::Dashboard { .. },
-            ) => {
-                self.error(
-                    error_code::UNSUPPORTED,
-                    "this endpoint follows one persona; use /ws to subscribe to several",
-                );
-            }
-        }
-    }
-
-    /// `{"type":"auth","token":...}`: a fresh token for the same `sub`.
-    fn reauthenticate(&mut self, token: &str) {
-        let Some(auth) = &self.app.auth else {
-            return self.error(
-                error_code::AUTH_DISABLED,
-                "authentication is off on this server",
-            );
-        };
-        let claims = match auth.verify(token) {
-            Ok(c) => c,
-            Err(e) => {
-                self.app.metrics.auth_failure(e.code());
-                return self.error(error_code::INVALID_TOKEN, &e.to_string());
-            }
-        };
-        if let Some(old) = &self.claims {
-            if old.sub != claims.sub {
-                return self.error(
-                    error_code::INVALID_TOKEN,
-                    "the new token is for another subject",
-                );
-            }
-        }
-        if let Endpoint::Dashboard { persona, .. } = &self.endpoint {
-            if !claims.allows_persona(persona.as_str()) {
-                return self.error(
-                    error_code::FORBIDDEN,
-                    "the new token does not grant this persona",
-                );
-            }
-        }
-        // Subscriptions the new token no longer grants end now.
-        let revoked: Vec<PersonaId> = self
-            .subscriptions
-            .keys()
-            .filter(|p| {
-                matches!(self.endpoint, Endpoint::Multiplex) && !claims.allows_persona(p.as_str())
-            })
-            .cloned()
-            .collect();
-        for persona in revoked {
-            self.subscriptions.remove(&persona);
-            let name = ws_channel_name(&persona);
-            self.reply(&ServerMessage::Unsubscribed { channel: &name });
-        }
-        let expires_at = claims.exp;
-        self.claims = Some(claims);
-        self.reply(&ServerMessage::Authenticated { expires_at });
-    }
-
-    fn subscribe(&mut self, channel: &str) {
-        let max_len = self.app.config.ws.max_persona_id_len;
-        let persona = match parse_ws_channel(channel, max_len) {
-            Ok(p) => p,
-            Err(e) => {
-                return self.error(
-                    error_code::INVALID_CHANNEL,
-                    &format!("`persona:<id>` expected: {e}"),
-                )
-            }
-        };
-        if let Some(c) = &self.claims {
-            if !c.allows_persona(persona.as_str()) {
-                self.app.metrics.auth_failure("forbidden");
-                return self.error(
-                    error_code::FORBIDDEN,
-                    &format!("this token does not grant {channel}"),
-                );
-            }
-        }
-        let ack = frame::text(&ServerMessage::Subscribed { channel }.to_json());
-        if self.subscriptions.contains_key(&persona) {
-            self.app.hub.acknowledge(&persona, &self.outbox, ack);
-            return;
-        }
-        let max = self.app.config.ws.max_subscriptions;
-        if self.subscriptions.len() >= max {
-            return self.error(
-                error_code::TOO_MANY_SUBSCRIPTIONS,
-                &format!("at most {max} subscriptions per connection"),
-            );
-        }
-        let sub = self
-            .app
-            .hub
-            .subscribe(&persona, self.outbox.clone(), Mode::Wrapped, Some(ack));
-        self.subscriptions.insert(persona, sub);
-    }
-
-    fn unsubscribe(&mut self, channel: &str) {
-        let max_len = self.app.config.ws.max_persona_id_len;
-        let persona = match parse_ws_channel(channel, max_len) {
-            Ok(p) => p,
-            Err(e) => {
-                return self.error(
-                    error_code::INVALID_CHANNEL,
-                    &format!("`persona:<id>` expected: {e}"),
-                )
-            }
-        };
-        if self.subscriptions.remove(&persona).is_none() {
-            return self.error(
-                error_code::NOT_SUBSCRIBED,
-                &format!("not subscribed to {channel}"),
-            );
-        }
-        self.reply(&ServerMessage::Unsubscribed { channel });
-    }
-
     fn reply(&self, m: &ServerMessage<'_>) {
         self.outbox.push_frame(frame::text(&m.to_json()));
     }
@@ -424,60 +283,6 @@ impl Session {
     fn close(&self, code: u16, reason: &str) {
         self.app.metrics.close_sent(code);
         self.outbox.close(code, reason);
-    }
-}
-
-/// The events missed since `since`, or a fresh snapshot marked
-/// `recovered: false` when they cannot all be had.
-async fn resume(
-    app: &App,
-    persona: &PersonaId,
-    since: Offset,
-) -> (Vec<bytes::Bytes>, Option<Offset>) {
-    let key = app.hub.keys().stream(persona);
-    let max = app.config.ws.max_replay;
-    let reason = match replay::since(&app.redis, &key, since, max).await {
-        Ok(Replay::Complete {
-            messages,
-            last,
-            undecodable,
-        }) => {
-            for (id, action) in &undecodable {
-                let (metrics, p) = (&app.metrics, persona.as_str());
-                undecodable::report(metrics, ReadPath::Replay, *action, p, Some(id));
-            }
-            app.metrics.resume("complete");
-            let frames = messages.iter().map(|m| frame::text(m.as_bytes())).collect();
-            return (frames, Some(last));
-        }
-        Ok(Replay::Unrecoverable(reason)) => reason,
-        Err(e) => {
-            tracing::warn!(%persona, error = %e, "cannot read the stream to resume");
-            "redis_error"
-        }
-    };
-    app.metrics.resume(reason);
-    let (frame, covered) = snapshot_frame(app, persona, None, Some(false)).await;
-    (vec![frame], covered)
-}
-
-/// The `initial_data` frame and the offset it covers.
-async fn snapshot_frame(
-    app: &App,
-    persona: &PersonaId,
-    channel: Option<&str>,
-    recovered: Option<bool>,
-) -> (bytes::Bytes, Option<Offset>) {
-    match snapshot::fetch(&app.source, persona).await {
-        Ok(snap) => {
-            let covered = snap.offset.as_deref().and_then(parse_offset);
-            (frame::text(&snap.to_message(channel, recovered)), covered)
-        }
-        Err(e) => {
-            tracing::warn!(%persona, error = %e, "snapshot unavailable");
-            let snap = snapshot::Snapshot::empty();
-            (frame::text(&snap.to_message(channel, recovered)), None)
-        }
     }
 }
 
