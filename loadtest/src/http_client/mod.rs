@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 pub use request::{get_request, parse_header, write_request};
-pub use response::{header_slots, parse, parse_head, Head, Parsed, Response};
+pub use response::{header_slots, parse, parse_head, Parsed, Response};
 
 /// The most a response (head + body) may take in the buffer.
 const MAX_RESPONSE: usize = 64 << 20;
