@@ -107,7 +107,7 @@ impl Publisher {
             Publish::Http => {
                 let url = Url::parse(plan.http_url.as_deref().context("--http-url")?)?;
                 let addr = url.resolve(plan.allow_remote)?;
-                let stream = http_client::connect(addr, None)
+                let stream = http_client::connect(&addr, None)?
                     .await
                     .context("HTTP publishing")?;
                 let (r, w) = stream.into_split();

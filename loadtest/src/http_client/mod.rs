@@ -14,6 +14,7 @@ mod response;
 #[cfg(test)]
 mod tests;
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{bail, Context};
@@ -32,7 +33,27 @@ const READ_CHUNK: usize = 16 * 1024;
 /// subscribers spread over 127.0.0.2, .3, … for more ephemeral ports).
 /// Nagle is off: requests and frames are written whole, and a delayed
 /// small write would show up as latency.
-pub async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<TcpStream> {
+///
+/// The socket is made (and bound) first, so that the returned future holds
+/// only it and a reference to `addr`: the WebSocket upgrade nests this
+/// future in every subscriber's task, and that task's size is what each of
+/// ~19k connections costs for the whole run.
+pub fn connect(
+    addr: &SocketAddr,
+    source: Option<IpAddr>,
+) -> anyhow::Result<impl Future<Output = anyhow::Result<TcpStream>> + '_> {
+    let socket = socket(addr, source)?;
+    Ok(async move {
+        let stream = socket
+            .connect(*addr)
+            .await
+            .with_context(|| format!("connect to {addr}"))?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
+}
+
+fn socket(addr: &SocketAddr, source: Option<IpAddr>) -> anyhow::Result<TcpSocket> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -43,12 +64,7 @@ pub async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> anyhow::Result
             .bind(SocketAddr::new(ip, 0))
             .with_context(|| format!("bind {ip}"))?;
     }
-    let stream = socket
-        .connect(addr)
-        .await
-        .with_context(|| format!("connect to {addr}"))?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+    Ok(socket)
 }
 
 /// Reads responses one after another from one connection, in the order the
@@ -110,7 +126,7 @@ pub struct Conn {
 impl Conn {
     pub async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
         Ok(Self {
-            stream: connect(addr, None).await?,
+            stream: connect(&addr, None)?.await?,
             responses: Responses::with_capacity(READ_CHUNK),
         })
     }

@@ -72,19 +72,11 @@ async fn upgrade(
     source: Option<IpAddr>,
     buf: &mut Vec<u8>,
 ) -> anyhow::Result<TcpStream> {
-    let mut stream = http_client::connect(target.addr, source).await?;
-    let key = handshake_key();
-    let key = std::str::from_utf8(&key).expect("base64 is ASCII");
-    let expected = accept_key(key);
-    // Written from the read buffer, empty until the answer: the request
-    // needs no allocation of its own.
-    let headers = [
-        ("Upgrade", "websocket"),
-        ("Connection", "Upgrade"),
-        ("Sec-WebSocket-Key", key),
-        ("Sec-WebSocket-Version", "13"),
-    ];
-    http_client::write_request(buf, "GET", path, &target.host, &headers, None);
+    // Two statements: a temporary `Result` in the awaiting one would be
+    // kept in the task next to the future it holds.
+    let connecting = http_client::connect(&target.addr, source)?;
+    let mut stream = connecting.await?;
+    let expected = write_upgrade_request(buf, path, &target.host);
     stream
         .write_all(buf)
         .await
@@ -107,6 +99,25 @@ async fn upgrade(
             bail!("connection closed during the upgrade");
         }
     }
+}
+
+/// Writes the upgrade request, with a fresh key, into `buf` (the read
+/// buffer, empty until the answer, so the request needs no allocation of
+/// its own); returns the accept the answer must carry. A function of its
+/// own rather than lines of [`upgrade`]: what lives across an await there
+/// is stored in every subscriber's task for the whole run, and of all this
+/// only the 28-byte accept needs to.
+fn write_upgrade_request(buf: &mut Vec<u8>, path: &str, host: &str) -> Accept {
+    let key = handshake_key();
+    let key = std::str::from_utf8(&key).expect("base64 is ASCII");
+    let headers = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", key),
+        ("Sec-WebSocket-Version", "13"),
+    ];
+    http_client::write_request(buf, "GET", path, host, &headers, None);
+    accept_key(key)
 }
 
 /// Checks the answer to an upgrade at the start of `buf`: the length of its
