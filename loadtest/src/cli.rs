@@ -193,7 +193,7 @@ impl RunArgs {
         let plan = Plan {
             name,
             description: s.description.clone().unwrap_or_default(),
-            run_id: format!("{:06x}", crate::wsclient::next_random() & 0xFF_FFFF),
+            run_id: format!("{:06x}", crate::ws_client::next_random() & 0xFF_FFFF),
             mode: self.mode.or(s.mode).unwrap_or(Mode::Pulsegate),
             target: self.target.clone(),
             subscribers,

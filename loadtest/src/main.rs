@@ -19,7 +19,7 @@ mod seq;
 mod subscriber;
 mod target;
 mod worker;
-mod wsclient;
+mod ws_client;
 
 use std::io::BufRead;
 

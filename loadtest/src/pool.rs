@@ -17,7 +17,7 @@ use crate::histo::{self, Hist};
 use crate::scenario::{HttpBody, Mode, Plan, Publish, PER_SOURCE_PORTS};
 use crate::subscriber::{self, Group, Outcome, Role};
 use crate::target::Url;
-use crate::wsclient::WsTarget;
+use crate::ws_client::WsTarget;
 
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -142,10 +142,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(plan: Plan) -> anyhow::Result<Self> {
         let url = Url::parse(&plan.target)?;
-        let ws = WsTarget {
-            addr: url.resolve(plan.allow_remote)?,
-            host: url.host_header(),
-        };
+        let ws = WsTarget::resolve(&url, plan.allow_remote)?;
         let base = url.path.trim_end_matches('/');
         let path_template = match plan.mode {
             Mode::Pulsegate => format!("{base}/dashboard/ws/{{persona}}"),

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
 use crate::histo;
+use crate::http_client;
 use crate::pool::Counter;
 use crate::resp::{self, Reply};
 use crate::scenario::{HttpBody, Plan, Publish};
@@ -107,10 +107,9 @@ impl Publisher {
             Publish::Http => {
                 let url = Url::parse(plan.http_url.as_deref().context("--http-url")?)?;
                 let addr = url.resolve(plan.allow_remote)?;
-                let stream = TcpStream::connect(addr)
+                let stream = http_client::connect(&addr, None)?
                     .await
-                    .with_context(|| format!("connect to {addr} for HTTP publishing"))?;
-                stream.set_nodelay(true)?;
+                    .context("HTTP publishing")?;
                 let (r, w) = stream.into_split();
                 let targets = personas.iter().map(|p| fill(&url.path, p)).collect();
                 let s = stats.clone();
@@ -318,16 +317,8 @@ impl Publisher {
     }
 
     fn http_request_to(&self, buf: &mut Vec<u8>, path: &str, body: &[u8]) {
-        buf.extend_from_slice(
-            format!(
-                "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                path,
-                self.http_host,
-                body.len()
-            )
-            .as_bytes(),
-        );
-        buf.extend_from_slice(body);
+        let json = [("Content-Type", "application/json")];
+        http_client::write_request(buf, "POST", path, &self.http_host, &json, Some(body));
     }
 
     async fn write(&mut self, buf: &[u8]) -> anyhow::Result<()> {
@@ -400,75 +391,27 @@ async fn redis_replies(mut r: resp::Reader, stats: Arc<PubStats>) {
     }
 }
 
-/// Reads pipelined HTTP responses; any status other than 2xx is an error.
-async fn http_replies(r: tokio::net::tcp::OwnedReadHalf, stats: Arc<PubStats>) {
-    let mut r = BufReader::with_capacity(64 * 1024, r);
-    let mut line = String::new();
+/// Reads the pipelined HTTP responses, in order; any status other than 2xx
+/// is an error. The publish connection is kept alive for the whole run, so
+/// a server that closes it (or answers garbage) ends the replies.
+async fn http_replies(mut r: tokio::net::tcp::OwnedReadHalf, stats: Arc<PubStats>) {
+    let mut responses = http_client::Responses::with_capacity(64 * 1024);
     loop {
-        line.clear();
-        match r.read_line(&mut line).await {
-            Ok(0) | Err(_) => {
-                stats.error("HTTP publish connection closed".into());
-                return;
-            }
-            Ok(_) => {}
-        }
-        let status = line.split_whitespace().nth(1).unwrap_or("").to_string();
-        let mut length = 0usize;
-        let mut chunked = false;
-        loop {
-            line.clear();
-            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                return;
-            }
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':') {
-                let v = v.trim();
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.parse().unwrap_or(0);
-                } else if k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked") {
-                    chunked = true;
+        match responses.next(&mut r).await {
+            Ok(resp) => {
+                if !(200..300).contains(&resp.status) {
+                    stats.error(format!("HTTP publish answered {}", resp.status));
+                }
+                stats.replies.inc();
+                if resp.close {
+                    stats.error("the server closed the HTTP publish connection".into());
+                    return;
                 }
             }
-        }
-        let body_ok = if chunked {
-            skip_chunked(&mut r).await
-        } else {
-            skip(&mut r, length).await
-        };
-        if !body_ok {
-            return;
-        }
-        if !status.starts_with('2') {
-            stats.error(format!("HTTP publish answered {status}"));
-        }
-        stats.replies.inc();
-    }
-}
-
-async fn skip<R: tokio::io::AsyncRead + Unpin>(r: &mut R, n: usize) -> bool {
-    tokio::io::copy(&mut r.take(n as u64), &mut tokio::io::sink())
-        .await
-        .is_ok()
-}
-
-async fn skip_chunked<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> bool {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-            return false;
-        }
-        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16);
-        let Ok(size) = size else { return false };
-        if !skip(r, size + 2).await {
-            return false;
-        }
-        if size == 0 {
-            return true;
+            Err(e) => {
+                stats.error(format!("HTTP publish connection: {e:#}"));
+                return;
+            }
         }
     }
 }

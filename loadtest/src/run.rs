@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::RunArgs;
@@ -43,6 +43,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
 
     let connect_began = Instant::now();
     let ready = connect_phase(&plan, &mut pools, &mut publisher).await?;
+    if ready == 0 {
+        return Err(none_ready(pools).await);
+    }
     let connect_phase_s = connect_began.elapsed().as_secs_f64();
     if plan.hold_s > 0.0 {
         let bar = bar(plan.hold_s.ceil() as u64, "hold");
@@ -233,15 +236,27 @@ async fn connect_phase(
         }
     }
     bar.finish_and_clear();
-    let p = total(pools);
-    if p.ready == 0 {
-        bail!(
-            "no subscriber became ready ({} upgraded, {} failed); is the target right?",
-            p.upgraded,
-            p.failed
-        );
+    Ok(total(pools).ready)
+}
+
+/// The run cannot go on: says how far the subscribers got and, from their
+/// outcomes, why the first of them failed (e.g. the upgrade was refused).
+async fn none_ready(pools: Vec<PoolHandle>) -> anyhow::Error {
+    let p = total(&pools);
+    let mut why = String::new();
+    for pool in pools {
+        let Ok(r) = pool.finish(&[]).await else {
+            continue;
+        };
+        if let (true, Some(e)) = (why.is_empty(), r.error_samples.first()) {
+            why = format!("; first error: {e}");
+        }
     }
-    Ok(p.ready)
+    anyhow::anyhow!(
+        "no subscriber became ready ({} upgraded, {} failed){why}; is the target right?",
+        p.upgraded,
+        p.failed
+    )
 }
 
 /// Waits for the last deliveries: until nothing arrived for `QUIET`, or `drain_s`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::{timeout_at, Instant};
 
-use crate::http_client::{self, Conn, Response};
+use crate::http_client::{Conn, Response};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -28,20 +28,6 @@ impl std::fmt::Display for Failure {
             Failure::Timeout(t) => write!(f, "no complete response within {t:?}"),
         }
     }
-}
-
-/// The request: with `fresh`, it asks the server to close after answering
-/// (unless `headers` already hold a `Connection`).
-pub fn request(path: &str, host: &str, headers: &[String], fresh: bool) -> Vec<u8> {
-    let named = |h: &String, name: &str| {
-        h.split_once(':')
-            .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-    };
-    let mut all = headers.to_vec();
-    if fresh && !headers.iter().any(|h| named(h, "connection")) {
-        all.push("Connection: close".into());
-    }
-    http_client::get_request(path, host, &all)
 }
 
 /// Sends `request` on `conn`, connecting first when there is none (always
@@ -88,17 +74,8 @@ pub async fn attempt(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http_client::get_request;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    #[test]
-    fn fresh_requests_ask_for_close() {
-        let text =
-            |h: &[String], fresh| String::from_utf8(request("/healthz", "h", h, fresh)).unwrap();
-        assert!(text(&[], true).ends_with("Connection: close\r\n\r\n"));
-        assert!(!text(&[], false).contains("Connection:"));
-        let own = text(&["connection: keep-alive".into()], true);
-        assert!(!own.contains("Connection: close"), "{own}");
-    }
 
     /// Like pulsegate's accept-time refusal: answer 429 before reading the
     /// request, shut down, then read what came and close.
@@ -122,7 +99,7 @@ mod tests {
     #[tokio::test]
     async fn a_fresh_connection_per_request() {
         let (addr, server) = refusing_server(3).await;
-        let req = request("/healthz", "x", &[], true);
+        let req = get_request("/healthz", "x", &[], true);
         let (mut conn, mut connects) = (None, 0);
         for _ in 0..3 {
             let r = attempt(
@@ -149,7 +126,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()
         };
-        let req = request("/", "x", &[], true);
+        let req = get_request("/", "x", &[], true);
         let (mut conn, mut connects) = (None, 0);
         let e = attempt(
             &mut conn,

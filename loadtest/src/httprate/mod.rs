@@ -102,14 +102,14 @@ pub fn validate(a: &HttpRateArgs) -> anyhow::Result<(Url, SocketAddr)> {
         bail!("--threads must be 1..=64");
     }
     for h in &a.headers {
-        http_client::check_header(h)?;
+        http_client::parse_header(h)?;
     }
     Ok((url, addr))
 }
 
 pub async fn run(a: &HttpRateArgs) -> anyhow::Result<HttpRateReport> {
     let (url, addr) = validate(a)?;
-    let request = attempt::request(
+    let request = http_client::get_request(
         &url.path,
         &url.host_header(),
         &a.headers,
