@@ -345,7 +345,8 @@ impl Metrics {
         self.resumes.get_or_create(&ReasonLabel { reason }).inc();
     }
 
-    pub fn ingest_rejected(&self, reason: &'static str) {
+    pub fn ingest_rejected(&self, reason: IngestRejection) {
+        let reason = reason.label();
         self.ingest_rejected
             .get_or_create(&ReasonLabel { reason })
             .inc();
@@ -361,7 +362,8 @@ impl Metrics {
             .inc();
     }
 
-    pub fn rejected(&self, reason: &'static str) {
+    pub fn rejected(&self, reason: Rejection) {
+        let reason = reason.label();
         self.connections_rejected
             .get_or_create(&ReasonLabel { reason })
             .inc();

@@ -28,6 +28,7 @@ use crate::hub::registry::Connections;
 use crate::hub::Hub;
 use crate::keys::Keys;
 use crate::metrics::Metrics;
+use crate::metrics::Rejection;
 use crate::protocol::close;
 use crate::ratelimit::Limiters;
 use crate::redis::health::{probe, Monitor, RedisStatus};
@@ -238,13 +239,13 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>) {
             Err(e) => {
                 // Usually EMFILE: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
-                app.metrics.rejected("accept_error");
+                app.metrics.rejected(Rejection::AcceptError);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         if let Err(limited) = app.limits.check_accept(peer.ip()) {
-            app.metrics.rejected("rate_limited");
+            app.metrics.rejected(Rejection::RateLimited);
             refuse_rate_limited(&app, stream, &limited);
             continue;
         }

@@ -13,6 +13,7 @@ use crate::answers::{self, cache::read_from, Answer, ApiError, Route};
 use crate::app::App;
 use crate::ingest::{self, IngestError};
 use crate::keys::PersonaId;
+use crate::metrics::IngestRejection;
 
 fn persona(app: &App, raw: &str) -> Result<PersonaId, ApiError> {
     PersonaId::parse(raw, app.config.ws.max_persona_id_len)
@@ -128,14 +129,14 @@ pub async fn ingest_event(
     }
 }
 
-fn ingest_error_label(e: &IngestError) -> &'static str {
+fn ingest_error_label(e: &IngestError) -> IngestRejection {
     match e {
-        IngestError::Invalid { .. } => "invalid",
-        IngestError::UnknownVariant { .. } => "unknown_variant",
-        IngestError::Conflict { .. } => "conflict",
-        IngestError::BacklogFull(_) => "audit_backlog_full",
-        IngestError::Forbidden(_) => "forbidden",
-        IngestError::Unavailable(_) => "unavailable",
+        IngestError::Invalid { .. } => IngestRejection::Invalid,
+        IngestError::UnknownVariant { .. } => IngestRejection::UnknownVariant,
+        IngestError::Conflict { .. } => IngestRejection::Conflict,
+        IngestError::BacklogFull(_) => IngestRejection::AuditBacklogFull,
+        IngestError::Forbidden(_) => IngestRejection::Forbidden,
+        IngestError::Unavailable(_) => IngestRejection::Unavailable,
     }
 }
 

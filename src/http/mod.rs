@@ -21,6 +21,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::app::App;
 use crate::auth::{bearer_token, AuthError, Claims, Role};
 use crate::keys::PersonaId;
+use crate::metrics::Rejection;
 use crate::metrics::{HttpLabels, RouteLabel};
 use crate::query::query_param;
 use crate::ratelimit::{self, Limited};
@@ -218,7 +219,7 @@ fn dashboard_endpoint(
     query: Option<&str>,
 ) -> Result<Endpoint, Response<Body>> {
     let persona = PersonaId::parse(id, app.config.ws.max_persona_id_len).map_err(|e| {
-        app.metrics.rejected("bad_persona_id");
+        app.metrics.rejected(Rejection::BadPersonaId);
         error(
             StatusCode::BAD_REQUEST,
             "invalid_persona_id",
@@ -228,7 +229,7 @@ fn dashboard_endpoint(
     let since = match query_param(query, "since") {
         None => None,
         Some(raw) => Some(parse_offset(&raw).ok_or_else(|| {
-            app.metrics.rejected("bad_since");
+            app.metrics.rejected(Rejection::BadSince);
             error(
                 StatusCode::BAD_REQUEST,
                 "invalid_since",

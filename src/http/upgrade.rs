@@ -19,13 +19,14 @@ use crate::auth::Claims;
 use crate::http::response::{error, Body};
 use crate::hub::outbox::Outbox;
 use crate::hub::registry::Registration;
+use crate::metrics::Rejection;
 use crate::ws::reader::MessageReader;
 use crate::ws::session::{Endpoint, Session};
 use crate::ws::writer;
 
 pub fn handle(app: &Arc<App>, mut req: Request<Incoming>, endpoint: Endpoint) -> Response<Body> {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        app.metrics.rejected("not_upgrade");
+        app.metrics.rejected(Rejection::NotUpgrade);
         return error(
             StatusCode::UPGRADE_REQUIRED,
             "upgrade_required",
@@ -38,7 +39,7 @@ pub fn handle(app: &Arc<App>, mut req: Request<Incoming>, endpoint: Endpoint) ->
         .map(|v| v.as_bytes())
         != Some(b"13")
     {
-        app.metrics.rejected("bad_version");
+        app.metrics.rejected(Rejection::BadVersion);
         let mut res = error(
             StatusCode::UPGRADE_REQUIRED,
             "unsupported_version",
@@ -53,7 +54,7 @@ pub fn handle(app: &Arc<App>, mut req: Request<Incoming>, endpoint: Endpoint) ->
         .get(hyper::header::ORIGIN)
         .map(|v| v.to_str().unwrap_or("\u{0}"));
     if !app.config.auth.origin_allowed(origin) {
-        app.metrics.rejected("origin");
+        app.metrics.rejected(Rejection::Origin);
         app.metrics.auth_failure("origin");
         return error(
             StatusCode::FORBIDDEN,
@@ -64,13 +65,13 @@ pub fn handle(app: &Arc<App>, mut req: Request<Incoming>, endpoint: Endpoint) ->
     let claims = match crate::http::authenticate(app, &req) {
         Ok(c) => c,
         Err(res) => {
-            app.metrics.rejected("unauthorized");
+            app.metrics.rejected(Rejection::Unauthorized);
             return res;
         }
     };
     if let (Some(c), Endpoint::Dashboard { persona, .. }) = (&claims, &endpoint) {
         if !c.allows_persona(persona.as_str()) {
-            app.metrics.rejected("forbidden");
+            app.metrics.rejected(Rejection::Forbidden);
             return crate::http::forbidden(app, "this token does not grant this persona");
         }
     }
@@ -83,19 +84,19 @@ pub fn handle(app: &Arc<App>, mut req: Request<Incoming>, endpoint: Endpoint) ->
         // Behind a proxy the accept loop saw the proxy; the client's own
         // connection rate is checked here.
         if let Err(l) = app.limits.check_connection_ip(ip) {
-            app.metrics.rejected("rate_limited");
+            app.metrics.rejected(Rejection::RateLimited);
             return crate::http::too_many_requests(&l);
         }
     }
     let Some(ip_slot) = app.limits.open_connection(ip) else {
-        app.metrics.rejected("max_connections_per_ip");
+        app.metrics.rejected(Rejection::MaxConnectionsPerIp);
         return crate::http::too_many_requests(&crate::ratelimit::Limited {
             limit: "max_connections_per_ip",
             retry_after: std::time::Duration::from_secs(1),
         });
     };
     if app.is_draining() {
-        app.metrics.rejected("draining");
+        app.metrics.rejected(Rejection::Draining);
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "draining",
@@ -107,7 +108,7 @@ pub fn handle(app: &Arc<App>, mut req: Request<Incoming>, endpoint: Endpoint) ->
         .connections
         .register(outbox.clone(), app.config.ws.max_connections)
     else {
-        app.metrics.rejected("max_connections");
+        app.metrics.rejected(Rejection::MaxConnections);
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_connections",
@@ -117,7 +118,7 @@ pub fn handle(app: &Arc<App>, mut req: Request<Incoming>, endpoint: Endpoint) ->
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
         Err(e) => {
-            app.metrics.rejected("bad_handshake");
+            app.metrics.rejected(Rejection::BadHandshake);
             return error(StatusCode::BAD_REQUEST, "bad_handshake", &e.to_string());
         }
     };

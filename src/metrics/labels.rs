@@ -106,3 +106,136 @@ pub struct UndecodableLabels {
     pub read: ReadPath,
     pub action: Repair,
 }
+
+/// Why a connection was refused before it became a WebSocket
+/// (`pulsegate_connections_rejected_total{reason}`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Rejection {
+    /// `accept()` failed (usually EMFILE).
+    AcceptError,
+    /// A connection rate (`limits.accept`, `limits.connections_per_ip`).
+    RateLimited,
+    BadPersonaId,
+    BadSince,
+    NotUpgrade,
+    BadVersion,
+    /// `Origin` not in `auth.allowed_origins`.
+    Origin,
+    Unauthorized,
+    Forbidden,
+    MaxConnectionsPerIp,
+    Draining,
+    MaxConnections,
+    BadHandshake,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 13] = [
+        Self::AcceptError,
+        Self::RateLimited,
+        Self::BadPersonaId,
+        Self::BadSince,
+        Self::NotUpgrade,
+        Self::BadVersion,
+        Self::Origin,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::MaxConnectionsPerIp,
+        Self::Draining,
+        Self::MaxConnections,
+        Self::BadHandshake,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::AcceptError => "accept_error",
+            Self::RateLimited => "rate_limited",
+            Self::BadPersonaId => "bad_persona_id",
+            Self::BadSince => "bad_since",
+            Self::NotUpgrade => "not_upgrade",
+            Self::BadVersion => "bad_version",
+            Self::Origin => "origin",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::MaxConnectionsPerIp => "max_connections_per_ip",
+            Self::Draining => "draining",
+            Self::MaxConnections => "max_connections",
+            Self::BadHandshake => "bad_handshake",
+        }
+    }
+}
+
+/// Why an HTTP ingest was refused (`pulsegate_ingest_rejected_total{reason}`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum IngestRejection {
+    Invalid,
+    UnknownVariant,
+    Conflict,
+    AuditBacklogFull,
+    Forbidden,
+    Unavailable,
+}
+
+impl IngestRejection {
+    pub const ALL: [IngestRejection; 6] = [
+        Self::Invalid,
+        Self::UnknownVariant,
+        Self::Conflict,
+        Self::AuditBacklogFull,
+        Self::Forbidden,
+        Self::Unavailable,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::UnknownVariant => "unknown_variant",
+            Self::Conflict => "conflict",
+            Self::AuditBacklogFull => "audit_backlog_full",
+            Self::Forbidden => "forbidden",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{IngestRejection, Rejection};
+
+    /// The `reason` values docs/architecture.md lists for `metric`.
+    fn documented(metric: &str) -> Vec<String> {
+        let doc = include_str!("../../docs/architecture.md");
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{metric}`")))
+            .unwrap_or_else(|| panic!("docs/architecture.md has no row for {metric}"));
+        let labels = row.split('|').nth(3).unwrap_or_default();
+        let mut out: Vec<String> = labels
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| *s != "reason")
+            .map(str::to_owned)
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn sorted(labels: impl Iterator<Item = &'static str>) -> Vec<String> {
+        let mut v: Vec<String> = labels.map(str::to_owned).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn every_rejection_reason_is_documented() {
+        assert_eq!(
+            documented("pulsegate_connections_rejected_total"),
+            sorted(Rejection::ALL.iter().map(|r| r.label()))
+        );
+        assert_eq!(
+            documented("pulsegate_ingest_rejected_total"),
+            sorted(IngestRejection::ALL.iter().map(|r| r.label()))
+        );
+    }
+}

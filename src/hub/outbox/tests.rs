@@ -1,0 +1,134 @@
+//! The outbox as plain synchronous code: hold and release, the floor,
+//! conflation slots across wrapped sequence numbers, the bounds, closes.
+
+use super::*;
+
+fn outbox() -> Outbox {
+    let limits = Limits {
+        max_messages: 8,
+        max_conflated: 8,
+    };
+    let o = Outbox::new(limits, Arc::new(Metrics::new()));
+    o.release(Vec::new(), None);
+    o
+}
+
+fn drain_all(o: &Outbox) -> (usize, bool) {
+    let mut frames = 0;
+    loop {
+        let mut buf = Vec::new();
+        match o.drain(&mut buf, 1 << 20) {
+            Drained::Frames(n) => frames += n,
+            Drained::Close(_) => return (frames, true),
+            Drained::Empty | Drained::Finished => return (frames, false),
+        }
+    }
+}
+
+#[test]
+fn a_close_after_queued_sends_the_queue_first_and_takes_nothing_new() {
+    let o = outbox();
+    o.push_frame(Bytes::from_static(b"a"));
+    o.push_frame(Bytes::from_static(b"b"));
+    o.close_after_queued(close::POLICY, "rate");
+    assert_eq!(o.push_frame(Bytes::from_static(b"c")), Pushed::Closed);
+    assert!(o.is_closing());
+    assert_eq!(drain_all(&o), (2, true));
+}
+
+#[test]
+fn a_plain_close_discards_the_queue() {
+    let o = outbox();
+    o.push_frame(Bytes::from_static(b"a"));
+    o.close(close::GOING_AWAY, "bye");
+    assert_eq!(drain_all(&o), (0, true));
+}
+fn update(key: &str, offset: u64, body: &'static [u8]) -> Delivery {
+    Delivery {
+        frame: Bytes::from_static(body),
+        conflation_key: Some(Arc::from(key)),
+        offset: Some((offset, 0)),
+    }
+}
+
+fn lossless(offset: u64, body: &'static [u8]) -> Delivery {
+    Delivery {
+        frame: Bytes::from_static(body),
+        conflation_key: None,
+        offset: Some((offset, 0)),
+    }
+}
+
+fn held() -> Outbox {
+    let limits = Limits {
+        max_messages: 3,
+        max_conflated: 2,
+    };
+    Outbox::new(limits, Arc::new(Metrics::new()))
+}
+
+/// Everything the writer would send, as one byte string.
+fn sent(o: &Outbox) -> Vec<u8> {
+    let mut buf = Vec::new();
+    while let Drained::Frames(_) = o.drain(&mut buf, 1 << 20) {}
+    buf
+}
+
+#[test]
+fn nothing_goes_out_until_release_and_the_snapshot_goes_first() {
+    let o = held();
+    o.push(&lossless(5, b"a"));
+    let mut buf = Vec::new();
+    assert!(matches!(o.drain(&mut buf, 1 << 20), Drained::Empty));
+    o.release(vec![Bytes::from_static(b"S")], None);
+    assert_eq!(sent(&o), b"Sa");
+}
+
+#[test]
+fn the_floor_drops_what_the_snapshot_covers_now_and_later() {
+    let o = held();
+    o.push(&lossless(4, b"a"));
+    o.push(&update("p\0v1", 5, b"b"));
+    o.push(&lossless(6, b"c"));
+    o.release(vec![Bytes::from_static(b"S")], Some((5, 0)));
+    assert_eq!(o.push(&lossless(5, b"x")), Pushed::Covered);
+    assert_eq!(o.push(&update("p\0v1", 3, b"y")), Pushed::Covered);
+    assert_eq!(o.push(&lossless(7, b"d")), Pushed::Queued);
+    assert_eq!(sent(&o), b"Scd");
+}
+
+#[test]
+fn conflation_keeps_the_newest_across_wrapped_sequence_numbers() {
+    let o = held();
+    // Released with frames in front: the head sequence wraps below zero.
+    o.release(
+        vec![Bytes::from_static(b"S"), Bytes::from_static(b"T")],
+        None,
+    );
+    assert_eq!(o.push(&update("p\0v1", 1, b"1")), Pushed::Queued);
+    assert_eq!(o.push(&update("p\0v2", 2, b"2")), Pushed::Queued);
+    assert_eq!(o.push(&update("p\0v1", 3, b"3")), Pushed::Conflated);
+    assert_eq!(sent(&o), b"ST23");
+    // The slots are free again: new keys queue, not conflate.
+    assert_eq!(o.push(&update("p\0v1", 4, b"4")), Pushed::Queued);
+    assert_eq!(sent(&o), b"4");
+}
+
+#[test]
+fn bounds_close_with_4008() {
+    let o = held();
+    o.release(Vec::new(), None);
+    for i in 0..3 {
+        assert_eq!(o.push(&lossless(i, b"m")), Pushed::Queued);
+    }
+    assert_eq!(o.push(&lossless(9, b"m")), Pushed::Overflow);
+    assert_eq!(o.push(&lossless(10, b"m")), Pushed::Closed);
+    let mut buf = Vec::new();
+    assert!(matches!(o.drain(&mut buf, 1 << 20), Drained::Close(_)));
+
+    let o = held();
+    o.release(Vec::new(), None);
+    assert_eq!(o.push(&update("a", 1, b"1")), Pushed::Queued);
+    assert_eq!(o.push(&update("b", 2, b"2")), Pushed::Queued);
+    assert_eq!(o.push(&update("c", 3, b"3")), Pushed::Overflow);
+}
