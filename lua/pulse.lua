@@ -74,20 +74,18 @@ cjson, math, string, ...; they are bound to upvalues by init() on first call.
 
 local VERSION = '1'
 
--- The audit's consumer group. A gateway whose deployment keeps an audit
--- trail loads the library with its `audit.group` here (library_with_defaults
--- in src/redis/functions.rs); '' means no audit. A stream is then created
--- together with the group, so the backlog check holds from its first entry
--- instead of from the audit's discovery of the stream.
-local AUDIT_GROUP = ''
+-- The audit's consumer group ('' = no audit), set from DEFAULTS by init().
+local AUDIT_GROUP
 
 -- Globals cached in upvalues by init() (~25 ns saved per global access in the
 -- Lua 5.1 VM; the load-time sandbox does not expose them).
 local floor, fmt, smatch, tostr, tonum, typ, jnull, jdecode, jencode, rcall, rpcall, spack, sunpack
 local sfind, sgsub, jlenient
 
+local merge_configured                   -- defined with DEFAULTS, below
+
 local function init()
-  floor, fmt, smatch = math.floor, string.format, string.match
+  fmt, smatch = string.format, string.match
   sfind, sgsub = string.find, string.gsub
   tostr, tonum, typ = tostring, tonumber, type
   jnull, jencode = cjson.null, cjson.encode
@@ -101,6 +99,10 @@ local function init()
   jdecode, jlenient = strict.decode, cjson.decode
   rcall, rpcall = redis.call, redis.pcall
   spack, sunpack = struct.pack, struct.unpack
+  merge_configured()
+  -- Last: callers run init() while `floor` is unset, so a refused
+  -- CONFIGURED fails every call, not only the first one.
+  floor = math.floor
 end
 
 local MAX_INT = 99999999999999           -- 1e14 - 1: counts and ms timestamps
@@ -121,20 +123,67 @@ local PERSONA_PATTERN = '^[A-Za-z0-9_%.%-]+$'
 local ST_FMT = '>ddddddddddd'   -- views inter er_u last_updated wm w5v w5i w15v w15i w60v w60i
 local SLOT_FMT = '>ddd'         -- minute view_delta interaction_delta
 
--- Option name -> {min, max, default}. Unknown option names are rejected.
+-- Option name -> {min, max}. Unknown option names are rejected.
 local OPTION_SPECS = {
-  stream_maxlen             = {1, MAX_INT, 100000},
-  pattern_window_ms         = {1, MAX_INT, 86400000},
-  pattern_fatigue_threshold = {0, MAX_INT, 5},
-  kill_rate_window_ms       = {1, MAX_INT, 86400000},
-  variant_ttl_s             = {0, MAX_INT, 0},
-  killed_ttl_s              = {1, MAX_INT, 604800},
-  max_variants              = {0, MAX_INT, 1000},
-  recent_kills              = {0, RECENT_KILLS_KEPT, 20},
-  now_ms                    = {0, MAX_INT, false},
-  backlog_margin            = {0, MAX_INT, 10000},
-  max_persona_id_len        = {1, MAX_ID_LEN, 64},
+  stream_maxlen             = {1, MAX_INT},
+  pattern_window_ms         = {1, MAX_INT},
+  pattern_fatigue_threshold = {0, MAX_INT},
+  kill_rate_window_ms       = {1, MAX_INT},
+  variant_ttl_s             = {0, MAX_INT},
+  killed_ttl_s              = {1, MAX_INT},
+  max_variants              = {0, MAX_INT},
+  recent_kills              = {0, RECENT_KILLS_KEPT},
+  now_ms                    = {0, MAX_INT},
+  backlog_margin            = {0, MAX_INT},
+  max_persona_id_len        = {1, MAX_ID_LEN},
 }
+
+-- Built-in defaults: what a call gets for an option it leaves out (now_ms
+-- has none: TIME), and the audit's consumer group ('' = none; a group
+-- nothing consumes would block ingest at the backlog bound, so it is not an
+-- option). A gateway loads the library with its deployment's values as
+-- `local CONFIGURED = {...};` put in front of line 2 (line numbers stay
+-- those of this file; src/redis/functions.rs), merged over these by init().
+local DEFAULTS = {
+  stream_maxlen             = 100000,
+  pattern_window_ms         = 86400000,
+  pattern_fatigue_threshold = 5,
+  kill_rate_window_ms       = 86400000,
+  variant_ttl_s             = 0,
+  killed_ttl_s              = 604800,
+  max_variants              = 1000,
+  recent_kills              = 20,
+  backlog_margin            = 10000,
+  max_persona_id_len        = 64,
+  audit_group               = '',
+}
+
+-- The gateway's table, if it was put in front. Loaded on its own, the name
+-- is a global, and Redis refuses to read a missing global (at FUNCTION LOAD
+-- too, where there is no pcall), so only a call tries it, under pcall.
+local function configured() return CONFIGURED end
+
+-- Runs on a call, with the full globals. A value the library would refuse
+-- as an option fails the call rather than being dropped or let through.
+merge_configured = function()
+  local found, conf = pcall(configured)
+  if found and conf ~= nil then         -- nil: a Redis that reads missing globals as nil
+    for k, v in pairs(conf) do
+      local spec = OPTION_SPECS[k]
+      local ok
+      if k == 'audit_group' then
+        ok = type(v) == 'string'
+      else
+        ok = spec and type(v) == 'number' and v % 1 == 0 and v >= spec[1] and v <= spec[2]
+      end
+      if not ok then
+        error('CONFIGURED.' .. tostring(k) .. ': not an option or out of range: ' .. tostring(v), 0)
+      end
+      DEFAULTS[k] = v
+    end
+  end
+  AUDIT_GROUP = DEFAULTS.audit_group
+end
 
 ---------------------------------------------------------------------------
 -- errors: raised as a tagged table and turned into redis.error_reply by
@@ -502,8 +551,8 @@ local function parse_options(raw)
       res[k] = v
     end
   end
-  for k, spec in pairs(OPTION_SPECS) do
-    if res[k] == nil and spec[3] then res[k] = spec[3] end
+  for k in pairs(OPTION_SPECS) do
+    if res[k] == nil then res[k] = DEFAULTS[k] end
   end
   res.maxlen_s = istr(res.stream_maxlen)
   opt_cache_raw, opt_cache_val = raw, res

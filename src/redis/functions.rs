@@ -13,10 +13,12 @@ use crate::redis::health::{Health, Signal};
 /// The library source, as shipped in `lua/pulse.lua`.
 pub const LIBRARY: &str = include_str!("../../lua/pulse.lua");
 
-/// The `[ingest]` settings as the options argument of the functions.
-pub fn options_json(config: &Config) -> String {
+/// The `[ingest]` settings (and the limits the functions enforce) as the
+/// functions' options: passed with every call, and loaded as the library's
+/// defaults (see [`library_with_defaults`]).
+pub fn options(config: &Config) -> serde_json::Map<String, serde_json::Value> {
     let cfg = &config.ingest;
-    serde_json::json!({
+    let serde_json::Value::Object(options) = serde_json::json!({
         "stream_maxlen": cfg.stream_maxlen,
         "pattern_window_ms": cfg.pattern_window.as_millis() as u64,
         "pattern_fatigue_threshold": cfg.pattern_fatigue_threshold,
@@ -25,33 +27,41 @@ pub fn options_json(config: &Config) -> String {
         "max_variants": cfg.max_variants,
         "backlog_margin": config.audit.backlog_margin,
         "max_persona_id_len": config.ws.max_persona_id_len,
-    })
-    .to_string()
+    }) else {
+        unreachable!("json!({{...}}) is an object")
+    };
+    options
 }
 
-/// The library with its option defaults set to this deployment's values, so
-/// a publisher calling `FCALL pulse_ingest` without options (any language,
-/// not through the gateway) gets the same stream bound, windows and backlog
-/// margin as the gateway's own calls.
+/// [`options`] as the options argument of the functions.
+pub fn options_json(config: &Config) -> String {
+    serde_json::Value::Object(options(config)).to_string()
+}
+
+/// The library with `options` as its defaults, so a publisher calling
+/// `FCALL pulse_ingest` without options (any language, not through the
+/// gateway) gets the same stream bound, windows and backlog margin as the
+/// gateway's own calls.
 ///
 /// `audit_group`: the audit's consumer group when the deployment keeps an
 /// audit trail; the library then creates each new stream with it.
-pub fn library_with_defaults(options: &str, audit_group: Option<&str>) -> String {
-    let opts = match serde_json::from_str::<serde_json::Value>(options) {
-        Ok(serde_json::Value::Object(opts)) => opts,
-        _ => serde_json::Map::new(),
-    };
-    let mut out = String::with_capacity(LIBRARY.len());
-    for line in LIBRARY.split_inclusive('\n') {
-        let replaced = match (line.strip_prefix("local AUDIT_GROUP = ''"), audit_group) {
-            (Some(rest), Some(group)) => {
-                Some(format!("local AUDIT_GROUP = {}{rest}", lua_string(group)))
-            }
-            _ => with_default(line, &opts),
-        };
-        out.push_str(&replaced.unwrap_or_else(|| line.to_owned()));
-    }
-    out
+///
+/// They go in as `local CONFIGURED = {...}; ` in front of the library's
+/// second line, which `lua/pulse.lua` merges over its built-in `DEFAULTS`
+/// (and refuses, failing every call, if a name is not an option). The
+/// shebang has to stay the first line, and keeping the table on the second
+/// keeps Lua's error line numbers those of the file.
+pub fn library_with_defaults(
+    options: &serde_json::Map<String, serde_json::Value>,
+    audit_group: Option<&str>,
+) -> String {
+    let (shebang, rest) = LIBRARY
+        .split_once('\n')
+        .expect("lua/pulse.lua has a shebang line");
+    format!(
+        "{shebang}\nlocal CONFIGURED = {};{rest}",
+        configured_table(options, audit_group)
+    )
 }
 
 /// The library as this instance loads it: with the audit group when the
@@ -61,11 +71,44 @@ pub fn library_with_defaults(options: &str, audit_group: Option<&str>) -> String
 pub fn configured_library(config: &Config) -> String {
     let audit_group = (config.database.url.is_some() && config.audit.enabled)
         .then_some(config.audit.group.as_str());
-    library_with_defaults(&options_json(config), audit_group)
+    library_with_defaults(&options(config), audit_group)
 }
 
-/// A Lua string literal of `s`: every byte outside printable ASCII, and the
-/// quote and backslash, as a decimal escape.
+/// A Lua table constructor, on one line, of `options` and the audit group.
+fn configured_table(
+    options: &serde_json::Map<String, serde_json::Value>,
+    audit_group: Option<&str>,
+) -> String {
+    let mut fields: Vec<String> = options
+        .iter()
+        .map(|(name, value)| format!("[{}] = {}", lua_string(name), lua_value(value)))
+        .collect();
+    if let Some(group) = audit_group {
+        fields.push(format!("['audit_group'] = {}", lua_string(group)));
+    }
+    format!("{{{}}}", fields.join(", "))
+}
+
+/// A Lua literal of a JSON value. JSON number text is a Lua number;
+/// `null` is `nil`, which leaves the option at its built-in default, as a
+/// `null` option does in a call.
+fn lua_value(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::Null => "nil".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => lua_string(s),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(lua_value).collect();
+            format!("{{{}}}", items.join(", "))
+        }
+        Value::Object(map) => configured_table(map, None),
+    }
+}
+
+/// A Lua string literal of `s`, on one line: every byte outside printable
+/// ASCII, and the quote and backslash, as a decimal escape.
 fn lua_string(s: &str) -> String {
     let mut out = String::from("'");
     for b in s.bytes() {
@@ -77,19 +120,6 @@ fn lua_string(s: &str) -> String {
     }
     out.push('\'');
     out
-}
-
-/// `  name = {lo, hi, default},` with `default` replaced, if `name` is configured.
-fn with_default(line: &str, opts: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
-    let (name, rest) = line.trim_start().split_once('=')?;
-    let value = opts.get(name.trim())?.as_u64()?;
-    let inner = rest.trim().strip_prefix('{')?.strip_suffix("},")?;
-    let parts: Vec<&str> = inner.split(',').map(str::trim).collect();
-    let [lo, hi, _] = parts.as_slice() else {
-        return None;
-    };
-    let indent = &line[..line.len() - line.trim_start().len()];
-    Some(format!("{indent}{name}= {{{lo}, {hi}, {value}}},\n"))
 }
 
 /// `FUNCTION LOAD REPLACE` the library with the built-in defaults.
@@ -159,29 +189,80 @@ pub async fn keep_loaded(
 mod tests {
     use super::*;
 
+    /// A config with every option the functions get changed from its default.
+    fn every_option_changed() -> Config {
+        let mut config = Config::default();
+        config.ingest.stream_maxlen = 1234;
+        config.ingest.pattern_window = Duration::from_secs(61);
+        config.ingest.pattern_fatigue_threshold = 9;
+        config.ingest.kill_rate_window = Duration::from_secs(62);
+        config.ingest.killed_ttl = Duration::from_secs(63);
+        config.ingest.max_variants = 7;
+        config.audit.backlog_margin = 56;
+        config.ws.max_persona_id_len = 12;
+        config
+    }
+
+    /// Every key of `options_json` is in the generated table with the
+    /// configured value: an option added to `options` without a change
+    /// above fails here, so it cannot be left out of the table unseen.
     #[test]
-    fn defaults_follow_the_config() {
-        let lib = library_with_defaults(r#"{"stream_maxlen": 1234, "backlog_margin": 56}"#, None);
-        assert!(
-            lib.contains("stream_maxlen             = {1, MAX_INT, 1234},"),
-            "stream_maxlen line"
-        );
-        assert!(lib.contains("backlog_margin            = {0, MAX_INT, 56},"));
-        assert!(
-            lib.contains("pattern_window_ms         = {1, MAX_INT, 86400000},"),
-            "others untouched"
-        );
-        assert_eq!(lib.lines().count(), LIBRARY.lines().count());
-        assert_eq!(library_with_defaults("not json", None), LIBRARY);
+    fn the_table_holds_every_option() {
+        let built_in = options(&Config::default());
+        let changed = options(&every_option_changed());
+        let sent: serde_json::Value =
+            serde_json::from_str(&options_json(&every_option_changed())).unwrap();
+        assert_eq!(sent, serde_json::Value::Object(changed.clone()));
+        let table = configured_table(&changed, None);
+        for (name, value) in &changed {
+            assert_ne!(
+                built_in[name], *value,
+                "change {name} in every_option_changed"
+            );
+            assert!(
+                table.contains(&format!("['{name}'] = {value}")),
+                "{name} = {value} in {table}"
+            );
+        }
+        assert_eq!(table.matches(" = ").count(), changed.len(), "{table}");
+        assert!(!table.contains("['audit_group']"));
     }
 
     #[test]
-    fn the_audit_group_is_a_safe_lua_literal() {
-        assert!(!LIBRARY.contains("local AUDIT_GROUP = 'audit'"));
-        let lib = library_with_defaults("{}", Some("audit"));
-        assert!(lib.contains("\nlocal AUDIT_GROUP = 'audit'\n"));
+    fn the_table_follows_the_shebang_on_the_second_line() {
+        let mut config = every_option_changed();
+        config.database.url = Some("postgres://unused".into());
+        let lib = configured_library(&config);
+        let (first, rest) = lib.split_once('\n').unwrap();
+        assert_eq!(first, "#!lua name=pulse");
+        assert_eq!(first, LIBRARY.lines().next().unwrap());
+        let table = configured_table(&options(&config), Some("audit"));
+        let second = LIBRARY.lines().nth(1).unwrap();
+        assert_eq!(
+            rest.lines().next().unwrap(),
+            format!("local CONFIGURED = {table};{second}")
+        );
+        assert!(table.ends_with(", ['audit_group'] = 'audit'}"), "{table}");
+        // Lua's error line numbers stay those of lua/pulse.lua.
         assert_eq!(lib.lines().count(), LIBRARY.lines().count());
-        let lib = library_with_defaults("{}", Some("it's a \\ ]] group"));
-        assert!(lib.contains("local AUDIT_GROUP = 'it\\039s a \\092 ]] group'\n"));
+        assert!(lib.ends_with(&LIBRARY[LIBRARY.find('\n').unwrap() + second.len() + 1..]));
+
+        config.audit.enabled = false;
+        assert!(!configured_library(&config).contains("['audit_group']"));
+    }
+
+    #[test]
+    fn strings_are_safe_lua_literals_on_one_line() {
+        assert_eq!(
+            lua_string("it's a \\ ]] \n group é"),
+            "'it\\039s a \\092 ]] \\010 group \\195\\169'"
+        );
+        let lib = library_with_defaults(&serde_json::Map::new(), Some("a'b"));
+        assert!(lib.contains("local CONFIGURED = {['audit_group'] = 'a\\039b'};--[["));
+        let value = serde_json::json!({"n": null, "b": true, "x": [1.5, "s"]});
+        assert_eq!(
+            lua_value(&value),
+            "{['b'] = true, ['n'] = nil, ['x'] = {1.5, 's'}}"
+        );
     }
 }

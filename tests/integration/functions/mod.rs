@@ -3,6 +3,8 @@
 //! nothing, the out-of-order rule, and concurrent publishers.
 //! (scripts/lua-check/check.py holds the exhaustive randomized model check.)
 
+mod defaults;
+
 use fred::prelude::*;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
