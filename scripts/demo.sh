@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The demo: a live gateway fed by a simulated monitor.
 #
-#   scripts/demo.sh
+#   scripts/demo.sh [--instances N]
+#
+# With --instances N the gateways are N processes behind HAProxy
+# (scripts/cluster.sh), reached on the same address as the single gateway.
 #
 # 1. makes sure Redis runs (scripts/ensure-redis.sh; starts a project-local one)
 # 2. cargo build --release --bin pulsegate
@@ -22,6 +25,30 @@
 #   DEMO_BIN          use this binary instead of building (implies SKIP_BUILD)
 # The gateway's log goes to .local/demo/gateway.log.
 set -euo pipefail
+
+instances=1
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --instances)
+      instances="${2:-}"
+      shift
+      ;;
+    --instances=*) instances="${1#*=}" ;;
+    -h | --help)
+      sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "demo: unknown argument '$1' (see --help)" >&2
+      exit 64
+      ;;
+  esac
+  shift
+done
+[[ "$instances" =~ ^[1-9][0-9]*$ ]] || {
+  echo "demo: --instances takes a positive number, got '$instances'" >&2
+  exit 64
+}
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 LOG_PREFIX="demo"
@@ -55,10 +82,14 @@ bin="${DEMO_BIN:-$REPO_ROOT/target/release/pulsegate}"
 state_dir="$REPO_ROOT/.local/demo"
 gateway_log="$state_dir/gateway.log"
 gateway_pid=""
+cluster_started=0
 
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  if [[ "$cluster_started" == 1 ]]; then
+    bash "$SCRIPT_DIR/cluster.sh" down >&2 || true
+  fi
   if [[ -n "$gateway_pid" ]] && kill -0 "$gateway_pid" 2>/dev/null; then
     log "stopping gateway (pid $gateway_pid)"
     kill -TERM "$gateway_pid" 2>/dev/null || true
@@ -96,35 +127,42 @@ else
   cargo build --release --bin pulsegate
 fi
 
-# 3. Gateway.
-if port_open "$connect_host" "$listen_port"; then
-  die "something already listens on $connect_host:$listen_port; stop it or set PULSEGATE_LISTEN"
-fi
-mkdir -p "$state_dir"
-serve_args=(serve --listen "$PULSEGATE_LISTEN" --redis-url "$REDIS_URL")
-if [[ -n "${PULSEGATE_CONFIG:-}" ]]; then
-  serve_args+=(--config "$PULSEGATE_CONFIG")
-fi
-log "starting: pulsegate ${serve_args[*]} (log: $gateway_log)"
-"$bin" "${serve_args[@]}" >"$gateway_log" 2>&1 &
-gateway_pid=$!
+# 3. Gateway(s).
+if [[ "$instances" -gt 1 ]]; then
+  log "starting $instances gateways behind HAProxy on $PULSEGATE_LISTEN (scripts/cluster.sh)"
+  CLUSTER_PUBLIC="$connect_host:$listen_port" CLUSTER_BIN="$bin" \
+    bash "$SCRIPT_DIR/cluster.sh" up "$instances" >&2
+  cluster_started=1
+else
+  if port_open "$connect_host" "$listen_port"; then
+    die "something already listens on $connect_host:$listen_port; stop it or set PULSEGATE_LISTEN"
+  fi
+  mkdir -p "$state_dir"
+  serve_args=(serve --listen "$PULSEGATE_LISTEN" --redis-url "$REDIS_URL")
+  if [[ -n "${PULSEGATE_CONFIG:-}" ]]; then
+    serve_args+=(--config "$PULSEGATE_CONFIG")
+  fi
+  log "starting: pulsegate ${serve_args[*]} (log: $gateway_log)"
+  "$bin" "${serve_args[@]}" >"$gateway_log" 2>&1 &
+  gateway_pid=$!
 
-deadline=$((SECONDS + ${DEMO_READY_TIMEOUT:-60}))
-status=""
-while :; do
-  if ! kill -0 "$gateway_pid" 2>/dev/null; then
-    tail -n 30 "$gateway_log" >&2 || true
-    gateway_pid=""
-    die "gateway exited during startup; see $gateway_log"
-  fi
-  status="$(http_status "$connect_host" "$listen_port" /readyz || true)"
-  [[ "$status" == 200 ]] && break
-  if ((SECONDS >= deadline)); then
-    tail -n 30 "$gateway_log" >&2 || true
-    die "gateway not ready after ${DEMO_READY_TIMEOUT:-60}s (last GET /readyz status: ${status:-no answer}); see $gateway_log"
-  fi
-  sleep 0.3
-done
+  deadline=$((SECONDS + ${DEMO_READY_TIMEOUT:-60}))
+  status=""
+  while :; do
+    if ! kill -0 "$gateway_pid" 2>/dev/null; then
+      tail -n 30 "$gateway_log" >&2 || true
+      gateway_pid=""
+      die "gateway exited during startup; see $gateway_log"
+    fi
+    status="$(http_status "$connect_host" "$listen_port" /readyz || true)"
+    [[ "$status" == 200 ]] && break
+    if ((SECONDS >= deadline)); then
+      tail -n 30 "$gateway_log" >&2 || true
+      die "gateway not ready after ${DEMO_READY_TIMEOUT:-60}s (last GET /readyz status: ${status:-no answer}); see $gateway_log"
+    fi
+    sleep 0.3
+  done
+fi
 log "gateway ready (GET /readyz -> 200)"
 
 first_persona="${DEMO_PERSONAS%%,*}"
@@ -136,7 +174,7 @@ cat <<EOF
   WebSocket stream:      $base_ws/dashboard/ws/$first_persona
   Prometheus metrics:    $base_http/metrics
   Personas:              ${DEMO_PERSONAS//,/ }
-  Gateway log:           tail -f $gateway_log
+  Gateway log:           $([[ "$instances" -gt 1 ]] && echo ".local/cluster/gw*.log ($instances gateways behind HAProxy)" || echo "tail -f $gateway_log")
 
   Watch the stream from a terminal, e.g. with websocat (cargo install websocat):
     websocat $base_ws/dashboard/ws/$first_persona
@@ -164,7 +202,9 @@ if [[ -n "$DEMO_DURATION" ]]; then
   if [[ "$rc" -ne 0 && "$rc" -ne 124 ]]; then
     die "simulator exited with status $rc"
   fi
-  kill -0 "$gateway_pid" 2>/dev/null || die "gateway died during the demo; see $gateway_log"
+  if [[ -n "$gateway_pid" ]]; then
+    kill -0 "$gateway_pid" 2>/dev/null || die "gateway died during the demo; see $gateway_log"
+  fi
   status="$(http_status "$connect_host" "$listen_port" /readyz || true)"
   [[ "$status" == 200 ]] || die "gateway no longer ready at the end (GET /readyz: ${status:-no answer})"
   log "DEMO_DURATION=${DEMO_DURATION}s elapsed; gateway still ready; shutting down"

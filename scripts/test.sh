@@ -3,7 +3,7 @@
 #
 #   scripts/test.sh [EXTRA CARGO TEST ARGS...]
 #
-# 1. installs redis-server and PostgreSQL when missing (nothing is started:
+# 1. installs redis-server, PostgreSQL and HAProxy when missing (nothing is started:
 #    the tests spawn their own redis-server on free ports and throwaway
 #    PostgreSQL clusters, found via PULSEGATE_REDIS_SERVER / PULSEGATE_PG_BIN)
 # 2. cargo fmt --all -- --check
@@ -25,10 +25,13 @@ cd "$REPO_ROOT"
 SECONDS=0
 step() { printf '\n==> [%4ds] %s\n' "$SECONDS" "$*"; }
 
-step "system dependencies (redis-server, postgresql)"
+step "system dependencies (redis-server, postgresql, haproxy)"
 bash "$SCRIPT_DIR/ensure-redis.sh" --install-only
 PULSEGATE_PG_BIN="$(bash "$SCRIPT_DIR/ensure-postgres.sh" --install-only)"
 PULSEGATE_REDIS_SERVER="$(redis_server_bin)" || die "redis-server not found"
+# The scale-out tests put gateways behind a real HAProxy.
+PULSEGATE_HAPROXY="$(bash "$SCRIPT_DIR/ensure-haproxy.sh")" || die "HAProxy could not be installed"
+export PULSEGATE_HAPROXY
 [[ -x "$PULSEGATE_PG_BIN/postgres" && -x "$PULSEGATE_PG_BIN/initdb" ]] ||
   die "no postgres/initdb in '$PULSEGATE_PG_BIN'"
 export PULSEGATE_REDIS_SERVER PULSEGATE_PG_BIN
