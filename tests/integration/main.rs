@@ -4,6 +4,7 @@ mod api;
 mod audit;
 mod bad_bytes;
 mod clientlog;
+mod cluster;
 mod common;
 mod config;
 mod fanout;
