@@ -17,6 +17,8 @@ async fn sigterm_closes_clients_with_1001_and_exits_zero() {
             "--redis-url",
             &redis.url(),
         ])
+        .env("PULSEGATE_SHUTDOWN_LB_GRACE", "0s")
+        .env("PULSEGATE_SHUTDOWN_DRAIN_WINDOW", "0s")
         .env("PULSEGATE_SHUTDOWN_DRAIN_TIMEOUT", "5s")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
