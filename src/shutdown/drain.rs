@@ -25,11 +25,12 @@ use crate::metrics::Metrics;
 use crate::protocol::close;
 
 /// About how far apart two batches go out. Half a second keeps every batch
-/// small next to the window (20 batches over the default 10 s), while each
+/// small next to the window (20 batches over the default 10 s), while any
 /// one-second span holds at most two batches: never more than
-/// `clients / window` closes in any second, with ~0.1 s to spare. Finer
-/// batches would not smooth the reconnects further (the hints' jitter
-/// already spreads each batch over the gap) and would lose that margin.
+/// `clients / window` closes in any second, with time to spare (0.11 s for
+/// a 5 s window). Finer batches would not smooth the reconnects further (the
+/// hints' jitter already spreads each batch over the gap) and would lose
+/// that margin.
 const BATCH_SPACING: Duration = Duration::from_millis(500);
 
 /// When each batch goes out, which connections it takes, and the hint
@@ -41,15 +42,13 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// About one batch per [`BATCH_SPACING`] of `window`, the first at its
-    /// start and the last at its end; one batch when the window is shorter.
+    /// One batch per [`BATCH_SPACING`] of `window`, rounded up, the first at
+    /// its start and the last at its end: so batches are a little more than
+    /// half a second apart, and any one second holds at most two of them.
+    /// One batch when the window is that short.
     pub fn new(window: Duration) -> Self {
-        let n = (window.as_secs_f64() / BATCH_SPACING.as_secs_f64()).round();
-        let batches = if n.is_finite() && n >= 1.0 {
-            n.min(f64::from(u32::MAX)) as u32
-        } else {
-            1
-        };
+        let n = window.as_nanos().div_ceil(BATCH_SPACING.as_nanos());
+        let batches = u32::try_from(n).unwrap_or(u32::MAX).max(1);
         Self { window, batches }
     }
 
