@@ -32,7 +32,9 @@ pub struct App {
     pub redis: Client,
     pub redis_status: Arc<RedisStatus>,
     pub connections: Arc<Connections>,
-    /// Cancelled on SIGTERM/SIGINT: WebSockets close with 1001.
+    /// Cancelled on SIGTERM/SIGINT: the accept loop stops, HTTP connections
+    /// finish their request, the REST watchers stop. WebSockets are not
+    /// watching it: the paced drain closes them (`shutdown::drain`).
     pub shutdown: CancellationToken,
     /// Upgraded WebSockets leave hyper's graceful shutdown; this tracks them,
     /// and every task a connection or request starts.

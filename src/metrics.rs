@@ -334,7 +334,14 @@ impl Metrics {
     }
 
     pub fn close_sent(&self, code: u16) {
-        self.ws_closes.get_or_create(&CodeLabel { code }).inc();
+        self.closes_sent(code, 1);
+    }
+
+    /// `n` closes with `code` at once (a batch of the shutdown drain).
+    pub fn closes_sent(&self, code: u16, n: usize) {
+        self.ws_closes
+            .get_or_create(&CodeLabel { code })
+            .inc_by(n as u64);
     }
 
     pub fn client_error(&self, code: &'static str) {

@@ -182,31 +182,41 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
 }
 
 impl Running {
-    /// Drains: `/readyz` turns 503, the listener closes, every WebSocket gets
-    /// 1001, HTTP connections finish their request; all within `drain_timeout`.
+    /// Drains (`docs/architecture.md`, "Shutdown"): `/readyz` turns 503 and
+    /// the listener closes at once, HTTP connections finish their request;
+    /// after `lb_grace` the WebSockets are closed with 1012 and a reconnect
+    /// hint in batches over `drain_window`. Returns when the last connection
+    /// has ended, or at `drain_timeout`.
     pub async fn shutdown(self) {
+        let began = tokio::time::Instant::now();
         let app = self.app;
+        let config = &app.config.shutdown;
+        let deadline = began + config.drain_timeout;
         app.start_draining();
         app.shutdown.cancel();
         let _ = self.accept.await;
-        let closed = app
-            .connections
-            .close_all(close::GOING_AWAY, "server shutting down");
-        tracing::info!(websockets = closed, "draining connections");
         app.tasks.close();
-        let deadline = app.config.shutdown.drain_timeout;
-        if tokio::time::timeout(deadline, app.tasks.wait())
+        let paced = crate::shutdown::drain::run(&app.connections, &app.metrics, config, began);
+        let _ = tokio::time::timeout_at(deadline, paced).await;
+        if tokio::time::timeout_at(deadline, app.tasks.wait())
             .await
             .is_err()
         {
+            // Only what the drain never reached goes away without a hint.
+            let unasked = app
+                .connections
+                .close_all(close::GOING_AWAY, "server shutting down");
+            app.metrics.closes_sent(close::GOING_AWAY, unasked);
             tracing::warn!(
                 remaining = app.tasks.len(),
+                websockets = app.connections.len(),
+                closed_with_1001 = unasked,
                 "drain timeout reached; dropping the remaining connections"
             );
         }
         self.background.cancel();
         // The audit consumer finishes (commits and acks) the batch in hand.
-        if tokio::time::timeout(deadline, self.workers.wait())
+        if tokio::time::timeout(config.drain_timeout, self.workers.wait())
             .await
             .is_err()
         {

@@ -15,6 +15,7 @@ mod ingest;
 mod limits;
 mod load;
 mod redis;
+mod shutdown;
 mod ws;
 
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ pub use ingest::{IngestConfig, OptimizationConfig};
 pub use limits::{LimitsConfig, Rate};
 pub use load::{Overrides, DEFAULT_CONFIG_PATH};
 pub use redis::RedisConfig;
+pub use shutdown::ShutdownConfig;
 pub use ws::WsConfig;
 
 /// A bad value, and the key that holds it.
@@ -110,22 +112,6 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ShutdownConfig {
-    /// Longest wait for connections to close after SIGTERM. Default: 10s.
-    #[serde(with = "humantime_serde")]
-    pub drain_timeout: Duration,
-}
-
-impl Default for ShutdownConfig {
-    fn default() -> Self {
-        Self {
-            drain_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
 impl Config {
     /// The listen address, parsed (validated by [`Config::validate`]).
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -146,6 +132,7 @@ impl Config {
             .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
         self.ws.validate()?;
         self.http.validate()?;
+        self.shutdown.validate()?;
         self.ingest.validate()?;
         self.optimization.validate()?;
         self.audit.validate()?;

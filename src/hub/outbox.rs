@@ -221,9 +221,10 @@ impl Outbox {
     }
 
     /// Requests a close with `code`; queued messages are discarded so the
-    /// close goes out at once. Later requests are ignored.
-    pub fn close(&self, code: u16, reason: &str) {
-        self.close_with(frame::close(code, reason));
+    /// close goes out at once. Later requests are ignored: returns whether
+    /// this one was taken (so a close is counted once).
+    pub fn close(&self, code: u16, reason: &str) -> bool {
+        self.close_with(frame::close(code, reason))
     }
 
     /// Requests a close with `code` after the frames already queued (replies
@@ -241,11 +242,12 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Echoes a client's close payload.
-    pub fn close_with(&self, close_frame: Bytes) {
+    /// Echoes a client's close payload. Returns whether the request was
+    /// taken (false: a close was already under way).
+    pub fn close_with(&self, close_frame: Bytes) -> bool {
         let mut s = self.lock();
         if s.close.is_some() {
-            return;
+            return false;
         }
         s.close = Some(close_frame);
         s.flush_before_close = false;
@@ -255,6 +257,7 @@ impl Outbox {
         drop(s);
         self.closing.cancel();
         self.wake.notify_one();
+        true
     }
 
     /// The socket is gone: stop queueing, wake whoever waits on `closing`,

@@ -1,18 +1,32 @@
 //! The set of open WebSocket connections: counts them against the limit, and
-//! reaches all of them for status notices and shutdown.
+//! reaches all of them for status notices and shutdown (the paced drain
+//! takes them from here, and waits here for the last one to go).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use tokio::sync::watch;
 
 use super::outbox::Outbox;
 
-#[derive(Default)]
 pub struct Connections {
     open: Mutex<HashMap<u64, Arc<Outbox>>>,
     next_id: AtomicU64,
+    /// How many are open, updated under the `open` lock: lets the shutdown
+    /// drain wait for the last connection to end without polling.
+    count: watch::Sender<usize>,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self {
+            open: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            count: watch::Sender::new(0),
+        }
+    }
 }
 
 /// A registered connection; dropping it deregisters.
@@ -23,7 +37,9 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.connections.lock().remove(&self.id);
+        let mut open = self.connections.lock();
+        open.remove(&self.id);
+        self.connections.count.send_replace(open.len());
     }
 }
 
@@ -40,6 +56,7 @@ impl Connections {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         open.insert(id, outbox);
+        self.count.send_replace(open.len());
         Some(Registration {
             connections: self.clone(),
             id,
@@ -54,8 +71,29 @@ impl Connections {
         self.len() == 0
     }
 
+    /// Returns once no connection is registered (at once if none is).
+    pub async fn wait_empty(&self) {
+        let mut count = self.count.subscribe();
+        // The sender lives as long as `self`: this cannot fail.
+        let _ = count.wait_for(|n| *n == 0).await;
+    }
+
     fn snapshot(&self) -> Vec<Arc<Outbox>> {
         self.lock().values().cloned().collect()
+    }
+
+    /// The connections not yet closing, oldest first: what the shutdown
+    /// drain has still to close.
+    pub fn not_closing(&self) -> Vec<Arc<Outbox>> {
+        let open = self.lock();
+        let mut ids: Vec<(u64, Arc<Outbox>)> = open
+            .iter()
+            .filter(|(_, o)| !o.is_closing())
+            .map(|(id, o)| (*id, o.clone()))
+            .collect();
+        drop(open);
+        ids.sort_unstable_by_key(|(id, _)| *id);
+        ids.into_iter().map(|(_, o)| o).collect()
     }
 
     /// Queues `frame` for every connection (status notices).
@@ -65,12 +103,12 @@ impl Connections {
         }
     }
 
-    /// Asks every connection to close with `code`.
+    /// Asks every connection to close with `code`; returns how many were not
+    /// closing already (the closes actually sent).
     pub fn close_all(&self, code: u16, reason: &str) -> usize {
-        let all = self.snapshot();
-        for outbox in &all {
-            outbox.close(code, reason);
-        }
-        all.len()
+        self.snapshot()
+            .iter()
+            .filter(|outbox| outbox.close(code, reason))
+            .count()
     }
 }

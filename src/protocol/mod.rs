@@ -8,7 +8,8 @@ use serde_json::Value;
 
 /// Close codes the gateway sends.
 pub mod close {
-    /// Server shutting down.
+    /// Server shutting down without a reconnect hint: only a connection the
+    /// paced drain had not reached by `shutdown.drain_timeout`.
     pub const GOING_AWAY: u16 = 1001;
     /// Protocol violation (bad frame sequence, bad close frame).
     pub const PROTOCOL_ERROR: u16 = 1002;
@@ -22,6 +23,9 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     /// Internal error.
     pub const INTERNAL: u16 = 1011;
+    /// Service restart: the paced drain at shutdown. The reason is
+    /// [`reconnect_reason`] (decisions.md D7).
+    pub const SERVICE_RESTART: u16 = 1012;
     /// Try again later (limits).
     pub const TRY_AGAIN_LATER: u16 = 1013;
     /// No answer to the server's pings.
@@ -30,6 +34,15 @@ pub mod close {
     pub const TOKEN_EXPIRED: u16 = 4001;
     /// The client fell too far behind its lossless backlog bound.
     pub const SLOW_CONSUMER: u16 = 4008;
+
+    /// The reason of a [`SERVICE_RESTART`] close: the compact JSON object
+    /// `{"reconnect_ms":<n>}`, how long the client should wait (adding its
+    /// own jitter) before it reconnects and resumes. At most 37 bytes, far
+    /// under the 123 a close reason may hold.
+    pub fn reconnect_reason(wait: std::time::Duration) -> String {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        format!(r#"{{"reconnect_ms":{ms}}}"#)
+    }
 }
 
 /// Error codes in `{"type":"error","code":...}` messages.
@@ -256,5 +269,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s, r#"{"type":"status","redis":"down"}"#);
+    }
+
+    #[test]
+    fn the_restart_reason_is_compact_json() {
+        use std::time::Duration;
+        let r = close::reconnect_reason(Duration::from_micros(10_250_900));
+        assert_eq!(r, r#"{"reconnect_ms":10250}"#);
+        let v: Value = serde_json::from_str(&r).unwrap();
+        assert_eq!(v["reconnect_ms"], 10250);
+        assert!(close::reconnect_reason(Duration::MAX).len() <= 123);
     }
 }

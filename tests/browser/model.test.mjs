@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
+import { restartDelay } from '../../ui/connection.js';
 import { ago, count, pct, signedPct, sparkPath } from '../../ui/format.js';
 import { Model, cmpOffset, wilson } from '../../ui/model.js';
 
@@ -155,5 +156,23 @@ describe('format', () => {
     const { line, area } = sparkPath([0.1, 0.2, null, 0.1], 30, 10, 0.2);
     assert.equal((line.match(/M/g) || []).length, 2);
     assert.equal((area.match(/Z/g) || []).length, 2);
+  });
+});
+
+describe('reconnect hint', () => {
+  test('a drain close is waited out, with a jitter of our own on top', () => {
+    const hint = '{"reconnect_ms":10000}';
+    assert.equal(restartDelay(1012, hint, () => 0), 10000);
+    assert.equal(restartDelay(1012, hint, () => 0.5), 10500);
+    assert.equal(restartDelay(1012, '{"reconnect_ms":0}', () => 1), 250);
+    assert.equal(restartDelay(1012, '{"reconnect_ms":3600000}', () => 0), 300000);
+  });
+
+  test('anything else falls back to the backoff', () => {
+    assert.equal(restartDelay(1001, '{"reconnect_ms":10000}'), null);
+    assert.equal(restartDelay(1012, 'server shutting down'), null);
+    assert.equal(restartDelay(1012, '{"reconnect_ms":"soon"}'), null);
+    assert.equal(restartDelay(1012, '{"reconnect_ms":-5}'), null);
+    assert.equal(restartDelay(1012, ''), null);
   });
 });

@@ -112,6 +112,10 @@ pub fn test_config(redis: &RedisServer) -> pulsegate::config::Config {
     c.redis.command_timeout = Duration::from_secs(2);
     c.redis.unresponsive_timeout = Duration::from_secs(3);
     c.redis.reconnect_max_delay = Duration::from_millis(500);
+    // In-process tests stop the gateway with clients still open: close them
+    // in one batch at once (the paced drain has its own tests).
+    c.shutdown.lb_grace = Duration::ZERO;
+    c.shutdown.drain_window = Duration::ZERO;
     c.shutdown.drain_timeout = Duration::from_secs(5);
     c.validate().expect("valid test config");
     c

@@ -62,6 +62,16 @@ fn bad_config_exits_64_and_names_the_key() {
             vec![("DATABASE_URL", "mysql://x")],
             "database.url",
         ),
+        // The deadline must leave room for the grace and the paced window.
+        (
+            vec!["serve"],
+            vec![
+                ("PULSEGATE_SHUTDOWN_LB_GRACE", "2s"),
+                ("PULSEGATE_SHUTDOWN_DRAIN_WINDOW", "10s"),
+                ("PULSEGATE_SHUTDOWN_DRAIN_TIMEOUT", "5s"),
+            ],
+            "shutdown.drain_timeout",
+        ),
     ];
     for (args, env, key) in cases {
         let (code, _, stderr) = pulsegate(&args, &env);

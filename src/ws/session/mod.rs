@@ -132,7 +132,6 @@ impl Session {
         let ping_interval = self.app.config.ws.ping_interval;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
         let mut last_seen = Instant::now();
-        let shutdown = self.app.shutdown.clone();
         let closing = self.outbox.closing().clone();
         let expiry = tokio::time::sleep_until(self.token_deadline());
         tokio::pin!(expiry);
@@ -148,10 +147,6 @@ impl Session {
                         continue;
                     }
                     self.close(close::TOKEN_EXPIRED, "token expired");
-                    break;
-                }
-                _ = shutdown.cancelled() => {
-                    self.close(close::GOING_AWAY, "server shutting down");
                     break;
                 }
                 _ = heartbeat.tick() => {
@@ -281,8 +276,11 @@ impl Session {
     }
 
     fn close(&self, code: u16, reason: &str) {
-        self.app.metrics.close_sent(code);
-        self.outbox.close(code, reason);
+        // Counted only when it is this close that goes out (not, say, after
+        // the drain's 1012 was already queued).
+        if self.outbox.close(code, reason) {
+            self.app.metrics.close_sent(code);
+        }
     }
 }
 

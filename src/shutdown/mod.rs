@@ -1,4 +1,8 @@
-//! Waits for SIGTERM or SIGINT.
+//! Stopping: waiting for SIGTERM or SIGINT ([`signal`]), and the paced
+//! drain of the WebSockets that follows ([`drain`]). `server::Running::shutdown`
+//! runs the whole sequence.
+
+pub mod drain;
 
 pub async fn signal() {
     #[cfg(unix)]
