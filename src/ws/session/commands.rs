@@ -134,7 +134,7 @@ impl Session {
             let sub = self
                 .app
                 .hub
-                .subscribe(&persona, self.outbox.clone(), Mode::Wrapped, None);
+                .subscribe(&persona, self.outbox.clone(), Mode::Wrapped);
             self.subscriptions.insert(persona.clone(), sub);
             self.start_channel(&persona, hold, since, true);
         } else {

@@ -106,10 +106,10 @@ impl Session {
 
     async fn start(&mut self) {
         if let Endpoint::Dashboard { persona, since } = self.endpoint.clone() {
-            let mut sub =
-                self.app
-                    .hub
-                    .subscribe(&persona, self.outbox.clone(), Mode::Verbatim, None);
+            let mut sub = self
+                .app
+                .hub
+                .subscribe(&persona, self.outbox.clone(), Mode::Verbatim);
             // Subscribe before reading Redis, so nothing falls between the
             // read and the live messages; duplicates are dropped by offset.
             if tokio::time::timeout(READY_WAIT, sub.ready()).await.is_err() {
