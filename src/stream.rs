@@ -12,9 +12,14 @@ pub fn parse_offset(s: &str) -> Option<Offset> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
+/// The wire form of an offset, `<ms>-<seq>`.
+pub fn format_offset((ms, seq): Offset) -> String {
+    format!("{ms}-{seq}")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_offset;
+    use super::{format_offset, parse_offset};
 
     #[test]
     fn parses_and_orders_ids() {
@@ -23,6 +28,7 @@ mod tests {
             Some((1_795_317_600_123, 7))
         );
         assert!(parse_offset("9-0") < parse_offset("10-0"));
+        assert_eq!(format_offset((17, 3)), "17-3");
         for bad in ["", "17", "17-", "-3", "a-1", "1-b", "1-2-3", "-1-2"] {
             assert_eq!(parse_offset(bad), None, "{bad}");
         }

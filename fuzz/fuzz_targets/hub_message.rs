@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     };
     match inspect(data, bounds) {
         Ok(meta) => {
-            let d = wrapped(data, &meta, "persona:p");
+            let d = wrapped(data, &meta, &std::sync::Arc::from("persona:p"));
             // A text frame: 2-10 header bytes, then the envelope.
             let header = match d.frame.get(1).map(|b| b & 0x7f) {
                 Some(126) => 4,

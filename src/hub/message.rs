@@ -7,7 +7,7 @@ use simd_json::prelude::*;
 
 use crate::hub::outbox::Delivery;
 use crate::protocol::frame;
-use crate::stream::{parse_offset, Offset};
+use crate::stream::{format_offset, parse_offset, Offset};
 
 /// Why a Redis payload was not forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -95,24 +95,40 @@ pub fn verbatim(payload: &[u8], meta: &Inspected, channel: &str) -> Delivery {
         frame: frame::text(payload),
         conflation_key: conflation_key(meta, channel),
         offset: meta.offset,
+        channel: None,
     }
 }
 
-/// The frame for `/ws` clients: `{"type":"message","channel":...,"data":<payload>}`.
-pub fn wrapped(payload: &[u8], meta: &Inspected, ws_channel: &str) -> Delivery {
-    let mut body = Vec::with_capacity(payload.len() + ws_channel.len() + 40);
+/// The frame for `/ws` clients:
+/// `{"type":"message","channel":...,"offset":...,"data":<payload>}`.
+pub fn wrapped(payload: &[u8], meta: &Inspected, ws_channel: &Arc<str>) -> Delivery {
+    Delivery {
+        frame: wrap(payload, meta.offset, ws_channel),
+        conflation_key: conflation_key(meta, ws_channel),
+        offset: meta.offset,
+        channel: Some(ws_channel.clone()),
+    }
+}
+
+/// The `message` envelope of one publication (live, or replayed on a `/ws`
+/// resume). `offset` sits at the top level beside `channel` and `data`
+/// (DECISIONS #6), left out for a publication without one (a raw PUBLISH).
+pub fn wrap(payload: &[u8], offset: Option<Offset>, ws_channel: &str) -> bytes::Bytes {
+    let mut body = Vec::with_capacity(payload.len() + ws_channel.len() + 72);
     body.extend_from_slice(b"{\"type\":\"message\",\"channel\":");
     // Channel names are validated ([A-Za-z0-9_.:-]) and need no escaping,
     // but serde_json keeps that true if the rule ever changes.
     let _ = serde_json::to_writer(&mut body, ws_channel);
+    if let Some(offset) = offset {
+        // Digits and a dash: nothing to escape.
+        body.extend_from_slice(b",\"offset\":\"");
+        body.extend_from_slice(format_offset(offset).as_bytes());
+        body.push(b'"');
+    }
     body.extend_from_slice(b",\"data\":");
     body.extend_from_slice(payload);
     body.push(b'}');
-    Delivery {
-        frame: frame::text(&body),
-        conflation_key: conflation_key(meta, ws_channel),
-        offset: meta.offset,
-    }
+    frame::text(&body)
 }
 
 fn conflation_key(meta: &Inspected, channel: &str) -> Option<Arc<str>> {
@@ -178,11 +194,18 @@ mod tests {
 
     #[test]
     fn wraps_for_the_multiplexed_endpoint() {
-        let d = wrapped(br#"{"a":1}"#, &Inspected::default(), "persona:p");
+        let channel: Arc<str> = Arc::from("persona:p");
+        let d = wrapped(br#"{"a":1}"#, &Inspected::default(), &channel);
         assert_eq!(
             &d.frame[2..],
             br#"{"type":"message","channel":"persona:p","data":{"a":1}}"#
         );
+        assert_eq!(d.channel.as_deref(), Some("persona:p"));
+        let payload = br#"{"type":"variant_update","offset":"17-3","data":{}}"#;
+        let d = wrapped(payload, &inspect(payload).unwrap(), &channel);
+        let expected = br#"{"type":"message","channel":"persona:p","offset":"17-3","data":{"type":"variant_update","offset":"17-3","data":{}}}"#;
+        assert_eq!(&d.frame[2..], &expected[..]);
+        assert_eq!(d.offset, Some((17, 3)));
     }
 
     /// The fuzz target's seeds and a few thousand cheap mutations of them, in
@@ -218,7 +241,7 @@ mod tests {
                     }
                 }
                 if let Ok(meta) = super::inspect(&m, bounds) {
-                    let d = wrapped(&m, &meta, "persona:p");
+                    let d = wrapped(&m, &meta, &Arc::from("persona:p"));
                     let header = match d.frame[1] & 0x7f {
                         126 => 4,
                         127 => 10,

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
 use crate::keys::{ws_channel_name, Keys, PersonaId};
@@ -52,32 +51,14 @@ struct Subscriber {
     sink: Sink,
 }
 
-impl Subscriber {
-    fn outbox(&self) -> Option<&Arc<Outbox>> {
-        match &self.sink {
-            Sink::Client { outbox, .. } => Some(outbox),
-            Sink::Observer(_) => None,
-        }
-    }
-}
-
 struct Channel {
     ws_name: Arc<str>,
     /// Copy-on-write so dispatch can iterate without holding the hub lock.
     subscribers: Arc<Vec<Subscriber>>,
-    /// True once Redis confirmed the SUBSCRIBE.
+    /// True once Redis confirmed the SUBSCRIBE: a session reads its
+    /// snapshot (and a `/ws` client gets its `subscribed`) only then, so a
+    /// publication made after that read is never missed.
     ready: watch::Sender<bool>,
-    /// `subscribed` acknowledgements held until the channel is live, so a
-    /// client that publishes after its ack never misses the message.
-    pending_acks: Vec<(Arc<Outbox>, Bytes)>,
-}
-
-impl Channel {
-    fn flush_acks(&mut self) {
-        for (outbox, ack) in self.pending_acks.drain(..) {
-            outbox.push_frame(ack);
-        }
-    }
 }
 
 pub struct Hub {
@@ -145,17 +126,15 @@ impl Hub {
         &self.keys
     }
 
-    /// Adds a subscriber. `ack` is queued to its outbox ahead of any message
-    /// of the channel, once Redis has confirmed the channel's subscription.
+    /// Adds a subscriber; [`Subscription::ready`] says when Redis confirmed
+    /// the channel.
     pub fn subscribe(
         self: &Arc<Self>,
         persona: &PersonaId,
         outbox: Arc<Outbox>,
         mode: Mode,
-        ack: Option<Bytes>,
     ) -> Subscription {
-        let ack = ack.map(|ack| (outbox.clone(), ack));
-        self.add(persona, Sink::Client { outbox, mode }, ack)
+        self.add(persona, Sink::Client { outbox, mode })
     }
 
     /// Tells `observer` the offset of every publication on `persona`'s
@@ -165,15 +144,10 @@ impl Hub {
         persona: &PersonaId,
         observer: Arc<dyn Observer>,
     ) -> Subscription {
-        self.add(persona, Sink::Observer(observer), None)
+        self.add(persona, Sink::Observer(observer))
     }
 
-    fn add(
-        self: &Arc<Self>,
-        persona: &PersonaId,
-        sink: Sink,
-        ack: Option<(Arc<Outbox>, Bytes)>,
-    ) -> Subscription {
+    fn add(self: &Arc<Self>, persona: &PersonaId, sink: Sink) -> Subscription {
         let name: Arc<str> = self.keys.channel(persona).into();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut channels = self.lock();
@@ -184,16 +158,8 @@ impl Hub {
                 ws_name: ws_channel_name(persona).into(),
                 subscribers: Arc::new(Vec::new()),
                 ready: watch::channel(false).0,
-                pending_acks: Vec::new(),
             }
         });
-        if let Some((outbox, ack)) = ack {
-            if *channel.ready.borrow() {
-                outbox.push_frame(ack);
-            } else {
-                channel.pending_acks.push((outbox, ack));
-            }
-        }
         let mut subs = Vec::with_capacity(channel.subscribers.len() + 1);
         subs.extend(channel.subscribers.iter().cloned());
         subs.push(Subscriber { id, sink });
@@ -209,19 +175,6 @@ impl Hub {
         }
     }
 
-    /// Queues `ack` for a client already subscribed to `persona`: now if the
-    /// channel is live, else when it becomes live.
-    pub fn acknowledge(&self, persona: &PersonaId, outbox: &Arc<Outbox>, ack: Bytes) {
-        let name = self.keys.channel(persona);
-        let mut channels = self.lock();
-        match channels.get_mut(name.as_str()) {
-            Some(c) if !*c.ready.borrow() => c.pending_acks.push((outbox.clone(), ack)),
-            _ => {
-                outbox.push_frame(ack);
-            }
-        }
-    }
-
     fn unsubscribe(&self, name: &Arc<str>, id: u64) {
         let mut channels = self.lock();
         let Some(channel) = channels.get_mut(name) else {
@@ -233,10 +186,6 @@ impl Hub {
             .filter(|s| s.id != id)
             .cloned()
             .collect();
-        channel.pending_acks.retain(|(o, _)| {
-            subs.iter()
-                .any(|s| s.outbox().is_some_and(|so| Arc::ptr_eq(so, o)))
-        });
         if subs.is_empty() {
             channels.remove(name);
             let _ = self.changes.send(name.clone());
@@ -262,9 +211,6 @@ impl Hub {
     pub fn set_ready(&self, channel: &str, ready: bool) {
         if let Some(c) = self.lock().get_mut(channel) {
             c.ready.send_replace(ready);
-            if ready {
-                c.flush_acks();
-            }
         }
     }
 
@@ -307,15 +253,9 @@ impl Hub {
     pub fn dispatch(&self, channel: &str, payload: &[u8]) {
         self.metrics.redis_messages_received.inc();
         let (subscribers, ws_name) = {
-            let mut channels = self.lock();
-            match channels.get_mut(channel) {
-                Some(c) => {
-                    // A message proves the subscription is live.
-                    if !c.pending_acks.is_empty() {
-                        c.flush_acks();
-                    }
-                    (c.subscribers.clone(), c.ws_name.clone())
-                }
+            let channels = self.lock();
+            match channels.get(channel) {
+                Some(c) => (c.subscribers.clone(), c.ws_name.clone()),
                 None => return,
             }
         };

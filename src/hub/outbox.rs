@@ -7,6 +7,10 @@
 //! replace their pending predecessor: the old slot is emptied and the new
 //! value is appended, so what a lagging client receives is always the newest
 //! value and still a subsequence of the publish order.
+//!
+//! Until its first frames are in place the whole queue is held (`release`,
+//! the dashboard endpoint), or, on `/ws`, only the channel being started
+//! (`channels.rs`): either way publications already covered are dropped.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,6 +25,9 @@ use crate::protocol::frame;
 
 use crate::stream::Offset;
 
+mod channels;
+pub use channels::HoldId;
+
 /// One message as the hub hands it to every subscriber: encoded once, shared.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -28,6 +35,9 @@ pub struct Delivery {
     /// Present for conflatable messages: `<channel>\0<variant_id>`.
     pub conflation_key: Option<Arc<str>>,
     pub offset: Option<Offset>,
+    /// The `/ws` channel (`persona:<id>`) of a wrapped publication: it may be
+    /// held, or covered, per channel. `None` for every other message.
+    pub channel: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +58,9 @@ pub enum Pushed {
     Closed,
     /// The snapshot or replay the client got already contains it.
     Covered,
+    /// Kept back with its channel's hold until that channel's first frames
+    /// are in place ([`Outbox::release_channel`]).
+    Held,
 }
 
 /// What the writer should do next.
@@ -79,10 +92,58 @@ struct State {
     /// Messages at or before this offset were covered by the snapshot or
     /// replay; they may still arrive from pub/sub afterwards and are dropped.
     floor: Option<Offset>,
+    /// The same hold and floor per `/ws` channel, so that starting one
+    /// channel never holds up the others' messages.
+    channels: HashMap<Arc<str>, channels::ChannelState>,
+    /// Messages waiting in channel holds; they count against `max_messages`.
+    held_messages: usize,
+    /// The last [`HoldId`] handed out.
+    last_hold: u64,
     close: Option<Bytes>,
     /// The close waits for the queue to drain ([`Outbox::close_after_queued`]).
     flush_before_close: bool,
     close_sent: bool,
+}
+
+impl State {
+    /// Appends `d` to the queue, conflating it with its pending predecessor.
+    /// `Err`: the `bound` was crossed (the reason of the 4008).
+    fn enqueue(&mut self, d: &Delivery, bound: Option<Limits>) -> Result<Pushed, &'static str> {
+        let mut result = Pushed::Queued;
+        if let Some(key) = &d.conflation_key {
+            let tail_seq = self.head_seq.wrapping_add(self.queue.len() as u64);
+            if let Some(old) = self.conflated.insert(key.clone(), tail_seq) {
+                let idx = old.wrapping_sub(self.head_seq) as usize;
+                if let Some(slot) = self.queue.get_mut(idx) {
+                    slot.frame = None;
+                    slot.key = None;
+                }
+                result = Pushed::Conflated;
+            } else if bound.is_some_and(|b| self.conflated.len() > b.max_conflated) {
+                return Err("slow consumer: too many pending updates");
+            }
+        } else {
+            self.lossless += 1;
+            if bound.is_some_and(|b| self.lossless + self.held_messages > b.max_messages) {
+                return Err("slow consumer: backlog limit exceeded");
+            }
+        }
+        self.queue.push_back(Slot {
+            frame: Some(d.frame.clone()),
+            key: d.conflation_key.clone(),
+            offset: d.offset,
+        });
+        Ok(result)
+    }
+
+    /// Forgets everything queued or held (the connection is closing).
+    fn clear(&mut self) {
+        self.queue.clear();
+        self.conflated.clear();
+        self.lossless = 0;
+        self.channels.clear();
+        self.held_messages = 0;
+    }
 }
 
 pub struct Outbox {
@@ -93,6 +154,9 @@ pub struct Outbox {
     closing: CancellationToken,
     /// Overflows are counted here, whoever pushed the message that overflowed.
     metrics: Arc<Metrics>,
+    /// Woken when the writer took frames: a channel waiting to queue its
+    /// replay waits for room ([`Outbox::wait_room`]).
+    room: Notify,
 }
 
 impl Outbox {
@@ -105,6 +169,9 @@ impl Outbox {
                 lossless: 0,
                 held: true,
                 floor: None,
+                channels: HashMap::new(),
+                held_messages: 0,
+                last_hold: 0,
                 close: None,
                 flush_before_close: false,
                 close_sent: false,
@@ -113,6 +180,7 @@ impl Outbox {
             limits,
             closing: CancellationToken::new(),
             metrics,
+            room: Notify::new(),
         }
     }
 
@@ -133,41 +201,33 @@ impl Outbox {
                 return Pushed::Covered;
             }
         }
-        let was_empty = s.queue.is_empty();
-        let mut result = Pushed::Queued;
-        if let Some(key) = &d.conflation_key {
-            let tail_seq = s.head_seq.wrapping_add(s.queue.len() as u64);
-            if let Some(old) = s.conflated.insert(key.clone(), tail_seq) {
-                let idx = old.wrapping_sub(s.head_seq) as usize;
-                if let Some(slot) = s.queue.get_mut(idx) {
-                    slot.frame = None;
-                    slot.key = None;
+        if let Some(channel) = &d.channel {
+            match s.route(channel, d, self.limits.max_messages) {
+                Some(Pushed::Overflow) => {
+                    drop(s);
+                    self.overflow("slow consumer: backlog limit exceeded");
+                    return Pushed::Overflow;
                 }
-                result = Pushed::Conflated;
-            } else if s.conflated.len() > self.limits.max_conflated {
-                drop(s);
-                self.overflow("slow consumer: too many pending updates");
-                return Pushed::Overflow;
-            }
-        } else {
-            s.lossless += 1;
-            if s.lossless > self.limits.max_messages {
-                drop(s);
-                self.overflow("slow consumer: backlog limit exceeded");
-                return Pushed::Overflow;
+                Some(done) => return done,
+                None => {}
             }
         }
-        s.queue.push_back(Slot {
-            frame: Some(d.frame.clone()),
-            key: d.conflation_key.clone(),
-            offset: d.offset,
-        });
-        let notify = was_empty && !s.held;
-        drop(s);
-        if notify {
-            self.wake.notify_one();
+        let was_empty = s.queue.is_empty();
+        match s.enqueue(d, Some(self.limits)) {
+            Err(reason) => {
+                drop(s);
+                self.overflow(reason);
+                Pushed::Overflow
+            }
+            Ok(result) => {
+                let notify = was_empty && !s.held;
+                drop(s);
+                if notify {
+                    self.wake.notify_one();
+                }
+                result
+            }
         }
-        result
     }
 
     fn overflow(&self, reason: &str) {
@@ -182,6 +242,7 @@ impl Outbox {
             frame,
             conflation_key: None,
             offset: None,
+            channel: None,
         })
     }
 
@@ -251,9 +312,7 @@ impl Outbox {
         }
         s.close = Some(close_frame);
         s.flush_before_close = false;
-        s.queue.clear();
-        s.conflated.clear();
-        s.lossless = 0;
+        s.clear();
         drop(s);
         self.closing.cancel();
         self.wake.notify_one();
@@ -267,9 +326,7 @@ impl Outbox {
         let mut s = self.lock();
         s.close.get_or_insert_with(Bytes::new);
         s.close_sent = true;
-        s.queue.clear();
-        s.conflated.clear();
-        s.lossless = 0;
+        s.clear();
         drop(s);
         self.closing.cancel();
         self.wake.notify_one();
@@ -316,18 +373,19 @@ impl Outbox {
                 n += 1;
             }
         }
-        if n == 0 {
-            // A close waiting for the queue: the queue held only emptied
-            // slots, so the close is next.
-            match s.close.clone() {
-                Some(c) if s.queue.is_empty() => {
-                    s.close_sent = true;
-                    Drained::Close(c)
-                }
-                _ => Drained::Empty,
+        if n > 0 {
+            drop(s);
+            self.room.notify_waiters();
+            return Drained::Frames(n);
+        }
+        // A close waiting for the queue: the queue held only emptied slots,
+        // so the close is next.
+        match s.close.clone() {
+            Some(c) if s.queue.is_empty() => {
+                s.close_sent = true;
+                Drained::Close(c)
             }
-        } else {
-            Drained::Frames(n)
+            _ => Drained::Empty,
         }
     }
 

@@ -6,6 +6,8 @@ pub mod frame;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::stream::{parse_offset, Offset};
+
 /// Close codes the gateway sends.
 pub mod close {
     /// Server shutting down without a reconnect hint: only a connection the
@@ -64,6 +66,8 @@ pub mod error_code {
     pub const INVALID_TOKEN: &str = "invalid_token";
     /// `auth` while authentication is off.
     pub const AUTH_DISABLED: &str = "auth_disabled";
+    /// A `subscribe` whose `since` is not a stream offset `<ms>-<seq>`.
+    pub const INVALID_SINCE: &str = "invalid_since";
 }
 
 /// A message from a client, parsed.
@@ -71,8 +75,11 @@ pub mod error_code {
 pub enum ClientMessage {
     Ping,
     Refresh,
+    /// `since`: resume the channel after this stream offset (`/ws`);
+    /// absent or `null` for a fresh start (a snapshot).
     Subscribe {
         channel: String,
+        since: Option<Offset>,
     },
     Unsubscribe {
         channel: String,
@@ -96,6 +103,8 @@ pub enum ClientMessageError {
     UnknownType(String),
     #[error("field `{0}` is missing or not a string")]
     MissingField(&'static str),
+    #[error("since must be a stream offset such as 1732240000000-0")]
+    InvalidSince,
 }
 
 impl ClientMessageError {
@@ -104,6 +113,7 @@ impl ClientMessageError {
             Self::InvalidJson | Self::TooDeep(_) => error_code::INVALID_JSON,
             Self::NotAnObject | Self::MissingField(_) => error_code::INVALID_MESSAGE,
             Self::UnknownType(_) => error_code::UNKNOWN_TYPE,
+            Self::InvalidSince => error_code::INVALID_SINCE,
         }
     }
 }
@@ -134,6 +144,15 @@ pub fn parse_client_message(
         "refresh" => Ok(ClientMessage::Refresh),
         "subscribe" => Ok(ClientMessage::Subscribe {
             channel: channel()?,
+            since: match value.get("since") {
+                None => None,
+                Some(v) if v.is_null() => None,
+                Some(v) => Some(
+                    v.as_str()
+                        .and_then(parse_offset)
+                        .ok_or(ClientMessageError::InvalidSince)?,
+                ),
+            },
         }),
         "unsubscribe" => Ok(ClientMessage::Unsubscribe {
             channel: channel()?,
@@ -169,8 +188,14 @@ pub enum ServerMessage<'a> {
         code: &'a str,
         message: &'a str,
     },
+    /// On `/ws`, once the channel is live and its first frames follow:
+    /// `offset` is the snapshot's (or the `since` resumed from); `recovered`
+    /// says whether the events after `since` follow (true) or an
+    /// `initial_data` does (false). Both always present (DECISIONS #6).
     Subscribed {
         channel: &'a str,
+        offset: Option<&'a str>,
+        recovered: bool,
     },
     Unsubscribed {
         channel: &'a str,
@@ -212,9 +237,28 @@ mod tests {
         assert_eq!(
             parse(r#"{"type":"subscribe","channel":"persona:a"}"#),
             Ok(ClientMessage::Subscribe {
-                channel: "persona:a".into()
+                channel: "persona:a".into(),
+                since: None,
             })
         );
+        for (since, expected) in [(r#""17-3""#, Some((17, 3))), ("null", None)] {
+            let m = format!(r#"{{"type":"subscribe","channel":"persona:a","since":{since}}}"#);
+            assert_eq!(
+                parse(&m),
+                Ok(ClientMessage::Subscribe {
+                    channel: "persona:a".into(),
+                    since: expected,
+                })
+            );
+        }
+        for bad in [r#""yesterday""#, r#""17""#, "17", r#"["1-0"]"#] {
+            let m = format!(r#"{{"type":"subscribe","channel":"persona:a","since":{bad}}}"#);
+            let e = parse(&m).unwrap_err();
+            assert_eq!(
+                (e.clone(), e.code()),
+                (ClientMessageError::InvalidSince, "invalid_since")
+            );
+        }
         assert_eq!(parse("{"), Err(ClientMessageError::InvalidJson));
         assert_eq!(parse("[1]"), Err(ClientMessageError::NotAnObject));
         assert_eq!(parse(r#"{"type":3}"#), Err(ClientMessageError::NotAnObject));
@@ -269,6 +313,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s, r#"{"type":"status","redis":"down"}"#);
+        let ack = ServerMessage::Subscribed {
+            channel: "persona:a",
+            offset: None,
+            recovered: false,
+        };
+        let s = String::from_utf8(ack.to_json()).unwrap();
+        assert_eq!(
+            s,
+            r#"{"type":"subscribed","channel":"persona:a","offset":null,"recovered":false}"#
+        );
     }
 
     #[test]

@@ -9,29 +9,24 @@ use fred::prelude::*;
 use crate::hub::message::{inspect, Bounds};
 use crate::metrics::Repair;
 use crate::redis::text;
-use crate::stream::parse_offset;
-use crate::stream::Offset;
+use crate::stream::{format_offset, parse_offset, Offset};
 
 /// What a resume from `since` can give.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Replay {
-    /// Every event after `since`, in order (`m` of each entry), and the id of
+    /// Every event after `since`, in order (each entry's id and `m`), and the id of
     /// the last one (or `since` when none was missed). `undecodable`: the
     /// entries whose bytes were not UTF-8, by id, sent with U+FFFD in place
     /// of each invalid sequence, or skipped when that is still no JSON
     /// object; the ones after them are sent all the same.
     Complete {
-        messages: Vec<String>,
+        messages: Vec<(Offset, String)>,
         last: Offset,
         undecodable: Vec<(String, Repair)>,
     },
     /// Some missed events are gone (trimmed), too many were missed, or the
     /// offset is not from this stream: the client needs a fresh snapshot.
     Unrecoverable(&'static str),
-}
-
-pub fn format_offset((ms, seq): Offset) -> String {
-    format!("{ms}-{seq}")
 }
 
 /// Reads what was published on the persona's stream after `since`.
@@ -95,9 +90,8 @@ pub async fn since(
     let mut messages = Vec::with_capacity(entries.len());
     let mut undecodable = Vec::new();
     for (id, mut fields) in entries {
-        if let Some(o) = parse_offset(&id) {
-            last = o;
-        }
+        // Redis ids always parse; an id that did not would keep the last one.
+        last = parse_offset(&id).unwrap_or(last);
         let Some(m) = fields.map.remove("m") else {
             continue;
         };
@@ -110,7 +104,7 @@ pub async fn since(
             }
             undecodable.push((id, Repair::Replaced));
         }
-        messages.push(m);
+        messages.push((last, m));
     }
     Ok(Replay::Complete {
         messages,

@@ -211,7 +211,7 @@ async fn resync(
 /// SUBSCRIBE before Redis has applied it (seen here under load: a PUBLISH
 /// right after reached no subscriber), while Redis answers a connection's
 /// commands in order, so the PONG proves the subscription is live and
-/// `subscribed` acknowledgements may go out.
+/// sessions may read their snapshots (`Hub::set_ready`).
 async fn confirmed_subscribe(
     client: &SubscriberClient,
     channel: &str,

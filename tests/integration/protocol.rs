@@ -190,9 +190,15 @@ async fn multiplexed_endpoint_subscribes_and_unsubscribes() {
     .await;
     assert_eq!(
         next_json(&mut ws, T).await,
-        json!({"type": "subscribed", "channel": "persona:a"})
+        json!({"type": "subscribed", "channel": "persona:a", "offset": null, "recovered": false})
     );
-    // The ack means the subscription is live: a publish right after arrives.
+    let initial = next_json(&mut ws, T).await;
+    assert_eq!(
+        (&initial["type"], &initial["channel"], &initial["offset"]),
+        (&json!("initial_data"), &json!("persona:a"), &json!(null))
+    );
+    // The ack means the subscription is live: a publish right after arrives
+    // (without an offset of its own, the envelope carries none).
     let _: i64 = publisher
         .publish("pulse:{a}:events", r#"{"n":1}"#)
         .await
@@ -207,6 +213,7 @@ async fn multiplexed_endpoint_subscribes_and_unsubscribes() {
     )
     .await;
     assert_eq!(next_json(&mut ws, T).await["type"], "subscribed");
+    assert_eq!(next_json(&mut ws, T).await["type"], "initial_data");
     send_json(
         &mut ws,
         json!({"type": "subscribe", "channel": "persona:c"}),

@@ -7,6 +7,9 @@ use serde_json::json;
 
 use crate::common::*;
 
+#[path = "resume_ws.rs"]
+mod ws;
+
 const T: Duration = Duration::from_secs(10);
 
 /// Offsets are `<ms>-<seq>`; compare numerically.

@@ -1,5 +1,6 @@
 //! The outbox as plain synchronous code: hold and release, the floor,
-//! conflation slots across wrapped sequence numbers, the bounds, closes.
+//! conflation slots across wrapped sequence numbers, the bounds, closes;
+//! the same per `/ws` channel.
 
 use super::*;
 
@@ -48,6 +49,7 @@ fn update(key: &str, offset: u64, body: &'static [u8]) -> Delivery {
         frame: Bytes::from_static(body),
         conflation_key: Some(Arc::from(key)),
         offset: Some((offset, 0)),
+        channel: None,
     }
 }
 
@@ -56,6 +58,7 @@ fn lossless(offset: u64, body: &'static [u8]) -> Delivery {
         frame: Bytes::from_static(body),
         conflation_key: None,
         offset: Some((offset, 0)),
+        channel: None,
     }
 }
 
@@ -131,4 +134,95 @@ fn bounds_close_with_4008() {
     assert_eq!(o.push(&update("a", 1, b"1")), Pushed::Queued);
     assert_eq!(o.push(&update("b", 2, b"2")), Pushed::Queued);
     assert_eq!(o.push(&update("c", 3, b"3")), Pushed::Overflow);
+}
+
+/// A publication of the `/ws` channel `ch`.
+fn on(ch: &str, offset: Option<u64>, body: &'static [u8]) -> Delivery {
+    Delivery {
+        frame: Bytes::from_static(body),
+        conflation_key: None,
+        offset: offset.map(|o| (o, 0)),
+        channel: Some(Arc::from(ch)),
+    }
+}
+
+#[test]
+fn a_held_channel_waits_while_the_others_flow() {
+    let o = outbox();
+    let hold = o.hold_channel("a");
+    assert!(o.is_held("a") && !o.is_held("b"));
+    assert_eq!(o.push(&on("a", Some(4), b"a4")), Pushed::Held);
+    assert_eq!(o.push(&on("b", Some(1), b"b1")), Pushed::Queued);
+    assert_eq!(o.push(&on("a", Some(6), b"a6")), Pushed::Held);
+    assert_eq!(o.push(&on("a", None, b"a-")), Pushed::Held);
+    assert_eq!(sent(&o), b"b1");
+    let first = vec![Bytes::from_static(b"ACK"), Bytes::from_static(b"S5")];
+    assert!(o.release_channel("a", hold, first, Some((5, 0))));
+    assert!(!o.is_held("a"));
+    // The ack and snapshot, then what it does not cover, in order.
+    assert_eq!(sent(&o), b"ACKS5a6a-");
+    // The floor stays: a late copy of a covered event is dropped.
+    assert_eq!(o.push(&on("a", Some(5), b"x")), Pushed::Covered);
+    assert_eq!(o.push(&on("b", Some(5), b"b5")), Pushed::Queued);
+    assert_eq!(o.push(&on("a", Some(7), b"a7")), Pushed::Queued);
+    assert_eq!(sent(&o), b"b5a7");
+}
+
+#[test]
+fn a_newer_hold_or_an_unsubscribe_voids_a_release() {
+    let o = outbox();
+    let old = o.hold_channel("a");
+    o.push(&on("a", Some(4), b"a4"));
+    let new = o.hold_channel("a");
+    assert!(o.holds("a", new) && !o.holds("a", old));
+    assert!(!o.release_channel("a", old, vec![Bytes::from_static(b"OLD")], None));
+    assert_eq!(sent(&o), b"");
+    // The newer hold kept what the older one held.
+    assert!(o.release_channel("a", new, vec![Bytes::from_static(b"NEW")], Some((3, 0))));
+    assert_eq!(sent(&o), b"NEWa4");
+
+    let hold = o.hold_channel("a");
+    o.push(&on("a", Some(9), b"a9"));
+    o.drop_channel("a");
+    assert!(!o.release_channel("a", hold, vec![Bytes::from_static(b"S")], None));
+    // Forgotten with its floor: the channel passes freely.
+    assert_eq!(o.push(&on("a", Some(2), b"a2")), Pushed::Queued);
+    assert_eq!(sent(&o), b"a2");
+}
+
+#[test]
+fn held_messages_count_against_the_bound() {
+    let o = held();
+    o.release(Vec::new(), None);
+    let hold = o.hold_channel("a");
+    assert_eq!(o.push(&on("a", Some(1), b"1")), Pushed::Held);
+    assert_eq!(o.push(&on("b", Some(1), b"2")), Pushed::Queued);
+    o.drop_channel("a");
+    // Dropping the channel gave its slot back.
+    assert_eq!(o.push(&on("b", Some(2), b"3")), Pushed::Queued);
+    let _ = hold;
+    o.hold_channel("a");
+    assert_eq!(o.push(&on("a", Some(1), b"4")), Pushed::Held);
+    assert_eq!(o.push(&on("a", Some(2), b"5")), Pushed::Overflow);
+    assert!(o.is_closing());
+}
+
+#[tokio::test]
+async fn room_for_a_replay_waits_for_the_writer() {
+    let o = Arc::new(held());
+    o.release(Vec::new(), None);
+    o.push_frame(Bytes::from_static(b"1"));
+    o.push_frame(Bytes::from_static(b"2"));
+    let waiting = {
+        let o = o.clone();
+        tokio::spawn(async move { o.wait_room(2).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(!waiting.is_finished(), "3 slots, 2 taken: no room for 2");
+    let mut buf = Vec::new();
+    let _ = o.drain(&mut buf, 1);
+    tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
+        .await
+        .expect("woken by the drain")
+        .unwrap();
 }

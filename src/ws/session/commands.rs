@@ -10,19 +10,18 @@ use crate::app::App;
 use crate::hub::outbox::{Outbox, Pushed};
 use crate::hub::Mode;
 use crate::keys::{parse_ws_channel, ws_channel_name, PersonaId};
-use crate::protocol::{error_code, frame, ClientMessage, ServerMessage};
+use crate::protocol::{error_code, ClientMessage, ServerMessage};
+use crate::stream::Offset;
 
-/// A persona to send a fresh snapshot of, and the `/ws` channel it goes on.
-pub(super) type Target = (PersonaId, Option<String>);
-
-/// The connection's refresh in flight and the one asked for meanwhile.
-/// Refreshes run off the read loop (which stays deaf to nothing: close,
-/// ping, shutdown), one at a time, so a client cannot pile up snapshot
-/// reads; a request while one runs replaces the waiting one.
+/// The dashboard connection's refresh in flight, and whether another was
+/// asked for meanwhile. Refreshes run off the read loop (which stays deaf
+/// to nothing: close, ping, shutdown), one at a time, so a client cannot
+/// pile up snapshot reads; requests while one runs make one more run.
+/// (`/ws` refreshes its channels through `handoff.rs`.)
 #[derive(Default)]
 pub(super) struct Refreshes {
     running: bool,
-    next: Option<Vec<Target>>,
+    again: bool,
 }
 
 impl Session {
@@ -30,18 +29,11 @@ impl Session {
         match (m, self.endpoint.clone()) {
             (ClientMessage::Ping, _) => self.reply(&ServerMessage::Pong),
             (ClientMessage::Auth { token }, _) => self.reauthenticate(&token),
-            (ClientMessage::Refresh, Endpoint::Dashboard { persona, .. }) => {
-                self.refresh(vec![(persona, None)]);
+            (ClientMessage::Refresh, Endpoint::Dashboard { persona, .. }) => self.refresh(persona),
+            (ClientMessage::Refresh, Endpoint::Multiplex) => self.refresh_channels(),
+            (ClientMessage::Subscribe { channel, since }, Endpoint::Multiplex) => {
+                self.subscribe(&channel, since)
             }
-            (ClientMessage::Refresh, Endpoint::Multiplex) => {
-                let targets = self
-                    .subscriptions
-                    .keys()
-                    .map(|p| (p.clone(), Some(ws_channel_name(p))))
-                    .collect();
-                self.refresh(targets);
-            }
-            (ClientMessage::Subscribe { channel }, Endpoint::Multiplex) => self.subscribe(&channel),
             (ClientMessage::Unsubscribe { channel }, Endpoint::Multiplex) => {
                 self.unsubscribe(&channel)
             }
@@ -98,7 +90,7 @@ impl Session {
             .cloned()
             .collect();
         for persona in revoked {
-            self.subscriptions.remove(&persona);
+            self.leave(&persona);
             let name = ws_channel_name(&persona);
             self.reply(&ServerMessage::Unsubscribed { channel: &name });
         }
@@ -107,7 +99,7 @@ impl Session {
         self.reply(&ServerMessage::Authenticated { expires_at });
     }
 
-    fn subscribe(&mut self, channel: &str) {
+    fn subscribe(&mut self, channel: &str, since: Option<Offset>) {
         let max_len = self.app.config.ws.max_persona_id_len;
         let persona = match parse_ws_channel(channel, max_len) {
             Ok(p) => p,
@@ -127,23 +119,40 @@ impl Session {
                 );
             }
         }
-        let ack = frame::text(&ServerMessage::Subscribed { channel }.to_json());
-        if self.subscriptions.contains_key(&persona) {
-            self.app.hub.acknowledge(&persona, &self.outbox, ack);
-            return;
+        let name = ws_channel_name(&persona);
+        if !self.subscriptions.contains_key(&persona) {
+            let max = self.app.config.ws.max_subscriptions;
+            if self.subscriptions.len() >= max {
+                return self.error(
+                    error_code::TOO_MANY_SUBSCRIPTIONS,
+                    &format!("at most {max} subscriptions per connection"),
+                );
+            }
+            // Held before the hub knows the subscriber: none of the channel's
+            // messages may reach the queue ahead of its ack.
+            let hold = self.outbox.hold_channel(&name);
+            let sub = self
+                .app
+                .hub
+                .subscribe(&persona, self.outbox.clone(), Mode::Wrapped);
+            self.subscriptions.insert(persona.clone(), sub);
+            self.start_channel(&persona, hold, since, true);
+        } else {
+            // Subscribing again restarts the channel (a client catching up
+            // with `since` after a resync): a start still under way is
+            // superseded and sends nothing.
+            let hold = self.outbox.hold_channel(&name);
+            self.start_channel(&persona, hold, since, true);
         }
-        let max = self.app.config.ws.max_subscriptions;
-        if self.subscriptions.len() >= max {
-            return self.error(
-                error_code::TOO_MANY_SUBSCRIPTIONS,
-                &format!("at most {max} subscriptions per connection"),
-            );
+    }
+
+    /// Ends `persona`'s subscription and forgets its channel in the outbox.
+    fn leave(&mut self, persona: &PersonaId) -> bool {
+        let left = self.subscriptions.remove(persona).is_some();
+        if left {
+            self.outbox.drop_channel(&ws_channel_name(persona));
         }
-        let sub = self
-            .app
-            .hub
-            .subscribe(&persona, self.outbox.clone(), Mode::Wrapped, Some(ack));
-        self.subscriptions.insert(persona, sub);
+        left
     }
 
     fn unsubscribe(&mut self, channel: &str) {
@@ -157,7 +166,7 @@ impl Session {
                 )
             }
         };
-        if self.subscriptions.remove(&persona).is_none() {
+        if !self.leave(&persona) {
             return self.error(
                 error_code::NOT_SUBSCRIBED,
                 &format!("not subscribed to {channel}"),
@@ -166,12 +175,12 @@ impl Session {
         self.reply(&ServerMessage::Unsubscribed { channel });
     }
 
-    /// Sends a fresh `initial_data` for each target, from a task.
-    fn refresh(&mut self, targets: Vec<Target>) {
+    /// Sends the dashboard's persona a fresh `initial_data`, from a task.
+    fn refresh(&mut self, persona: PersonaId) {
         {
             let mut r = lock(&self.refreshes);
             if r.running {
-                r.next = Some(targets);
+                r.again = true;
                 return;
             }
             r.running = true;
@@ -183,7 +192,7 @@ impl Session {
         );
         self.app
             .tasks
-            .spawn(run_refreshes(app, outbox, refreshes, targets));
+            .spawn(run_refreshes(app, outbox, refreshes, persona));
     }
 }
 
@@ -195,29 +204,22 @@ async fn run_refreshes(
     app: Arc<App>,
     outbox: Arc<Outbox>,
     refreshes: Arc<Mutex<Refreshes>>,
-    mut targets: Vec<Target>,
+    persona: PersonaId,
 ) {
     let closing = outbox.closing().clone();
     loop {
         let send = async {
-            for (persona, channel) in &targets {
-                let (f, _) = snapshot_frame(&app, persona, channel.as_deref(), None).await;
-                if outbox.push_frame(f) == Pushed::Closed {
-                    return;
-                }
-            }
+            let (f, _, _) = snapshot_frame(&app, &persona, None, None).await;
+            outbox.push_frame(f) != Pushed::Closed
         };
-        tokio::select! {
+        let sent = tokio::select! {
             _ = closing.cancelled() => return,
-            _ = send => {}
-        }
+            sent = send => sent,
+        };
         let mut r = lock(&refreshes);
-        match r.next.take() {
-            Some(next) => targets = next,
-            None => {
-                r.running = false;
-                return;
-            }
+        if !sent || !std::mem::take(&mut r.again) {
+            r.running = false;
+            return;
         }
     }
 }

@@ -1,8 +1,10 @@
 //! One WebSocket connection after the upgrade: starts its writer, subscribes,
 //! sends the snapshot, then reads client messages until either side closes.
-//! What each message does is `commands.rs`; the first frames, `initial.rs`.
+//! What each message does is `commands.rs`; the first frames, `initial.rs`;
+//! the gap-free start of each `/ws` channel, `handoff.rs`.
 
 mod commands;
+mod handoff;
 mod initial;
 
 use std::collections::HashMap;
@@ -10,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::reader::{Inbound, InboundStream, ReadError};
@@ -22,7 +25,7 @@ use crate::keys::PersonaId;
 use crate::protocol::{close, error_code, frame, parse_client_message, ServerMessage};
 use crate::ratelimit::{MessageLimiter, Verdict};
 use crate::stream::Offset;
-use initial::{resume, snapshot_frame};
+use initial::first;
 
 /// How long a subscription may wait for Redis before the snapshot is sent anyway.
 const READY_WAIT: Duration = Duration::from_secs(3);
@@ -55,6 +58,9 @@ pub struct Session {
     rate: Option<MessageLimiter>,
     /// `refresh` requests, served off the read loop.
     refreshes: Arc<Mutex<commands::Refreshes>>,
+    /// One snapshot or replay read at a time per connection, for the starts
+    /// of its `/ws` channels: a client cannot pile up Redis reads.
+    reads: Arc<Semaphore>,
 }
 
 impl Session {
@@ -75,6 +81,7 @@ impl Session {
             claims,
             rate,
             refreshes: Arc::default(),
+            reads: Arc::new(Semaphore::new(1)),
         }
     }
 
@@ -99,24 +106,18 @@ impl Session {
 
     async fn start(&mut self) {
         if let Endpoint::Dashboard { persona, since } = self.endpoint.clone() {
-            let mut sub =
-                self.app
-                    .hub
-                    .subscribe(&persona, self.outbox.clone(), Mode::Verbatim, None);
+            let mut sub = self
+                .app
+                .hub
+                .subscribe(&persona, self.outbox.clone(), Mode::Verbatim);
             // Subscribe before reading Redis, so nothing falls between the
             // read and the live messages; duplicates are dropped by offset.
             if tokio::time::timeout(READY_WAIT, sub.ready()).await.is_err() {
                 tracing::warn!(%persona, "Redis subscription not confirmed; reading anyway");
             }
             self.subscriptions.insert(persona.clone(), sub);
-            let (first, covered) = match since {
-                Some(since) => resume(&self.app, &persona, since).await,
-                None => {
-                    let (frame, offset) = snapshot_frame(&self.app, &persona, None, None).await;
-                    (vec![frame], offset)
-                }
-            };
-            self.outbox.release(first, covered);
+            let first = first(&self.app, &persona, since, None).await;
+            self.outbox.release(first.frames, first.covered);
         } else {
             self.outbox.release(Vec::new(), None);
         }

@@ -1,0 +1,115 @@
+//! The gap-free start of one `/ws` channel, for a `subscribe` (with or
+//! without `since`) and for each channel of a `refresh`.
+//!
+//! The channel is held in the outbox first (its publications wait aside,
+//! the other channels' keep flowing), then, off the read loop: wait until
+//! Redis confirmed the subscription, read the snapshot or the missed events,
+//! wait for room in the queue, and release the channel with its first frames
+//! (`subscribed`, then `initial_data` or the missed events). The outbox then
+//! drops the held and later publications those frames already cover, so
+//! every event after the ack's offset arrives once, in order.
+
+use std::sync::Arc;
+
+use tokio::sync::{watch, Semaphore};
+
+use super::initial::first;
+use super::Session;
+use crate::app::App;
+use crate::hub::outbox::{HoldId, Outbox};
+use crate::keys::{ws_channel_name, PersonaId};
+use crate::protocol::{frame, ServerMessage};
+use crate::stream::Offset;
+
+/// One start of a channel.
+struct Start {
+    persona: PersonaId,
+    /// `persona:<id>`, as the outbox holds it.
+    channel: String,
+    /// Resume after this offset instead of sending a snapshot.
+    since: Option<Offset>,
+    /// A `subscribe` sends its `subscribed` ack first; a `refresh` does not.
+    ack: bool,
+    /// The hold this start releases; a newer one makes it a no-op.
+    hold: HoldId,
+    /// Whether Redis confirmed the channel's subscription: reading before
+    /// that could miss a publication made between the read and the SUBSCRIBE.
+    live: watch::Receiver<bool>,
+}
+
+impl Session {
+    /// Starts `persona`'s channel, already held with `hold` (before the hub
+    /// subscription existed, for a new one) and in `subscriptions`.
+    pub(super) fn start_channel(
+        &self,
+        persona: &PersonaId,
+        hold: HoldId,
+        since: Option<Offset>,
+        ack: bool,
+    ) {
+        let Some(sub) = self.subscriptions.get(persona) else {
+            return;
+        };
+        let start = Start {
+            persona: persona.clone(),
+            channel: ws_channel_name(persona),
+            since,
+            ack,
+            hold,
+            live: sub.live(),
+        };
+        let (app, outbox, reads) = (self.app.clone(), self.outbox.clone(), self.reads.clone());
+        self.app.tasks.spawn(run(app, outbox, reads, start));
+    }
+
+    /// `refresh` on `/ws`: a fresh `initial_data` per subscription, each
+    /// started like a subscribe (so it is exact too), except channels whose
+    /// start is still under way: their first frames are coming anyway.
+    pub(super) fn refresh_channels(&self) {
+        for persona in self.subscriptions.keys() {
+            let channel = ws_channel_name(persona);
+            if self.outbox.is_held(&channel) {
+                continue;
+            }
+            let hold = self.outbox.hold_channel(&channel);
+            self.start_channel(persona, hold, None, false);
+        }
+    }
+}
+
+async fn run(app: Arc<App>, outbox: Arc<Outbox>, reads: Arc<Semaphore>, mut start: Start) {
+    let closing = outbox.closing().clone();
+    tokio::select! {
+        _ = closing.cancelled() => {}
+        _ = handoff(&app, &outbox, &reads, &mut start) => {}
+    }
+}
+
+async fn handoff(app: &App, outbox: &Outbox, reads: &Semaphore, start: &mut Start) {
+    if start.live.wait_for(|live| *live).await.is_err() {
+        // Nobody on this process follows the channel any more.
+        return;
+    }
+    let Ok(_one_read_at_a_time) = reads.acquire().await else {
+        return;
+    };
+    if !outbox.holds(&start.channel, start.hold) {
+        // Unsubscribed, or subscribed again, meanwhile.
+        return;
+    }
+    let first = first(app, &start.persona, start.since, Some(&start.channel)).await;
+    let mut frames = Vec::with_capacity(first.frames.len() + 1);
+    if start.ack {
+        let ack = ServerMessage::Subscribed {
+            channel: &start.channel,
+            offset: first.offset.as_deref(),
+            recovered: first.recovered,
+        };
+        frames.push(frame::text(&ack.to_json()));
+    }
+    frames.extend(first.frames);
+    // A replay is at most `ws.max_replay` < `ws.queue_max_messages` frames:
+    // wait until the writer made room for it rather than trip the bound.
+    outbox.wait_room(frames.len()).await;
+    outbox.release_channel(&start.channel, start.hold, frames, first.covered);
+}
