@@ -103,6 +103,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         optimization: config.optimization.clone(),
         ingest: config.ingest.clone(),
         metrics: metrics.clone(),
+        flights: Source::flights(),
     };
     // Connection and request tasks, and the REST watchers: drained first.
     let tasks = TaskTracker::new();

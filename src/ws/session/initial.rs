@@ -7,7 +7,7 @@ use crate::metrics::ReadPath;
 use crate::protocol::frame;
 use crate::redis::replay::{self, Replay};
 use crate::snapshot;
-use crate::stream::{parse_offset, Offset};
+use crate::stream::Offset;
 use crate::undecodable;
 
 /// The events missed since `since`, or a fresh snapshot marked
@@ -52,10 +52,10 @@ pub(super) async fn snapshot_frame(
     recovered: Option<bool>,
 ) -> (bytes::Bytes, Option<Offset>) {
     match snapshot::fetch(&app.source, persona).await {
-        Ok(snap) => {
-            let covered = snap.offset.as_deref().and_then(parse_offset);
-            (frame::text(&snap.to_message(channel, recovered)), covered)
-        }
+        Ok(fetched) => (
+            fetched.frame(&app.source, channel, recovered),
+            fetched.covered,
+        ),
         Err(e) => {
             tracing::warn!(%persona, error = %e, "snapshot unavailable");
             let snap = snapshot::Snapshot::empty();
