@@ -77,8 +77,9 @@ where
 
     /// The result of a call for `key` sent after this was called: one not
     /// yet sent that another caller queued, or `call()`, queued behind the
-    /// key's call under way if there is one. The future `call()` builds is
-    /// dropped unpolled when this caller joins another's.
+    /// key's call under way if there is one. `call` is called only to queue
+    /// a call, under the map's lock: it must build the future and do
+    /// nothing else (above all, not use these flights).
     pub async fn run<F, Fut>(&self, key: K, call: F) -> (V, Role)
     where
         F: FnOnce() -> Fut,
@@ -98,8 +99,6 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
     {
-        // Made before the lock is taken: `call` may be anything.
-        let fut = call();
         let mut calls = self.inner.lock();
         // A strong handle taken out of the map is never dropped while the
         // lock is held: dropping the last one drops the call, whose entry
@@ -112,7 +111,7 @@ where
             },
             None if calls.len() >= self.inner.capacity => {
                 drop(calls);
-                return (fut.boxed().shared(), Role::Queued);
+                return (call().boxed().shared(), Role::Queued);
             }
             None => None,
         };
@@ -122,6 +121,7 @@ where
             key: key.clone(),
             id,
         };
+        let fut = call();
         // The guard is moved in, not created inside: it must go with the
         // future even if the future is dropped before its first poll.
         let shared = async move {
