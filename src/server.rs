@@ -32,6 +32,7 @@ use crate::metrics::Rejection;
 use crate::protocol::close;
 use crate::ratelimit::Limiters;
 use crate::redis::health::{probe, Monitor, RedisStatus};
+use crate::redis::replay::Replays;
 use crate::redis::{self as redis_conn, functions, subscriber};
 use crate::snapshot::Source;
 
@@ -119,6 +120,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         },
     ));
     let library = functions::configured_library(&config);
+    let replays = Replays::new(hub.keys().clone(), config.ws.max_replay, metrics.clone());
     let app = Arc::new(App {
         limits: Arc::new(Limiters::new(&config.limits, metrics.clone())),
         config,
@@ -133,6 +135,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         pg,
         api_cache,
         source,
+        replays,
         auth,
         draining: Default::default(),
     });

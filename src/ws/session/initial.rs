@@ -3,12 +3,10 @@
 
 use crate::app::App;
 use crate::keys::PersonaId;
-use crate::metrics::ReadPath;
 use crate::protocol::frame;
-use crate::redis::replay::{self, Replay};
+use crate::redis::replay::Replayed;
 use crate::snapshot;
 use crate::stream::Offset;
-use crate::undecodable;
 
 /// The events missed since `since`, or a fresh snapshot marked
 /// `recovered: false` when they cannot all be had.
@@ -17,23 +15,14 @@ pub(super) async fn resume(
     persona: &PersonaId,
     since: Offset,
 ) -> (Vec<bytes::Bytes>, Option<Offset>) {
-    let key = app.hub.keys().stream(persona);
-    let max = app.config.ws.max_replay;
-    let reason = match replay::since(&app.redis, &key, since, max).await {
-        Ok(Replay::Complete {
-            messages,
-            last,
-            undecodable,
-        }) => {
-            for (id, action) in &undecodable {
-                let (metrics, p) = (&app.metrics, persona.as_str());
-                undecodable::report(metrics, ReadPath::Replay, *action, p, Some(id));
+    let reason = match app.replays.since(&app.redis, persona, since).await {
+        Ok(replayed) => match &*replayed {
+            Replayed::Complete { frames, last } => {
+                app.metrics.resume("complete");
+                return (frames.clone(), Some(*last));
             }
-            app.metrics.resume("complete");
-            let frames = messages.iter().map(|m| frame::text(m.as_bytes())).collect();
-            return (frames, Some(last));
-        }
-        Ok(Replay::Unrecoverable(reason)) => reason,
+            Replayed::Unrecoverable(reason) => *reason,
+        },
         Err(e) => {
             tracing::warn!(%persona, error = %e, "cannot read the stream to resume");
             "redis_error"
