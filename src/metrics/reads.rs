@@ -70,3 +70,27 @@ impl Reads {
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Read;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn every_read_counter_is_served_and_documented() {
+        let m = Metrics::new();
+        m.reads.sent(Read::Snapshot);
+        m.reads.shared(Read::Replay);
+        let text = m.encode();
+        let doc = include_str!("../../docs/architecture.md");
+        for (name, value) in [
+            ("pulsegate_snapshot_reads_total", 1),
+            ("pulsegate_snapshot_shared_total", 0),
+            ("pulsegate_replay_reads_total", 0),
+            ("pulsegate_replay_shared_total", 1),
+        ] {
+            assert!(text.contains(&format!("\n{name} {value}\n")), "{text}");
+            assert!(doc.contains(&format!("| `{name}` | counter |")), "{name}");
+        }
+    }
+}
