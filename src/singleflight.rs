@@ -8,9 +8,11 @@
 //! channel and saw the subscription confirmed) happened before the call
 //! went out, exactly as if it had made the call itself. A caller that finds
 //! the key's call already sent queues the next one, which is sent when the
-//! one under way ends; later callers join that. So per key at most one call
-//! runs and one waits, however many callers there are: a burst of callers
-//! costs about one call per call's duration.
+//! one under way ends; later callers join that. So per key one call runs
+//! and one waits, however many callers there are: a burst of callers costs
+//! about one call per call's duration. (If every caller of the waiting call
+//! leaves before it is sent, its entry goes with it, and the next caller's
+//! call is sent without waiting for the one under way.)
 //!
 //! No task is spawned. A call is a shared future polled by every caller
 //! waiting on it: it goes on when the caller that queued it leaves, and is

@@ -30,6 +30,10 @@ const MAX_FRAMINGS: usize = 8;
 /// A snapshot read as each caller that shared it gets it.
 pub type Fetch = Result<Arc<Fetched>, Arc<SnapshotError>>;
 
+/// An encoded `initial_data` frame and the framing it is for: the `/ws`
+/// channel (none on the dashboard endpoint) and `recovered`.
+type Framed = (Option<String>, Option<bool>, Bytes);
+
 /// What reading and shaping a snapshot takes, and nothing more: built once
 /// at start, shared by the WebSocket sessions and the REST answers.
 #[derive(Clone)]
@@ -110,7 +114,7 @@ pub struct Fetched {
     initial: OnceLock<Snapshot>,
     /// Encoded `initial_data` frames by channel and `recovered`: the same
     /// bytes for every client of a framing.
-    frames: Mutex<Vec<(Option<String>, Option<bool>, Bytes)>>,
+    frames: Mutex<Vec<Framed>>,
 }
 
 impl Fetched {

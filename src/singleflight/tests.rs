@@ -65,16 +65,10 @@ async fn callers_during_a_call_share_the_next_one() {
 }
 
 /// A call that says when it is sent and answers `value` once `gate` opens.
-fn held(
-    sent: oneshot::Sender<()>,
-    gate: Arc<Notify>,
-    value: u64,
-) -> impl std::future::Future<Output = u64> + Send + 'static {
-    async move {
-        let _ = sent.send(());
-        gate.notified().await;
-        value
-    }
+async fn held(sent: oneshot::Sender<()>, gate: Arc<Notify>, value: u64) -> u64 {
+    let _ = sent.send(());
+    gate.notified().await;
+    value
 }
 
 /// Sends a call on `key` that is held until the returned gate opens.
@@ -155,15 +149,26 @@ async fn the_call_goes_on_when_the_caller_that_queued_it_leaves() {
     assert_eq!(flights.in_flight(), 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_of_abandoned_calls_are_removed() {
-    let flights = Flights::<u32, u64>::new(16);
+    let flights = Arc::new(Flights::<u32, u64>::new(16));
     for key in 0..100 {
-        // Queued, never polled, dropped.
-        drop(flights.run(key, || std::future::pending::<u64>()));
-        let run = flights.run(key, || std::future::pending::<u64>());
+        // Sent, then abandoned by its only caller.
+        let run = flights.run(key, std::future::pending::<u64>);
         let _ = tokio::time::timeout(Duration::from_millis(1), run).await;
     }
+    assert_eq!(flights.in_flight(), 0);
+    // Queued behind a call under way, then abandoned before it was sent.
+    let (under_way, gate) = hold(&flights, 0, 1).await;
+    let run = flights.run(0, std::future::pending::<u64>);
+    let _ = tokio::time::timeout(Duration::from_millis(1), run).await;
+    assert_eq!(
+        flights.in_flight(),
+        0,
+        "the queued call's entry went with it"
+    );
+    gate.notify_one();
+    assert_eq!(under_way.await.unwrap(), (1, Role::Queued));
     assert_eq!(flights.in_flight(), 0);
 }
 
