@@ -22,6 +22,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::ratelimit::Limiters;
 use crate::redis::health::RedisStatus;
+use crate::redis::replay::Replays;
 use crate::snapshot::Source;
 
 pub struct App {
@@ -47,6 +48,8 @@ pub struct App {
     pub api_cache: Arc<ApiCache>,
     /// Where snapshots come from; its `options` go with every function call.
     pub source: Source,
+    /// `?since=` replays in flight, shared by resumes from the same offset.
+    pub replays: Replays,
     /// Every rate limiter and the per-IP connection counts (`[limits]`).
     pub limits: Arc<Limiters>,
     /// The token verifier; `None` when `auth.mode = "off"`.

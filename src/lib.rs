@@ -25,6 +25,7 @@ pub mod redis;
 pub mod server;
 pub mod shutdown;
 pub mod simulate;
+pub mod singleflight;
 pub mod snapshot;
 pub mod stream;
 pub mod telemetry;

@@ -8,7 +8,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 mod labels;
+mod reads;
 pub use labels::*;
+pub use reads::{Read, Reads};
 
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~3.3 s
@@ -67,6 +69,8 @@ pub struct Metrics {
     pub ratelimit_keys: Gauge,
     /// Refused credentials, by reason (missing, invalid, expired, forbidden, origin).
     pub auth_failures: Family<ReasonLabel, Counter>,
+    /// Snapshot and replay reads sent to Redis, and the callers that shared one.
+    pub reads: Reads,
 }
 
 impl Default for Metrics {
@@ -119,6 +123,7 @@ impl Metrics {
             rate_limited: Family::default(),
             ratelimit_keys: Gauge::default(),
             auth_failures: Family::default(),
+            reads: Reads::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -322,6 +327,7 @@ impl Metrics {
             "Requests and connections refused for their credentials, by reason",
             m.auth_failures.clone(),
         );
+        m.reads.register(r);
         Self { registry, ..m }
     }
 

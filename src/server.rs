@@ -32,6 +32,7 @@ use crate::metrics::Rejection;
 use crate::protocol::close;
 use crate::ratelimit::Limiters;
 use crate::redis::health::{probe, Monitor, RedisStatus};
+use crate::redis::replay::Replays;
 use crate::redis::{self as redis_conn, functions, subscriber};
 use crate::snapshot::Source;
 
@@ -103,6 +104,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         optimization: config.optimization.clone(),
         ingest: config.ingest.clone(),
         metrics: metrics.clone(),
+        flights: Source::flights(),
     };
     // Connection and request tasks, and the REST watchers: drained first.
     let tasks = TaskTracker::new();
@@ -118,6 +120,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         },
     ));
     let library = functions::configured_library(&config);
+    let replays = Replays::new(hub.keys().clone(), config.ws.max_replay, metrics.clone());
     let app = Arc::new(App {
         limits: Arc::new(Limiters::new(&config.limits, metrics.clone())),
         config,
@@ -132,6 +135,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         pg,
         api_cache,
         source,
+        replays,
         auth,
         draining: Default::default(),
     });

@@ -4,6 +4,8 @@
 
 pub mod cache;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use fred::prelude::*;
 use hyper::StatusCode;
@@ -14,7 +16,7 @@ use crate::dashboard::{human_duration, suggestions, RawSnapshot};
 use crate::keys::PersonaId;
 use crate::metrics::{ReadPath, Repair};
 use crate::redis::text;
-use crate::snapshot::{self, SnapshotError, Source};
+use crate::snapshot::{self, Fetched, SnapshotError, Source};
 use crate::stream::{parse_offset, Offset};
 use crate::undecodable;
 
@@ -78,11 +80,12 @@ impl ApiError {
     }
 }
 
-/// The persona's snapshot; `None` when it has no data yet.
-async fn load(src: &Source, persona: &PersonaId) -> Result<Option<RawSnapshot>, ApiError> {
-    let snap = snapshot::fetch_raw(src, persona).await.map_err(|e| {
+/// The persona's snapshot (shared with concurrent readers of the persona);
+/// `None` when it has no data yet.
+async fn load(src: &Source, persona: &PersonaId) -> Result<Option<Arc<Fetched>>, ApiError> {
+    let snap = snapshot::fetch(src, persona).await.map_err(|e| {
         tracing::warn!(%persona, error = %e, "snapshot failed");
-        match e {
+        match &*e {
             SnapshotError::Redis(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "redis_unavailable",
@@ -93,7 +96,7 @@ async fn load(src: &Source, persona: &PersonaId) -> Result<Option<RawSnapshot>, 
             }
         }
     })?;
-    Ok((snap.offset.is_some() || snap.summary.total_variants > 0).then_some(snap))
+    Ok((snap.raw.offset.is_some() || snap.raw.summary.total_variants > 0).then_some(snap))
 }
 
 /// Builds the answers of the routes in `routes` (a route set) from one
@@ -104,7 +107,8 @@ pub async fn build(
     routes: u8,
     started: Instant,
 ) -> Result<Built, ApiError> {
-    let snap = load(src, persona).await?;
+    let fetched = load(src, persona).await?;
+    let snap = fetched.as_deref().map(|f| &f.raw);
     let feed = match &snap {
         Some(_) if routes & Route::Metrics.bit() != 0 => real_time_feed(src, persona).await,
         _ => Value::Null,

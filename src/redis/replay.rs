@@ -1,15 +1,117 @@
 //! Resume after a reconnect: the events a client missed since `offset`, read
 //! from the persona's stream with the facts that tell whether any of them
 //! was trimmed away, in one MULTI/EXEC so both describe the same moment.
+//! Resumes of one persona from one offset share a replay sent after they
+//! asked (`src/singleflight.rs`), and its frames, encoded once.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use fred::prelude::*;
 
 use crate::hub::message::{inspect, Bounds};
-use crate::metrics::Repair;
+use crate::keys::{Keys, PersonaId};
+use crate::metrics::{self, Metrics, ReadPath, Repair};
+use crate::protocol::frame;
 use crate::redis::text;
+use crate::singleflight::{Flights, Role};
 use crate::stream::{format_offset, parse_offset, Offset};
+use crate::undecodable;
+
+/// Most (persona, offset) pairs with a replay in flight that are shared;
+/// past it a resume replays alone.
+const MAX_SHARED: usize = 10_000;
+
+/// A replay as each resume that shared it gets it.
+pub type Shared = Result<Arc<Replayed>, Arc<fred::error::Error>>;
+
+/// A [`Replay`] with its messages encoded as text frames, once.
+#[derive(Debug)]
+pub enum Replayed {
+    /// The missed events in order (each entry's id and text), the same
+    /// encoded once as `/dashboard/ws` frames, and the offset they reach.
+    /// `/ws` wraps `messages` in its channel's envelope.
+    Complete {
+        messages: Vec<(Offset, String)>,
+        frames: Vec<Bytes>,
+        last: Offset,
+    },
+    /// Why the missed events cannot all be had.
+    Unrecoverable(&'static str),
+}
+
+/// Replays in flight, shared by the resumes that asked before they were sent.
+pub struct Replays {
+    flights: Flights<(PersonaId, Offset), Shared>,
+    keys: Keys,
+    /// `ws.max_replay`: most events a replay may hold.
+    max: usize,
+    /// Counts replays sent and shared, and entries that were not UTF-8.
+    metrics: Arc<Metrics>,
+}
+
+impl Replays {
+    pub fn new(keys: Keys, max: usize, metrics: Arc<Metrics>) -> Self {
+        Self {
+            flights: Flights::new(MAX_SHARED),
+            keys,
+            max,
+            metrics,
+        }
+    }
+
+    /// What `persona` published after `since`, from a replay sent after
+    /// this was called (another resume's, if it was not sent yet). An entry
+    /// that was not UTF-8 is counted once per replay, not per resume.
+    pub async fn since(&self, client: &Client, persona: &PersonaId, since: Offset) -> Shared {
+        let key = (persona.clone(), since);
+        let (replayed, role) = self
+            .flights
+            .run(key, || {
+                let (client, metrics) = (client.clone(), self.metrics.clone());
+                let (stream, persona, max) = (self.keys.stream(persona), persona.clone(), self.max);
+                async move {
+                    metrics.reads.sent(metrics::Read::Replay);
+                    let replay = self::since(&client, &stream, since, max).await;
+                    replay
+                        .map(|r| Arc::new(encode(r, &metrics, &persona)))
+                        .map_err(Arc::new)
+                }
+            })
+            .await;
+        if role == Role::Joined {
+            self.metrics.reads.shared(metrics::Read::Replay);
+        }
+        replayed
+    }
+}
+
+/// Encodes a replay's messages once, counting the entries that were not UTF-8.
+fn encode(replay: Replay, metrics: &Metrics, persona: &PersonaId) -> Replayed {
+    match replay {
+        Replay::Complete {
+            messages,
+            last,
+            undecodable,
+        } => {
+            for (id, action) in &undecodable {
+                let p = persona.as_str();
+                undecodable::report(metrics, ReadPath::Replay, *action, p, Some(id));
+            }
+            let frames = messages
+                .iter()
+                .map(|(_, m)| frame::text(m.as_bytes()))
+                .collect();
+            Replayed::Complete {
+                messages,
+                frames,
+                last,
+            }
+        }
+        Replay::Unrecoverable(reason) => Replayed::Unrecoverable(reason),
+    }
+}
 
 /// What a resume from `since` can give.
 #[derive(Debug, PartialEq, Eq)]

@@ -16,4 +16,5 @@ mod pg;
 mod protocol;
 mod resume;
 mod security;
+mod shared_reads;
 mod shutdown;

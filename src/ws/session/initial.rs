@@ -8,12 +8,10 @@ use bytes::Bytes;
 use crate::app::App;
 use crate::hub::message;
 use crate::keys::PersonaId;
-use crate::metrics::ReadPath;
 use crate::protocol::frame;
-use crate::redis::replay::{self, Replay};
+use crate::redis::replay::Replayed;
 use crate::snapshot;
-use crate::stream::{format_offset, parse_offset, Offset};
-use crate::undecodable;
+use crate::stream::{format_offset, Offset};
 
 /// A channel's first frames and the point they are current to.
 pub(super) struct First {
@@ -60,34 +58,32 @@ async fn resume(
     since: Offset,
     channel: Option<&str>,
 ) -> Option<First> {
-    let key = app.hub.keys().stream(persona);
-    let max = app.config.ws.max_replay;
-    let reason = match replay::since(&app.redis, &key, since, max).await {
-        Ok(Replay::Complete {
-            messages,
-            last,
-            undecodable,
-        }) => {
-            for (id, action) in &undecodable {
-                let (metrics, p) = (&app.metrics, persona.as_str());
-                undecodable::report(metrics, ReadPath::Replay, *action, p, Some(id));
-            }
-            app.metrics.resume("complete");
-            let frames = messages
-                .iter()
-                .map(|(offset, m)| match channel {
-                    Some(channel) => message::wrap(m.as_bytes(), Some(*offset), channel),
-                    None => frame::text(m.as_bytes()),
-                })
-                .collect();
-            return Some(First {
+    // Resumes of one persona from one offset share a replay (and, on the
+    // dashboard endpoint, its encoded frames).
+    let reason = match app.replays.since(&app.redis, persona, since).await {
+        Ok(replayed) => match &*replayed {
+            Replayed::Complete {
+                messages,
                 frames,
-                covered: Some(last),
-                offset: Some(format_offset(since)),
-                recovered: true,
-            });
-        }
-        Ok(Replay::Unrecoverable(reason)) => reason,
+                last,
+            } => {
+                app.metrics.resume("complete");
+                let frames = match channel {
+                    Some(channel) => messages
+                        .iter()
+                        .map(|(offset, m)| message::wrap(m.as_bytes(), Some(*offset), channel))
+                        .collect(),
+                    None => frames.clone(),
+                };
+                return Some(First {
+                    frames,
+                    covered: Some(*last),
+                    offset: Some(format_offset(since)),
+                    recovered: true,
+                });
+            }
+            Replayed::Unrecoverable(reason) => *reason,
+        },
         Err(e) => {
             tracing::warn!(%persona, error = %e, "cannot read the stream to resume");
             "redis_error"
@@ -104,14 +100,20 @@ pub(super) async fn snapshot_frame(
     channel: Option<&str>,
     recovered: Option<bool>,
 ) -> (Bytes, Option<Offset>, Option<String>) {
-    let snap = match snapshot::fetch(&app.source, persona).await {
-        Ok(snap) => snap,
+    match snapshot::fetch(&app.source, persona).await {
+        Ok(fetched) => (
+            fetched.frame(&app.source, channel, recovered),
+            fetched.covered,
+            fetched.raw.offset.clone(),
+        ),
         Err(e) => {
             tracing::warn!(%persona, error = %e, "snapshot unavailable");
-            snapshot::Snapshot::empty()
+            let snap = snapshot::Snapshot::empty();
+            (
+                frame::text(&snap.to_message(channel, recovered)),
+                None,
+                None,
+            )
         }
-    };
-    let covered = snap.offset.as_deref().and_then(parse_offset);
-    let frame = frame::text(&snap.to_message(channel, recovered));
-    (frame, covered, snap.offset)
+    }
 }
