@@ -112,6 +112,7 @@ async fn expect_exactly_audited(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_events_land_exactly_once() {
+    let _turn = heavy().await;
     let redis = RedisServer::spawn().await;
     let pg = PgServer::spawn();
     let gw = start_gateway(audit_config(&redis, &pg.url())).await;

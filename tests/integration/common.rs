@@ -345,3 +345,15 @@ pub fn status_of(response: &str) -> u16 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
+
+/// Tests that load the whole machine (hundreds of clients, several
+/// processes) take turns: two of them at once on a 2-core machine slow each
+/// other past their Redis command timeouts, which tests nothing but the
+/// machine. Light tests still run beside them.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits for the heavy tests before this one to finish; hold the guard for
+/// the whole test.
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().await
+}

@@ -167,6 +167,7 @@ async fn tally(ws: &mut Ws, sent: usize, carried: &str) -> (usize, usize) {
 
 #[tokio::test]
 async fn messages_over_the_rate_are_answered_and_not_carried_out() {
+    let _turn = heavy().await;
     const BURST: usize = 10;
     const SENT: usize = 300;
     let redis = RedisServer::spawn().await;
@@ -290,6 +291,7 @@ async fn short_body(addr: SocketAddr) -> (u16, Duration, bool) {
 
 #[tokio::test]
 async fn unfinished_bodies_get_408_and_bad_chunks_400() {
+    let _turn = heavy().await;
     let redis = RedisServer::spawn().await;
     let mut c = test_config(&redis);
     c.http.body_timeout = Duration::from_secs(2);

@@ -127,6 +127,7 @@ fn median_max(mut v: Vec<Duration>) -> (Duration, Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_short_redis_outage_is_seen_and_told() {
+    let _turn = heavy().await;
     let mut redis = RedisServer::spawn().await;
     let port = redis.port;
     let gw = start_gateway(test_config(&redis)).await;

@@ -137,6 +137,7 @@ async fn subscribe(ws: &mut Ws, persona: &str, since: Option<&str>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_channels_start_and_resume_on_one_connection_while_events_stream_in() {
+    let _turn = heavy().await;
     let redis = RedisServer::spawn().await;
     let gw = start_gateway(test_config(&redis)).await;
     let publisher = redis.client().await;
@@ -224,6 +225,7 @@ async fn two_channels_start_and_resume_on_one_connection_while_events_stream_in(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_offsets_get_a_fresh_snapshot_per_channel() {
+    let _turn = heavy().await;
     let redis = RedisServer::spawn().await;
     let gw = start_gateway(test_config(&redis)).await;
     let publisher = redis.client().await;

@@ -153,6 +153,7 @@ async fn wait_joined(joined: &AtomicUsize, clients: usize) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_joiners_share_a_handful_of_snapshot_reads() {
+    let _turn = heavy().await;
     const CLIENTS: usize = 1000;
     let redis = RedisServer::spawn().await;
     let mut config = test_config(&redis);
@@ -208,6 +209,7 @@ async fn a_thousand_joiners_share_a_handful_of_snapshot_reads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_resuming_from_one_offset_share_replays() {
+    let _turn = heavy().await;
     const CLIENTS: usize = 500;
     const MISSED: usize = 300;
     let redis = RedisServer::spawn().await;

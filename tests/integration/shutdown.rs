@@ -149,6 +149,7 @@ fn busiest_second(times: &[Duration]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_clients_are_closed_over_the_window_and_told_when_to_return() {
+    let _turn = heavy().await;
     const CLIENTS: usize = 1000;
     let redis = RedisServer::spawn().await;
     let (child, addr) = gateway(&redis, "200ms", "5s", "10s").await;

@@ -100,15 +100,8 @@ impl Session {
     }
 
     fn subscribe(&mut self, channel: &str, since: Option<Offset>) {
-        let max_len = self.app.config.ws.max_persona_id_len;
-        let persona = match parse_ws_channel(channel, max_len) {
-            Ok(p) => p,
-            Err(e) => {
-                return self.error(
-                    error_code::INVALID_CHANNEL,
-                    &format!("`persona:<id>` expected: {e}"),
-                )
-            }
+        let Some(persona) = self.channel_persona(channel) else {
+            return;
         };
         if let Some(c) = &self.claims {
             if !c.allows_persona(persona.as_str()) {
@@ -146,6 +139,22 @@ impl Session {
         }
     }
 
+    /// The persona of a `/ws` channel name, or `None` after answering
+    /// `invalid_channel`.
+    fn channel_persona(&self, channel: &str) -> Option<PersonaId> {
+        let max_len = self.app.config.ws.max_persona_id_len;
+        match parse_ws_channel(channel, max_len) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.error(
+                    error_code::INVALID_CHANNEL,
+                    &format!("`persona:<id>` expected: {e}"),
+                );
+                None
+            }
+        }
+    }
+
     /// Ends `persona`'s subscription and forgets its channel in the outbox.
     fn leave(&mut self, persona: &PersonaId) -> bool {
         let left = self.subscriptions.remove(persona).is_some();
@@ -156,15 +165,8 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, channel: &str) {
-        let max_len = self.app.config.ws.max_persona_id_len;
-        let persona = match parse_ws_channel(channel, max_len) {
-            Ok(p) => p,
-            Err(e) => {
-                return self.error(
-                    error_code::INVALID_CHANNEL,
-                    &format!("`persona:<id>` expected: {e}"),
-                )
-            }
+        let Some(persona) = self.channel_persona(channel) else {
+            return;
         };
         if !self.leave(&persona) {
             return self.error(
