@@ -12,11 +12,35 @@ const PING_EVERY_MS = 20000;
 const SILENCE_MS = 50000;
 /** Close codes that mean "your token is not accepted": ask for one. */
 const AUTH_CODES = new Set([1008, 4001, 4003, 4401]);
+/** The gateway draining at shutdown; the reason carries a reconnect hint. */
+const SERVICE_RESTART = 1012;
+/** The longest hint taken at its word: a bad reason must not park the page. */
+const MAX_HINT_MS = 5 * 60 * 1000;
 
 /** Delay before reconnect attempt `n` (0-based): half fixed, half random. */
 export function backoff(n, random = Math.random) {
   const cap = Math.min(MAX_DELAY_MS, BASE_DELAY_MS * 2 ** Math.min(n, 16));
   return Math.round(cap / 2 + random() * (cap / 2));
+}
+
+/**
+ * The wait a draining gateway asks for: close 1012 with the reason
+ * `{"reconnect_ms":n}` (docs/protocol.md, "Shutdown"), plus a jitter of our
+ * own of up to a tenth of it (at least 250 ms, at most 5 s). null for any
+ * other close, or a reason that is not such a hint.
+ */
+export function restartDelay(code, reason, random = Math.random) {
+  if (code !== SERVICE_RESTART) return null;
+  let ms;
+  try {
+    ms = JSON.parse(reason)?.reconnect_ms;
+  } catch {
+    return null;
+  }
+  if (!Number.isFinite(ms) || ms < 0) return null;
+  ms = Math.min(ms, MAX_HINT_MS);
+  const jitter = Math.min(5000, Math.max(250, ms / 10));
+  return Math.round(ms + random() * jitter);
 }
 
 export class Connection {
@@ -121,7 +145,7 @@ export class Connection {
     };
     ws.onclose = (ev) => {
       clearTimeout(connectTimer);
-      this.lost(ws, ev.code);
+      this.lost(ws, ev.code, ev.reason);
     };
     ws.onerror = () => {
       // A close event always follows; it decides what to do.
@@ -151,7 +175,7 @@ export class Connection {
     }
   }
 
-  lost(ws, code) {
+  lost(ws, code, reason = '') {
     if (ws !== this.ws) return;
     const lived = this.openedAt ? Date.now() - this.openedAt : 0;
     this.openedAt = 0;
@@ -162,13 +186,14 @@ export class Connection {
       this.onState({ state: 'auth', attempt: this.attempt, code });
       return;
     }
-    // A long-lived connection, or a server going away on purpose: retry soon.
-    if (lived >= STABLE_MS || code === 1001) this.attempt = 0;
-    this.schedule(code);
+    // A long-lived connection, or a server going away on purpose: retry soon,
+    // or when a draining gateway asks (its hint spreads the reconnects).
+    if (lived >= STABLE_MS || code === 1001 || code === SERVICE_RESTART) this.attempt = 0;
+    this.schedule(code, restartDelay(code, reason));
   }
 
-  schedule(code) {
-    const delay = backoff(this.attempt);
+  schedule(code, hinted = null) {
+    const delay = hinted ?? backoff(this.attempt);
     this.attempt += 1;
     this.onState({ state: 'waiting', attempt: this.attempt, retryAt: Date.now() + delay, code });
     clearTimeout(this.timer);
