@@ -43,9 +43,14 @@ export function backoff(attempt, random = Math.random, { baseDelayMs = DEFAULTS.
   return Math.round(cap / 2 + random() * (cap / 2));
 }
 
-/** The `reconnect_ms` of a 1012 close reason, capped at `maxHintMs`; null without a usable one. */
-export function reconnectHint(reason, maxHintMs = DEFAULTS.maxHintMs) {
-  if (typeof reason !== 'string' || !reason) return null;
+/**
+ * The wait a draining gateway asks for: close 1012 with the reason
+ * `{"reconnect_ms":n}` (DECISIONS #7), `n` capped at `maxHintMs`, plus a
+ * jitter of our own of up to a tenth of it (at least 250 ms, at most 5 s).
+ * null for any other close, or a reason that is not such a hint.
+ */
+export function restartDelay(code, reason, random = Math.random, { maxHintMs = DEFAULTS.maxHintMs } = {}) {
+  if (code !== SERVICE_RESTART || typeof reason !== 'string') return null;
   let ms;
   try {
     ms = JSON.parse(reason)?.reconnect_ms;
@@ -53,12 +58,9 @@ export function reconnectHint(reason, maxHintMs = DEFAULTS.maxHintMs) {
     return null;
   }
   if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) return null;
-  return Math.min(ms, maxHintMs);
-}
-
-/** Delay after a hint: the hint, plus jitter of up to a quarter of it (at least up to `baseDelayMs`). */
-export function hintDelay(hintMs, random = Math.random, { baseDelayMs = DEFAULTS.baseDelayMs } = {}) {
-  return Math.round(hintMs + random() * Math.max(baseDelayMs, hintMs / 4));
+  ms = Math.min(ms, maxHintMs);
+  const jitter = Math.min(5000, Math.max(250, ms / 10));
+  return Math.round(ms + random() * jitter);
 }
 
 /** "1732240000000-3" as [ms, seq]; null for anything else. */
@@ -374,12 +376,9 @@ export class Client {
     const lived = this.#openedAt ? Date.now() - this.#openedAt : 0;
     this.#detach(local ? reason : '');
     const auth = this.#o.authCloseCodes.includes(code);
-    let hinted = null;
-    if (code === SERVICE_RESTART) {
-      const hint = reconnectHint(reason, this.#o.maxHintMs);
-      if (hint != null) hinted = hintDelay(hint, this.#random, this.#o);
-    }
-    // A long-lived connection, or a server going away on purpose: start over.
+    const hinted = restartDelay(code, reason, this.#random, this.#o);
+    // A long-lived connection, or a server going away on purpose (with or
+    // without a usable hint): start over.
     if (lived >= this.#o.stableMs || code === GOING_AWAY || code === SERVICE_RESTART) this.#attempt = 0;
     const delay = auth ? null : hinted ?? backoff(this.#attempt, this.#random, this.#o);
     this.#emit('close', { code, reason, local, auth, willRetry: !auth, retryInMs: delay });

@@ -68,9 +68,9 @@ describe('reconnecting', () => {
     const closed = log.first('close');
     assert.equal(closed.arg.code, 1012);
     // Far above the 100 ms backoff cap: the hint decides.
-    assert.equal(closed.arg.retryInMs, 800 + 0.5 * Math.max(50, 800 / 4));
+    assert.equal(closed.arg.retryInMs, 800 + 0.5 * 250);
     const gap = s.conns[1].at - closed.at;
-    assert.ok(gap >= 890 && gap < 1400, `reconnected ${gap} ms after the close`);
+    assert.ok(gap >= 915 && gap < 1400, `reconnected ${gap} ms after the close`);
     assert.equal(s.conns[1].url, '/dashboard/ws/p1?since=6-0');
     const waiting = log.of('state').find((st) => st.state === 'waiting');
     assert.equal(waiting.code, 1012);

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import {
-  Client, DEFAULTS, backoff, compareOffsets, hintDelay, parseOffset, reconnectHint, tokenExpiry,
+  Client, DEFAULTS, backoff, compareOffsets, parseOffset, restartDelay, tokenExpiry,
 } from '../pulsegate.js';
 import { fakeJwt, seeded } from './util.mjs';
 
@@ -47,32 +47,34 @@ describe('backoff', () => {
 });
 
 describe('the reconnect hint (close 1012)', () => {
-  test('reads {"reconnect_ms":n} and nothing else', () => {
-    assert.equal(reconnectHint('{"reconnect_ms":2500}'), 2500);
-    assert.equal(reconnectHint('{"reconnect_ms":0}'), 0);
-    assert.equal(reconnectHint(' {"reconnect_ms": 7, "other": true} '), 7);
-    for (const bad of ['', 'service restart', '{"reconnect_ms":-1}', '{"reconnect_ms":"5"}', '{"reconnect_ms":null}',
-      '[1]', 'null', '{}', '{"reconnect_ms":1e999}', undefined, null]) {
-      assert.equal(reconnectHint(bad), null, JSON.stringify(bad));
-    }
-    assert.equal(reconnectHint('{"reconnect_ms":86400000}'), DEFAULTS.maxHintMs, 'capped');
-    assert.equal(reconnectHint('{"reconnect_ms":9000}', 5000), 5000);
-  });
-
-  test('the delay is the hint plus jitter of up to a quarter of it (at least up to the base delay)', () => {
+  test('a drain close is waited out, with a jitter of our own of up to a tenth (0.25 s to 5 s)', () => {
+    const hint = '{"reconnect_ms":10000}';
+    assert.equal(restartDelay(1012, hint, () => 0), 10000);
+    assert.equal(restartDelay(1012, hint, () => 0.5), 10500);
+    assert.equal(restartDelay(1012, '{"reconnect_ms":0}', () => 1), 250);
+    assert.equal(restartDelay(1012, '{"reconnect_ms":120000}', () => 1), 125000, 'at most 5 s of jitter');
+    assert.equal(restartDelay(1012, ' {"reconnect_ms": 7, "other": true} ', () => 0), 7, 'other fields are ignored');
+    assert.equal(restartDelay(1012, '{"reconnect_ms":3600000}', () => 0), DEFAULTS.maxHintMs, 'capped');
+    assert.equal(restartDelay(1012, '{"reconnect_ms":9000}', () => 0, { maxHintMs: 5000 }), 5000);
     const random = seeded(3);
-    for (const hint of [0, 100, 2000, 10000, 60000]) {
-      const spread = Math.max(500, hint / 4);
+    for (const ms of [0, 100, 2000, 10000, 60000]) {
+      const jitter = Math.min(5000, Math.max(250, ms / 10));
       const seen = new Set();
       for (let i = 0; i < 200; i++) {
-        const wait = hintDelay(hint, random);
-        assert.ok(wait >= hint && wait <= hint + spread, `hint ${hint}: ${wait}`);
+        const wait = restartDelay(1012, JSON.stringify({ reconnect_ms: ms }), random);
+        assert.ok(wait >= ms && wait <= ms + jitter, `hint ${ms}: ${wait}`);
         seen.add(wait);
       }
-      assert.ok(seen.size > 20, `hint ${hint}: jittered`);
+      assert.ok(seen.size > 20, `hint ${ms}: jittered`);
     }
-    assert.equal(hintDelay(1000, () => 0), 1000);
-    assert.equal(hintDelay(1000, () => 0.5, { baseDelayMs: 100 }), 1125);
+  });
+
+  test('anything else falls back to the backoff', () => {
+    assert.equal(restartDelay(1001, '{"reconnect_ms":10000}'), null);
+    for (const bad of ['', 'server shutting down', '{"reconnect_ms":-5}', '{"reconnect_ms":"soon"}',
+      '{"reconnect_ms":null}', '[1]', 'null', '{}', '{"reconnect_ms":1e999}', undefined]) {
+      assert.equal(restartDelay(1012, bad), null, JSON.stringify(bad));
+    }
   });
 });
 
