@@ -1,7 +1,7 @@
 //! The live dashboard page (docs/ui.md): its static assets, embedded in the
 //! binary so the page works offline and always matches the gateway; the page
 //! at `/dashboard/{persona_id}`; the JavaScript client library at
-//! `/client/pulsegate.js` (`clients/js/`); and
+//! `/client/pulsegate.js` (`clients/js/`, which the page imports too); and
 //! the HTML index of personas a browser gets at `/` (docs/decisions.md D1:
 //! everyone else gets the health JSON).
 
@@ -54,11 +54,6 @@ const ASSETS: &[Asset] = &[
     Asset {
         name: "app.js",
         body: include_bytes!("../../ui/app.js"),
-        content_type: JS,
-    },
-    Asset {
-        name: "connection.js",
-        body: include_bytes!("../../ui/connection.js"),
         content_type: JS,
     },
     Asset {
@@ -407,7 +402,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(IF_NONE_MATCH, tag);
         assert_eq!(client_library(&h).status(), StatusCode::NOT_MODIFIED);
-        assert!(ASSETS.iter().all(|a| a.name != "pulsegate.js"));
+        // The page imports the library from its route, never a copy under /ui/.
+        assert!(ASSETS
+            .iter()
+            .all(|a| a.name != "pulsegate.js" && a.name != "connection.js"));
     }
 
     #[test]

@@ -73,6 +73,7 @@ describe('the client against the gateway', () => {
       'the gateway embeds the package source itself (rebuild the gateway after editing it)');
     const again = await fetch(`${gateway.base}/client/pulsegate.js`, { headers: { 'If-None-Match': res.headers.get('etag') } });
     assert.equal(again.status, 304);
+    assert.equal((await fetch(`${gateway.base}/ui/connection.js`)).status, 404, 'the page has no copy of its own');
   });
 
   test('/dashboard/ws: initial_data, then live messages', async () => {
