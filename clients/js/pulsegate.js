@@ -45,7 +45,7 @@ export function backoff(attempt, random = Math.random, { baseDelayMs = DEFAULTS.
 
 /**
  * The wait a draining gateway asks for: close 1012 with the reason
- * `{"reconnect_ms":n}` (DECISIONS #7), `n` capped at `maxHintMs`, plus a
+ * `{"reconnect_ms":n}` (decisions.md D7), `n` capped at `maxHintMs`, plus a
  * jitter of our own of up to a tenth of it (at least 250 ms, at most 5 s).
  * null for any other close, or a reason that is not such a hint.
  */

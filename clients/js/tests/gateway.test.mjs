@@ -5,7 +5,9 @@
 // PULSEGATE_REDIS_SERVER the redis-server.
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -199,7 +201,7 @@ describe('the client against the gateway', () => {
     const seen = log.offsets();
     assert.equal(new Set(seen).size, seen.length, 'no duplicates');
     if (log.of('subscribed')[1].recovered === undefined) {
-      t.diagnostic('this gateway does not resume /ws subscriptions yet (no `recovered` in the ack, DECISIONS #6): '
+      t.diagnostic('this gateway does not resume /ws subscriptions yet (no `recovered` in the ack, decisions.md D6): '
         + 'events published while disconnected are not checked');
     } else {
       assert.deepEqual(seen, [live, ...missed, after1], 'the resume replays what was missed, once');
@@ -211,6 +213,63 @@ describe('the client against the gateway', () => {
     await sleep(300);
     assert.equal(log.offsets().at(-1), after1, 'nothing after unsubscribing');
     client.close();
+  });
+});
+
+/** True when the gateway drains with 1012 and a hint (it has `shutdown.drain_window`, decisions.md D7). */
+function gatewayDrains(bin) {
+  const out = spawnSync(bin, ['config'], { cwd: os.tmpdir(), encoding: 'utf8' });
+  try {
+    return JSON.parse(out.stdout).shutdown?.drain_window !== undefined;
+  } catch {
+    return false;
+  }
+}
+
+describe('a gateway shutting down', () => {
+  test('the client waits the 1012 reconnect hint (1001 before the drain existed), then resumes with ?since=', async (t) => {
+    const drains = gatewayDrains(new Gateway(0, 0).bin);
+    const g = await Gateway.start(redis.port, drains
+      ? { PULSEGATE_SHUTDOWN_LB_GRACE: '0s', PULSEGATE_SHUTDOWN_DRAIN_WINDOW: '1s', PULSEGATE_SHUTDOWN_DRAIN_TIMEOUT: '3s' }
+      : {});
+    const p = new Persona(resp, `client_drain_${run}`);
+    await p.post('d0');
+    const client = new Client({ ...fast, url: g.base, persona: p.id, WebSocket });
+    try {
+      const log = record(client);
+      client.connect();
+      await until('initial_data', () => log.of('initial_data').length === 1);
+      const offsets = [await p.post('d1')];
+      await until('a live post', () => log.offsets().length === 1);
+      const exited = g.kill('SIGTERM');
+      await until('the close', () => log.of('close').length === 1);
+      const closed = log.first('close');
+      if (drains) {
+        assert.equal(closed.arg.code, 1012);
+        const hint = JSON.parse(closed.arg.reason).reconnect_ms;
+        const jitter = Math.min(5000, Math.max(250, hint / 10));
+        assert.ok(closed.arg.retryInMs >= hint && closed.arg.retryInMs <= hint + jitter,
+          `waits ${closed.arg.retryInMs} ms for a hint of ${hint} ms`);
+      } else {
+        assert.equal(closed.arg.code, 1001);
+        t.diagnostic('this gateway closes with 1001 at shutdown (no drain hint yet, decisions.md D7)');
+      }
+      await exited;
+      offsets.push(await p.post('d2'), await p.post('d3'));
+      await g.spawn();
+      await until('the resumed connection', () => log.of('open').length === 2, { timeout: 30000 });
+      const reopened = log.all.filter((e) => e.type === 'open')[1];
+      assert.ok(reopened.at - closed.at >= closed.arg.retryInMs, 'not before the wait');
+      assert.equal(reopened.arg.since, offsets[0]);
+      offsets.push(await p.post('d4'));
+      await until('every post', () => log.offsets().length >= offsets.length);
+      await sleep(100);
+      assert.deepEqual(log.offsets(), offsets, 'each event once, in order');
+      assert.equal(log.of('initial_data').length, 1);
+    } finally {
+      client.close();
+      await g.stop();
+    }
   });
 });
 

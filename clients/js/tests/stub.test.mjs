@@ -1,6 +1,6 @@
 // The client against a scripted WebSocket server (the `ws` package): what a
 // real gateway does not do on demand, or does not do yet (the 1012 drain
-// hint and `/ws` resume, DECISIONS #6 and #7, are being built server-side).
+// hint and `/ws` resume, decisions.md D6 and D7).
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -200,7 +200,7 @@ describe('delivering each event once', () => {
     assert.equal(client.offset(), '4-0');
   });
 
-  test('/ws: resubscribes after a reconnect with since, and a resume (DECISIONS #6) delivers each message once', async () => {
+  test('/ws: resubscribes after a reconnect with since, and a resume (decisions.md D6) delivers each message once', async () => {
     const msg = (channel, offset) => ({ type: 'message', channel, offset, data: { type: 'variant_update', offset } });
     const s = await stub((c, i) => {
       c.onMessage = (m) => {
