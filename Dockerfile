@@ -27,15 +27,18 @@ RUN mkdir -p src loadtest/src \
            target/release/deps/libpulsegate-* \
            target/release/pulsegate*
 
-# 2. The real sources. lua/ is embedded in the binary (include_str!), and
-#    config/ holds the default config file.
+# 2. The real sources. lua/, ui/ (the dashboard page) and the client library
+#    are embedded in the binary (include_str!/include_bytes!), and config/
+#    holds the default config file.
 COPY src/ src/
 COPY lua/ lua/
+COPY ui/ ui/
+COPY clients/js/pulsegate.js clients/js/pulsegate.js
 COPY config/ config/
 COPY loadtest/ loadtest/
 # COPY leaves the files' old mtimes; touch them so cargo never mistakes the
 # stub build for an up-to-date one.
-RUN find src loadtest/src lua -type f -exec touch {} + \
+RUN find src loadtest/src lua ui clients -type f -exec touch {} + \
  && cargo build --release --locked --bin pulsegate \
  && ./target/release/pulsegate --version
 

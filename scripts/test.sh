@@ -10,7 +10,8 @@
 # 3. cargo clippy --all-targets --workspace -- -D warnings
 # 4. cargo test --workspace "$@"
 # 5. without extra arguments: the Lua reference check, the examples in
-#    README.md and docs/ (scripts/docs-examples.sh), the browser tests
+#    README.md and docs/ (scripts/docs-examples.sh), the client library's
+#    tests (scripts/client-test.sh), the browser tests
 #
 # SKIP_LINT=1 skips steps 2 and 3.
 # Example: scripts/test.sh -p pulsegate --test integration fanout:: -- --nocapture
@@ -86,6 +87,15 @@ if [[ $# -eq 0 ]]; then
   passed=$((passed + ${dp:-0}))
   failed=$((failed + ${df:-0}))
   rm -f "$docs_out"
+
+  step "client library tests (scripts/client-test.sh)"
+  client_out="$(mktemp)"
+  bash "$SCRIPT_DIR/client-test.sh" 2>&1 | tee "$client_out"
+  clp=$(sed -n 's/^# pass \([0-9][0-9]*\)$/\1/p' "$client_out" | tail -n 1)
+  clf=$(sed -n 's/^# fail \([0-9][0-9]*\)$/\1/p' "$client_out" | tail -n 1)
+  passed=$((passed + ${clp:-0}))
+  failed=$((failed + ${clf:-0}))
+  rm -f "$client_out"
 
   step "browser tests (scripts/browser-test.sh)"
   browser_out="$(mktemp)"

@@ -1,8 +1,9 @@
 // The live dashboard of one persona: /dashboard/{persona_id}.
-// Wires the WebSocket (connection.js) to the state (model.js) and the page (view.js).
-// docs/ui.md describes what it shows and why it is built this way.
+// Wires the connection (the client library the gateway serves at
+// /client/pulsegate.js, clients/js/) to the state (model.js) and the page
+// (view.js). docs/ui.md describes what it shows and why it is built this way.
 
-import { Connection } from './connection.js';
+import { Client } from '/client/pulsegate.js';
 import { Model } from './model.js';
 import { View } from './view.js';
 
@@ -53,14 +54,14 @@ takeTokenFromFragment();
 
 // ----- connection --------------------------------------------------------
 
-const wsBase = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/dashboard/ws/${encodeURIComponent(persona)}`;
-
-const conn = new Connection({
-  url: (since) => wsBase + query({ since, token: token() }),
-  since: () => model.offset,
-  onMessage,
-  onState,
-});
+// The library keeps the resume point (`?since=`) itself: the newest offset
+// it delivered, dropping duplicates before they reach the model.
+const conn = new Client({ persona, getToken: () => token() });
+conn.on('state', onState);
+conn.on('initial_data', onSnapshot);
+conn.on('message', onPublication);
+conn.on('status', onStatus);
+conn.on('error', (e) => console.warn('pulsegate:', e.code, e.message));
 
 function onState(s) {
   connState = s;
@@ -111,62 +112,55 @@ function paintState() {
   }
 }
 
-function onMessage(msg) {
-  switch (msg.type) {
-    case 'initial_data': {
-      const ok = model.applySnapshot(msg);
-      if (!ok) {
-        model.notice('The gateway could not read a snapshot (Redis unreachable); keeping the last known data.', 'warn');
-        view.feed();
-        return;
-      }
-      if (msg.recovered === false) {
-        model.notice('Missed events could not be replayed; reloaded the snapshot.', 'warn');
-      }
-      view.everything();
-      view.feed();
-      if (firstSnapshot) {
-        firstSnapshot = false;
-        backfillFeed();
-      }
-      break;
-    }
-    case 'variant_update': {
-      const change = model.applyEvent(msg);
-      if (!change) return;
-      if (change.type === 'pattern_fatigue') view.side();
-      else view.variant(change.id, change.structural);
-      if (change.type === 'early_kill' || change.type === 'pattern_fatigue') refreshSoon();
-      view.feed();
-      break;
-    }
-    case 'status':
-      if (msg.redis === 'down') {
-        redisDown = true;
-        model.notice('Redis is down: live updates are paused.', 'warn');
-      } else if (msg.redis === 'up') {
-        const was = redisDown;
-        redisDown = false;
-        if (was) model.notice('Redis is back; reloading the snapshot.');
-        refresh();
-      }
-      if (msg.resync) {
-        model.notice('The gateway dropped some events; reloading the snapshot.', 'warn');
-        refresh();
-      }
-      view.feed();
-      paintState();
-      break;
-    case 'error':
-      console.warn('pulsegate:', msg.code, msg.message);
-      break;
-    default:
-      break; // pong, and types this page does not know
+function onSnapshot(msg) {
+  const ok = model.applySnapshot(msg);
+  if (!ok) {
+    model.notice('The gateway could not read a snapshot (Redis unreachable); keeping the last known data.', 'warn');
+    view.feed();
+    return;
+  }
+  if (msg.recovered === false) {
+    model.notice('Missed events could not be replayed; reloaded the snapshot.', 'warn');
+  }
+  view.everything();
+  view.feed();
+  if (firstSnapshot) {
+    firstSnapshot = false;
+    backfillFeed();
   }
 }
 
+/** A publication on the persona's channel: `variant_update`, or a type this page does not know. */
+function onPublication(msg) {
+  if (msg.type !== 'variant_update') return;
+  const change = model.applyEvent(msg);
+  if (!change) return;
+  if (change.type === 'pattern_fatigue') view.side();
+  else view.variant(change.id, change.structural);
+  if (change.type === 'early_kill' || change.type === 'pattern_fatigue') refreshSoon();
+  view.feed();
+}
+
+function onStatus(msg) {
+  if (msg.redis === 'down') {
+    redisDown = true;
+    model.notice('Redis is down: live updates are paused.', 'warn');
+  } else if (msg.redis === 'up') {
+    const was = redisDown;
+    redisDown = false;
+    if (was) model.notice('Redis is back; reloading the snapshot.');
+    refresh();
+  }
+  if (msg.resync) {
+    model.notice('The gateway dropped some events; reloading the snapshot.', 'warn');
+    refresh();
+  }
+  view.feed();
+  paintState();
+}
+
 function refresh() {
-  if (!conn.send({ type: 'refresh' })) return;
+  if (!conn.refresh()) return;
   model.beginRefresh();
   lastRefresh = Date.now();
   scheduleRefresh();
@@ -228,8 +222,7 @@ dialog.addEventListener('close', () => {
   } else if (dialog.returnValue === 'clear') {
     sessionStorage.removeItem(TOKEN_KEY);
   } else {
-    if (connState.state === 'auth') conn.pause();
-    return;
+    return; // after a refused token the client stays stopped until reconnect()
   }
   conn.reconnect();
 });
@@ -244,4 +237,4 @@ addEventListener('hashchange', () => {
 // For the browser tests and for debugging from the console.
 window.pulsegate = { model, view, conn, refresh };
 
-conn.start();
+conn.connect();

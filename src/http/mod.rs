@@ -92,6 +92,7 @@ async fn route(app: &Arc<App>, mut req: Request<Incoming>) -> (&'static str, Res
         },
         Handler::DashboardPage => ui::dashboard(app, persona, req.headers()),
         Handler::UiAsset => ui::asset(params.get("asset").unwrap_or_default(), req.headers()),
+        Handler::ClientLibrary => ui::client_library(req.headers()),
         Handler::ApiMetrics => api::metrics(app, persona).await,
         Handler::ActiveVariants => api::active_variants(app, persona).await,
         Handler::Optimization => api::optimization(app, persona).await,

@@ -25,6 +25,8 @@ pub enum Handler {
     /// `/dashboard/{persona_id}`: the dashboard page.
     DashboardPage,
     UiAsset,
+    /// `/client/pulsegate.js`: the JavaScript client library (`clients/js/`).
+    ClientLibrary,
     ApiMetrics,
     ActiveVariants,
     Optimization,
@@ -68,7 +70,7 @@ const fn route(method: Method, pattern: &'static str, access: Access, handler: H
 use Access::{Public, Rest, WebSocket};
 
 /// Every route. `docs/api.md` and `docs/protocol.md` describe them.
-pub static ROUTES: [Route; 17] = [
+pub static ROUTES: [Route; 18] = [
     route(Method::GET, "/", Public, Handler::Index),
     route(Method::GET, "/healthz", Public, Handler::Healthz),
     route(Method::GET, "/readyz", Public, Handler::Readyz),
@@ -87,6 +89,12 @@ pub static ROUTES: [Route; 17] = [
         Handler::DashboardPage,
     ),
     route(Method::GET, "/ui/{asset}", Public, Handler::UiAsset),
+    route(
+        Method::GET,
+        "/client/pulsegate.js",
+        Public,
+        Handler::ClientLibrary,
+    ),
     route(
         Method::GET,
         "/api/metrics/{persona_id}",
@@ -276,6 +284,10 @@ mod tests {
         assert_eq!(
             found(Method::GET, "/dashboard/p1").0,
             "/dashboard/{persona_id}"
+        );
+        assert_eq!(
+            found(Method::GET, "/client/pulsegate.js").0,
+            "/client/pulsegate.js"
         );
     }
 

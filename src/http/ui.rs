@@ -1,15 +1,17 @@
 //! The live dashboard page (docs/ui.md): its static assets, embedded in the
 //! binary so the page works offline and always matches the gateway; the page
-//! at `/dashboard/{persona_id}`; and the HTML index of personas a browser
-//! gets at `/` (docs/decisions.md D1: everyone else gets the health JSON).
+//! at `/dashboard/{persona_id}`; the JavaScript client library at
+//! `/client/pulsegate.js` (`clients/js/`, which the page imports too); and
+//! the HTML index of personas a browser gets at `/` (docs/decisions.md D1:
+//! everyone else gets the health JSON).
 
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 
 use fred::prelude::*;
 use hyper::header::{
-    HeaderMap, HeaderName, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_SECURITY_POLICY, ETAG,
-    IF_NONE_MATCH, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL,
+    CONTENT_SECURITY_POLICY, ETAG, IF_NONE_MATCH, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
 };
 use hyper::{Response, StatusCode};
 
@@ -29,6 +31,7 @@ const MAX_PERSONAS: usize = 200;
 const MAX_SCAN_CALLS: usize = 50;
 
 const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
 
 struct Asset {
     name: &'static str,
@@ -51,37 +54,32 @@ const ASSETS: &[Asset] = &[
     Asset {
         name: "app.js",
         body: include_bytes!("../../ui/app.js"),
-        content_type: "text/javascript; charset=utf-8",
-    },
-    Asset {
-        name: "connection.js",
-        body: include_bytes!("../../ui/connection.js"),
-        content_type: "text/javascript; charset=utf-8",
+        content_type: JS,
     },
     Asset {
         name: "model.js",
         body: include_bytes!("../../ui/model.js"),
-        content_type: "text/javascript; charset=utf-8",
+        content_type: JS,
     },
     Asset {
         name: "view.js",
         body: include_bytes!("../../ui/view.js"),
-        content_type: "text/javascript; charset=utf-8",
+        content_type: JS,
     },
     Asset {
         name: "table.js",
         body: include_bytes!("../../ui/table.js"),
-        content_type: "text/javascript; charset=utf-8",
+        content_type: JS,
     },
     Asset {
         name: "format.js",
         body: include_bytes!("../../ui/format.js"),
-        content_type: "text/javascript; charset=utf-8",
+        content_type: JS,
     },
     Asset {
         name: "personas.js",
         body: include_bytes!("../../ui/personas.js"),
-        content_type: "text/javascript; charset=utf-8",
+        content_type: JS,
     },
     Asset {
         name: "favicon.svg",
@@ -90,12 +88,20 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
+/// The client library, served at `/client/pulsegate.js`. `clients/js/` is
+/// its package and this file its only source: no build step, no copy.
+const CLIENT_LIBRARY: Asset = Asset {
+    name: "pulsegate.js",
+    body: include_str!("../../clients/js/pulsegate.js").as_bytes(),
+    content_type: JS,
+};
+
 const INDEX_TEMPLATE: &str = include_str!("../../ui/personas.html");
 
 /// `GET /ui/{name}`.
 pub fn asset(name: &str, headers: &HeaderMap) -> Response<Body> {
     match ASSETS.iter().position(|a| a.name == name) {
-        Some(i) => serve(i, headers),
+        Some(i) => serve(&ASSETS[i], etag(i), headers),
         None => error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -113,7 +119,20 @@ pub fn dashboard(app: &App, raw: &str, headers: &HeaderMap) -> Response<Body> {
             &e.to_string(),
         );
     }
-    serve(0, headers)
+    serve(&ASSETS[0], etag(0), headers)
+}
+
+/// `GET /client/pulsegate.js`: the client library, revalidated like the
+/// assets. Any origin may import it (`Access-Control-Allow-Origin: *`, which
+/// a cross-origin module script needs): it is public and static, and
+/// whether its WebSockets are accepted is `auth.allowed_origins`' decision.
+pub fn client_library(headers: &HeaderMap) -> Response<Body> {
+    static TAG: OnceLock<String> = OnceLock::new();
+    let tag = TAG.get_or_init(|| quoted_hash(CLIENT_LIBRARY.body));
+    let mut res = serve(&CLIENT_LIBRARY, tag, headers);
+    res.headers_mut()
+        .insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    res
 }
 
 /// `GET /`: the health JSON, or the index of personas for a browser.
@@ -140,23 +159,20 @@ pub async fn root(app: &App, headers: &HeaderMap) -> Response<Body> {
 /// The content hash of every asset, as a quoted ETag (computed once).
 fn etag(i: usize) -> &'static str {
     static TAGS: OnceLock<Vec<String>> = OnceLock::new();
-    &TAGS.get_or_init(|| {
-        ASSETS
-            .iter()
-            .map(|a| format!("\"{:016x}\"", fnv1a(a.body)))
-            .collect()
-    })[i]
+    &TAGS.get_or_init(|| ASSETS.iter().map(|a| quoted_hash(a.body)).collect())[i]
+}
+
+fn quoted_hash(body: &[u8]) -> String {
+    format!("\"{:016x}\"", fnv1a(body))
 }
 
 /// Assets are revalidated on every load (`no-cache` + ETag): a new binary
 /// never leaves a browser with an old script beside a new page.
-fn serve(i: usize, headers: &HeaderMap) -> Response<Body> {
-    let tag = etag(i);
+fn serve(a: &Asset, tag: &str, headers: &HeaderMap) -> Response<Body> {
     let fresh = headers
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
-    let a = &ASSETS[i];
     let mut res = if fresh {
         let mut r = with_type(StatusCode::NOT_MODIFIED, Vec::new(), a.content_type);
         r.headers_mut().remove(hyper::header::CONTENT_TYPE);
@@ -371,6 +387,25 @@ mod tests {
             asset("nope.js", &HeaderMap::new()).status(),
             StatusCode::NOT_FOUND
         );
+    }
+
+    #[test]
+    fn the_client_library_is_served_like_an_asset() {
+        let res = client_library(&HeaderMap::new());
+        assert_eq!(res.status(), StatusCode::OK);
+        let h = res.headers();
+        assert_eq!(h[hyper::header::CONTENT_TYPE], JS);
+        assert_eq!(h[CACHE_CONTROL], "no-cache");
+        assert_eq!(h[ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert_eq!(h[X_CONTENT_TYPE_OPTIONS], "nosniff");
+        let tag = h[ETAG].clone();
+        let mut h = HeaderMap::new();
+        h.insert(IF_NONE_MATCH, tag);
+        assert_eq!(client_library(&h).status(), StatusCode::NOT_MODIFIED);
+        // The page imports the library from its route, never a copy under /ui/.
+        assert!(ASSETS
+            .iter()
+            .all(|a| a.name != "pulsegate.js" && a.name != "connection.js"));
     }
 
     #[test]

@@ -355,15 +355,12 @@ describe('dashboard page', { skip }, () => {
     const page = await openPage(p.id);
     await waitLive(page);
     await until('t1', async () => (await readTable(page)).t1?.views === '100');
-    await page.evaluate(() => {
-      window.pulsegate.conn.pause();
-      window.pulsegate.conn.drop();
-    });
+    await page.evaluate(() => window.pulsegate.conn.pause());
     await p.update('t1', 400, 40);
     await p.post('t2', { predicted_er: 0.05 });
     await p.update('t2', 100, 1);
     await resp.command('XTRIM', `${p.key}:stream`, 'MAXLEN', '1');
-    await page.evaluate(() => window.pulsegate.conn.start());
+    await page.evaluate(() => window.pulsegate.conn.connect());
     await until('the reloaded snapshot', async () => {
       const rows = await readTable(page);
       return rows.t1?.views === '400' && rows.t2?.views === '100';

@@ -207,17 +207,19 @@ export class RedisServer {
 // ----- the gateway -----------------------------------------------------------
 
 export class Gateway {
-  constructor(redisPort, port) {
+  /** `env`: extra settings, e.g. `{ PULSEGATE_AUTH_MODE: 'jwt' }`. */
+  constructor(redisPort, port, env = {}) {
     this.redisPort = redisPort;
     this.port = port;
+    this.env = env;
     this.child = null;
     this.bin = process.env.PULSEGATE_BIN || path.join(REPO, 'target/debug/pulsegate');
     this.log = path.join(ARTIFACTS, 'gateway.log');
     this.cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'pulsegate-browser-gw-'));
   }
 
-  static async start(redisPort) {
-    const g = new Gateway(redisPort, await freePort());
+  static async start(redisPort, env = {}) {
+    const g = new Gateway(redisPort, await freePort(), env);
     await g.spawn();
     return g;
   }
@@ -242,7 +244,7 @@ export class Gateway {
       PULSEGATE_REDIS_UNRESPONSIVE_TIMEOUT: '3s',
       PULSEGATE_REDIS_RECONNECT_MAX_DELAY: '500ms',
       RUST_LOG: process.env.RUST_LOG || 'info',
-    });
+    }, this.env);
     const out = fs.openSync(this.log, 'a');
     // The working directory is empty, so config/pulsegate.toml is not read: defaults.
     this.child = spawn(this.bin, ['serve', '--listen', `127.0.0.1:${this.port}`,

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { restartDelay } from '../../ui/connection.js';
+import { restartDelay } from '../../clients/js/pulsegate.js';
 import { ago, count, pct, signedPct, sparkPath } from '../../ui/format.js';
 import { Model, cmpOffset, wilson } from '../../ui/model.js';
 
