@@ -226,8 +226,12 @@ async fn read(
 enum Frame {
     /// `initial_data` covering this offset (0: `null`, no stream yet).
     Snapshot(u64),
-    /// `/ws`'s `subscribed`; `Some(offset)` when it says `"recovered":false`.
-    Subscribed(Option<u64>),
+    /// `/ws`'s `subscribed`, with the offset and `recovered` it carries
+    /// (both absent before DECISIONS #6).
+    Subscribed {
+        offset: Option<u64>,
+        recovered: Option<bool>,
+    },
     /// A stream event: `variant_update`, or `/ws`'s `message` around one.
     Event(u64),
     Error,
@@ -241,8 +245,16 @@ fn classify(text: &[u8]) -> Frame {
         return Frame::Snapshot(offset_in(&text[..head]).unwrap_or(0));
     }
     if text.starts_with(br#"{"type":"subscribed""#) {
-        let refused = memchr::memmem::find(text, br#""recovered":false"#).is_some();
-        return Frame::Subscribed(offset_in(text).filter(|_| refused));
+        let has = |m: &[u8]| memchr::memmem::find(text, m).is_some();
+        let recovered = if has(br#""recovered":true"#) {
+            Some(true)
+        } else if has(br#""recovered":false"#) {
+            Some(false)
+        } else {
+            None
+        };
+        let offset = offset_in(text);
+        return Frame::Subscribed { offset, recovered };
     }
     if text.starts_with(br#"{"type":"error""#) {
         return Frame::Error;
@@ -284,8 +296,10 @@ fn process(
     let batch = ws.process_with_close(
         |text| match classify(text) {
             Frame::Snapshot(offset) => snapshot(shared, conn, out, offset),
-            Frame::Subscribed(Some(offset)) if conn.resuming => snapshot(shared, conn, out, offset),
-            Frame::Subscribed(_) | Frame::Other => {}
+            Frame::Subscribed { offset, recovered } => {
+                subscribed(shared, conn, out, offset, recovered)
+            }
+            Frame::Other => {}
             Frame::Event(offset) => {
                 out.ledger.event(offset);
                 delivered += 1;
@@ -324,6 +338,38 @@ fn snapshot(shared: &Shared, conn: &mut ConnState, out: &mut Outcome, offset: u6
     } else if conn.resuming && !conn.refused {
         conn.refused = true;
         out.refused_resumes += 1;
+    }
+}
+
+/// `/ws`'s `subscribed`: the start (with its offset, or the floor), or the
+/// answer to a resume: `recovered: true` replays; `false` names the
+/// snapshot's offset; none at all (a gateway before DECISIONS #6) means
+/// `since` was not understood and the subscription simply went on live.
+fn subscribed(
+    shared: &Shared,
+    conn: &mut ConnState,
+    out: &mut Outcome,
+    offset: Option<u64>,
+    recovered: Option<bool>,
+) {
+    if !out.started {
+        out.started = true;
+        shared.progress.started.inc();
+        if let Some(o) = offset {
+            out.ledger.snapshot(o);
+        }
+        return;
+    }
+    if !conn.resuming || recovered == Some(true) {
+        return;
+    }
+    if !conn.refused {
+        conn.refused = true;
+        out.refused_resumes += 1;
+    }
+    match (recovered, offset) {
+        (Some(false), Some(o)) => out.ledger.snapshot(o),
+        _ => out.ledger.refused_until_next_event(),
     }
 }
 
@@ -368,15 +414,24 @@ mod tests {
         );
         assert_eq!(
             classify(br#"{"type":"subscribed","channel":"persona:a","offset":"1795318622093-2","recovered":true}"#),
-            Frame::Subscribed(None)
+            Frame::Subscribed {
+                offset: Some(o),
+                recovered: Some(true)
+            }
         );
         assert_eq!(
             classify(br#"{"type":"subscribed","channel":"persona:a","offset":"1795318622093-2","recovered":false}"#),
-            Frame::Subscribed(Some(o))
+            Frame::Subscribed {
+                offset: Some(o),
+                recovered: Some(false)
+            }
         );
         assert_eq!(
             classify(br#"{"type":"subscribed","channel":"persona:a"}"#),
-            Frame::Subscribed(None)
+            Frame::Subscribed {
+                offset: None,
+                recovered: None
+            }
         );
         assert_eq!(classify(br#"{"type":"error","code":"x"}"#), Frame::Error);
         assert_eq!(

@@ -20,8 +20,13 @@ use crate::worker::{self, Assignment};
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]
 pub enum Command {
-    Restarting { on: bool },
-    Finish { streams: Vec<Vec<u64>> },
+    Restarting {
+        on: bool,
+    },
+    Finish {
+        streams: Vec<Vec<u64>>,
+        floors: Vec<u64>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -91,12 +96,13 @@ impl PoolHandle {
         }
     }
 
-    pub async fn finish(self, streams: &[Vec<u64>]) -> anyhow::Result<PoolResult> {
+    pub async fn finish(self, streams: &[Vec<u64>], floors: &[u64]) -> anyhow::Result<PoolResult> {
         match self {
-            PoolHandle::Local(p) => Ok(p.finish(streams).await),
+            PoolHandle::Local(p) => Ok(p.finish(streams, floors).await),
             PoolHandle::Child(mut c) => {
                 let cmd = Command::Finish {
                     streams: streams.to_vec(),
+                    floors: floors.to_vec(),
                 };
                 worker::send(c.stdin.get_mut(), &cmd).await?;
                 let result = tokio::time::timeout(Duration::from_secs(60), c.result)
@@ -159,8 +165,8 @@ pub async fn child_main(
                 let Some(line) = line? else { bail!("parent closed stdin") };
                 match serde_json::from_str::<Command>(&line)? {
                     Command::Restarting { on } => pool.set_restarting(on),
-                    Command::Finish { streams } => {
-                        let result = pool.finish(&streams).await;
+                    Command::Finish { streams, floors } => {
+                        let result = pool.finish(&streams, &floors).await;
                         worker::emit(&Event::Result(Box::new(result))).await?;
                         return Ok(());
                     }

@@ -45,17 +45,23 @@ pub fn format(packed: u64) -> String {
 #[derive(Debug, Default)]
 pub struct Ledger {
     /// The offset the first snapshot covered: the stream's entries after it
-    /// are owed. `None` until the first `initial_data`; `Some(0)` when it
-    /// had none (an empty stream: everything is owed).
+    /// are owed. `Some(0)` when it had none (an empty stream: everything is
+    /// owed). `None` until the first `initial_data`, or for good on a `/ws`
+    /// whose `subscribed` carries no offset: then the stream's last entry
+    /// before publishing began (the verdict's `floor`) stands in for it,
+    /// as every client subscribed before that.
     pub start: Option<u64>,
     /// Offsets of the events received, in arrival order, all connections.
     received: Vec<u64>,
     /// The offset to resume from: the last event received, or the last
     /// snapshot's when that came later.
     pub last: Option<u64>,
-    /// Resumes the gateway did not honour (it sent a fresh snapshot): the
-    /// entries in `(from, to]` were skipped by the protocol's own word.
+    /// Resumes the gateway did not honour: the entries in `(from, to)`
+    /// were skipped by the protocol's own word (a fresh snapshot up to
+    /// `to - 1`, or a plain subscription that went on live at `to`).
     gaps: Vec<(u64, u64)>,
+    /// A refused resume whose gap ends at the next event: its `from`.
+    open_gap: Option<u64>,
 }
 
 impl Ledger {
@@ -68,27 +74,40 @@ impl Ledger {
                 self.last = Some(offset);
             }
             (Some(start), last) => {
-                let from = last.unwrap_or(start);
+                let from = self.open_gap.take().or(last).unwrap_or(start);
                 if offset > from {
-                    self.gaps.push((from, offset));
+                    self.gaps.push((from, offset + 1));
                 }
                 self.last = Some(offset.max(from));
             }
         }
     }
 
+    /// A resume refused without a snapshot (the subscription simply went
+    /// on live): what lies between the last offset and the next event
+    /// received is the gap.
+    pub fn refused_until_next_event(&mut self) {
+        if let Some(from) = self.last {
+            self.open_gap.get_or_insert(from);
+        }
+    }
+
     pub fn event(&mut self, offset: u64) {
+        if let Some(from) = self.open_gap.take() {
+            if offset > from {
+                self.gaps.push((from, offset));
+            }
+        }
         self.received.push(offset);
         self.last = Some(offset);
     }
 
-    /// Judges the record against the stream's ids (ascending, as `XRANGE`
-    /// returns them).
-    pub fn verify(&self, stream: &[u64]) -> Verdict {
+    /// Judges the record of a client that started against the stream's ids
+    /// (ascending, as `XRANGE` returns them); `floor` stands in for a start
+    /// the gateway never named (see `start`).
+    pub fn verify(&self, stream: &[u64], floor: u64) -> Verdict {
         let mut v = Verdict::default();
-        let Some(start) = self.start else {
-            return v;
-        };
+        let start = self.start.unwrap_or(floor);
         let first_owed = stream.partition_point(|&id| id <= start);
         let owed = &stream[first_owed..];
         v.owed = owed.len() as u64;
@@ -117,7 +136,7 @@ impl Ledger {
         }
         for (k, _) in seen.iter().enumerate().filter(|(_, s)| !**s) {
             let id = owed[k];
-            if self.gaps.iter().any(|&(from, to)| id > from && id <= to) {
+            if self.gaps.iter().any(|&(from, to)| id > from && id < to) {
                 v.unrecovered += 1;
             } else {
                 v.missed += 1;
@@ -179,7 +198,7 @@ mod tests {
         let mut l = Ledger::default();
         l.snapshot(id(3, 0));
         (4..=10).for_each(|ms| l.event(id(ms, 0)));
-        let v = l.verify(&stream);
+        let v = l.verify(&stream, 0);
         assert_eq!((v.owed, v.received), (7, 7));
         assert!(v.clean(), "{v:?}");
         assert_eq!(l.last, Some(id(10, 0)));
@@ -194,7 +213,7 @@ mod tests {
         for ms in [2, 3, 5, 4, 4, 7, 1, 99] {
             l.event(id(ms, 0));
         }
-        let v = l.verify(&stream);
+        let v = l.verify(&stream, 0);
         assert_eq!(v.owed, 9);
         assert_eq!(v.received, 5);
         assert_eq!(v.missed, 4);
@@ -215,14 +234,22 @@ mod tests {
         l.snapshot(id(7, 0));
         assert_eq!(l.last, Some(id(7, 0)));
         (8..=10).for_each(|ms| l.event(id(ms, 0)));
-        let v = l.verify(&stream);
+        let v = l.verify(&stream, 0);
         assert_eq!((v.owed, v.received, v.missed, v.unrecovered), (8, 5, 0, 3));
-        assert_eq!(l.gaps, vec![(id(4, 0), id(7, 0))]);
+        assert_eq!(l.gaps, vec![(id(4, 0), id(7, 0) + 1)]);
     }
 
     #[test]
-    fn no_snapshot_no_verdict() {
-        let v = Ledger::default().verify(&[id(1, 0)]);
-        assert_eq!(v, Verdict::default());
+    fn a_subscription_without_offsets_is_judged_from_the_floor() {
+        // /ws before `subscribed` carried offsets: no start, no resume.
+        let stream: Vec<u64> = (1..=10).map(|ms| id(ms, 0)).collect();
+        let mut l = Ledger::default();
+        (4..=6).for_each(|ms| l.event(id(ms, 0)));
+        // Reconnected; the gateway took `since` for a plain subscribe.
+        l.refused_until_next_event();
+        (9..=10).for_each(|ms| l.event(id(ms, 0)));
+        let v = l.verify(&stream, id(3, 0));
+        assert_eq!((v.owed, v.received, v.missed, v.unrecovered), (7, 5, 0, 2));
+        assert!(Ledger::default().verify(&stream, id(10, 0)).clean());
     }
 }

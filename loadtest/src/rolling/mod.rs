@@ -61,7 +61,7 @@ pub async fn run(args: &RunArgs, plan: Plan) -> anyhow::Result<Report> {
     if started == 0 {
         let mut why = String::new();
         for p in pools {
-            if let Ok(r) = p.finish(&[]).await {
+            if let Ok(r) = p.finish(&[], &[]).await {
                 if let (true, Some(e)) = (why.is_empty(), r.error_samples.first()) {
                     why = format!("; first error: {e}");
                 }
@@ -71,6 +71,15 @@ pub async fn run(args: &RunArgs, plan: Plan) -> anyhow::Result<Report> {
     }
     let connect_phase_s = began.elapsed().as_secs_f64();
 
+    // Every client subscribed before this: a start for those the gateway
+    // gave no offset (`/ws` before DECISIONS #6).
+    let keys: Vec<String> = (0..plan.personas)
+        .map(|p| format!("{}:{{{}}}:stream", plan.key_prefix, plan.persona(p)))
+        .collect();
+    let mut floors = Vec::with_capacity(keys.len());
+    for key in &keys {
+        floors.push(redis.last_id(key).await?);
+    }
     let stop = CancellationToken::new();
     let t0 = redis.commandstats().await?;
     let bar = bar((plan.duration_s * 10.0).ceil() as u64, "publish");
@@ -103,16 +112,15 @@ pub async fn run(args: &RunArgs, plan: Plan) -> anyhow::Result<Report> {
     }
     let drain_s = drain(&plan, &pools).await;
 
-    let mut streams = Vec::with_capacity(plan.personas as usize);
-    for p in 0..plan.personas {
-        let key = format!("{}:{{{}}}:stream", plan.key_prefix, plan.persona(p));
-        streams.push(redis.stream_ids(&key).await?);
+    let mut streams = Vec::with_capacity(keys.len());
+    for key in &keys {
+        streams.push(redis.stream_ids(key).await?);
     }
     let mut merged = PoolResult::default();
     let mut client = crate::procstat::sample(std::process::id()).unwrap_or_default();
     let local = pools.len() == 1 && matches!(pools[0], PoolHandle::Local(_));
     for p in pools {
-        let r = p.finish(&streams).await?;
+        let r = p.finish(&streams, &floors).await?;
         if !local {
             client.add(&r.client);
         }

@@ -263,7 +263,7 @@ pub struct PoolResult {
 }
 
 impl PoolResult {
-    fn add(&mut self, index: u32, persona: String, o: &Outcome, stream: &[u64]) {
+    fn add(&mut self, index: u32, persona: String, o: &Outcome, stream: &[u64], floor: u64) {
         self.clients += 1;
         self.connected_at_end += o.connected_at_end as u64;
         self.clients_moved += (o.reconnects > 0) as u64;
@@ -277,7 +277,7 @@ impl PoolResult {
             return;
         }
         self.started += 1;
-        let v = o.ledger.verify(stream);
+        let v = o.ledger.verify(stream, floor);
         let t = &mut self.total;
         t.owed += v.owed;
         t.received += v.received;
@@ -397,8 +397,9 @@ impl Pool {
         self.shared.restarting.store(on, Ordering::Relaxed);
     }
 
-    /// Stops every client and judges each against its persona's stream ids.
-    pub async fn finish(self, streams: &[Vec<u64>]) -> PoolResult {
+    /// Stops every client and judges each against its persona's stream ids
+    /// (`floors`: each stream's last id before publishing began).
+    pub async fn finish(self, streams: &[Vec<u64>], floors: &[u64]) -> PoolResult {
         self.shared.stop.cancel();
         let handles = self.ramp.await.unwrap_or_default();
         let mut r = PoolResult::default();
@@ -407,7 +408,8 @@ impl Pool {
                 continue;
             };
             let stream = streams.get(p as usize).map_or(&[][..], Vec::as_slice);
-            r.add(i, self.shared.plan.persona(p), &outcome, stream);
+            let floor = floors.get(p as usize).copied().unwrap_or(0);
+            r.add(i, self.shared.plan.persona(p), &outcome, stream, floor);
         }
         let s = &self.shared;
         let mut steady = histo::new_hist();

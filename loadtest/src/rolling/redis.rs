@@ -31,6 +31,24 @@ impl Redis {
         }
     }
 
+    /// The newest id of the stream `key` (packed), 0 when it is empty.
+    pub async fn last_id(&mut self, key: &str) -> anyhow::Result<u64> {
+        let args: [&[u8]; 6] = [b"XREVRANGE", key.as_bytes(), b"+", b"-", b"COUNT", b"1"];
+        match resp::call(&mut self.r, &mut self.w, &args).await? {
+            Reply::Array(Some(entries)) => match entries.first() {
+                Some(Reply::Array(Some(parts))) => match parts.first() {
+                    Some(Reply::Bulk(Some(id))) => {
+                        ledger::parse(id).with_context(|| format!("XREVRANGE {key}: id {id:?}"))
+                    }
+                    _ => bail!("XREVRANGE {key}: an entry without an id"),
+                },
+                _ => Ok(0),
+            },
+            Reply::Error(e) => bail!("XREVRANGE {key}: {e}"),
+            other => bail!("XREVRANGE {key} answered {other:?}"),
+        }
+    }
+
     /// Every id of the stream `key`, ascending, packed (`ledger::pack`).
     pub async fn stream_ids(&mut self, key: &str) -> anyhow::Result<Vec<u64>> {
         const PAGE: &[u8] = b"1000";
