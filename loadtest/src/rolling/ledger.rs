@@ -66,13 +66,16 @@ pub struct Ledger {
 
 impl Ledger {
     /// An `initial_data` covering `offset` (0: none). The first one sets
-    /// the start; a later one means the resume failed.
+    /// the start; a later one means the resume failed. A later one without
+    /// an offset (the gateway could not read Redis and sent the empty
+    /// snapshot) leaves the gap open until the next event.
     pub fn snapshot(&mut self, offset: u64) {
         match (self.start, self.last) {
             (None, _) => {
                 self.start = Some(offset);
                 self.last = Some(offset);
             }
+            (Some(_), _) if offset == 0 => self.refused_until_next_event(),
             (Some(start), last) => {
                 let from = self.open_gap.take().or(last).unwrap_or(start);
                 if offset > from {
@@ -237,6 +240,12 @@ mod tests {
         let v = l.verify(&stream, 0);
         assert_eq!((v.owed, v.received, v.missed, v.unrecovered), (8, 5, 0, 3));
         assert_eq!(l.gaps, vec![(id(4, 0), id(7, 0) + 1)]);
+        // And once more, when Redis could not be read: `"offset":null`.
+        l.snapshot(0);
+        l.event(id(12, 0));
+        let stream: Vec<u64> = (1..=12).map(|ms| id(ms, 0)).collect();
+        let v = l.verify(&stream, 0);
+        assert_eq!((v.missed, v.unrecovered), (0, 4));
     }
 
     #[test]
