@@ -16,6 +16,8 @@ mod ledger;
 pub mod pool;
 mod redis;
 mod report;
+#[cfg(test)]
+mod tests;
 
 use std::time::{Duration, Instant};
 

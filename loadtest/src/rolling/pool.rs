@@ -122,7 +122,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn new(plan: Plan) -> anyhow::Result<Self> {
+    pub fn new(plan: Plan) -> anyhow::Result<Self> {
         let url = Url::parse(&plan.target)?;
         let ws = WsTarget::resolve(&url, plan.allow_remote)?;
         let hists = || LatencyHists {
