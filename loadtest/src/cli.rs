@@ -114,6 +114,17 @@ pub struct RunArgs {
     /// Allow non-loopback targets.
     #[arg(long)]
     pub allow_remote: bool,
+    /// Scenarios with a rolling restart: the command that restarts every
+    /// instance in turn (run with `sh -c`), e.g. `scripts/cluster.sh
+    /// restart-rolling`; an empty string runs none (restart by hand).
+    #[arg(long)]
+    pub restart_cmd: Option<String>,
+    /// Scenarios with a rolling restart: seconds of publishing before it.
+    #[arg(long)]
+    pub restart_at: Option<f64>,
+    /// Scenarios with a rolling restart: seconds of publishing after it.
+    #[arg(long)]
+    pub tail: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -219,6 +230,14 @@ impl RunArgs {
             burst: s.burst.clone(),
             slow: s.slow.clone(),
             reconnect: s.reconnect.clone(),
+            rolling: s.rolling.clone().map(|mut r| {
+                if let Some(cmd) = &self.restart_cmd {
+                    r.command = (!cmd.trim().is_empty()).then(|| cmd.clone());
+                }
+                r.restart_at_s = self.restart_at.unwrap_or(r.restart_at_s);
+                r.tail_s = self.tail.unwrap_or(r.tail_s);
+                r
+            }),
             workers,
             sources,
             threads,

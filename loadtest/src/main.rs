@@ -13,6 +13,7 @@ mod procstat;
 mod publisher;
 mod report;
 mod resp;
+mod rolling;
 mod run;
 mod scenario;
 mod seq;
@@ -70,7 +71,19 @@ fn run_main(args: &cli::RunArgs) -> i32 {
             .map(|n| n.get())
             .unwrap_or(2)
     });
-    block_on_interruptible(threads, run::run(args), |report| {
+    let plan = match args.plan() {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return 1;
+        }
+    };
+    if plan.rolling.is_some() {
+        return block_on_interruptible(threads, rolling::run(args, plan), |report| {
+            output(&report.table(), &report, args.json.as_deref())
+        });
+    }
+    block_on_interruptible(threads, run::run(args, plan), |report| {
         output(&report.table(), &report, args.json.as_deref())
     })
 }

@@ -108,7 +108,7 @@ impl Marks {
 }
 
 /// The unsigned integer at the start of `b` (after optional spaces).
-fn digits(b: &[u8]) -> Option<u64> {
+pub(crate) fn digits(b: &[u8]) -> Option<u64> {
     let mut i = 0;
     while i < b.len() && b[i] == b' ' {
         i += 1;

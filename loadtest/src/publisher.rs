@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::histo;
 use crate::http_client;
@@ -182,10 +183,20 @@ impl Publisher {
     }
 
     /// Publishes at the plan's rate for its duration (plus bursts).
-    pub async fn run(&mut self, mut on_tick: impl FnMut(f64, u64)) -> anyhow::Result<PubReport> {
+    pub async fn run(&mut self, on_tick: impl FnMut(f64, u64)) -> anyhow::Result<PubReport> {
+        self.run_until(&CancellationToken::new(), on_tick).await
+    }
+
+    /// [`Self::run`], ending early once `stop` is cancelled: the schedule
+    /// stops where it stands (the duration stays the upper bound).
+    pub async fn run_until(
+        &mut self,
+        stop: &CancellationToken,
+        mut on_tick: impl FnMut(f64, u64),
+    ) -> anyhow::Result<PubReport> {
         let rate = self.plan.rate;
         let duration = Duration::from_secs_f64(self.plan.duration_s);
-        let steady_total = (rate * self.plan.duration_s).round() as u64;
+        let mut steady_total = (rate * self.plan.duration_s).round() as u64;
         let base_replies = self.stats.replies.get();
         let base_receivers = self.stats.receivers.get();
         let mut lag = histo::new_hist();
@@ -198,6 +209,11 @@ impl Publisher {
         let t0 = Instant::now();
         loop {
             ticker.tick().await;
+            let stopped = stop.is_cancelled();
+            if stopped {
+                steady_total = steady_sent;
+                bursts_due = 0;
+            }
             let el = t0.elapsed();
             let secs = el.as_secs_f64();
             let target = ((secs * rate) as u64).min(steady_total);
@@ -223,7 +239,7 @@ impl Publisher {
                 self.stats.sent.add(due);
             }
             on_tick(secs, self.stats.sent.get());
-            if el >= duration && steady_sent >= steady_total && bursts_due == 0 {
+            if (el >= duration || stopped) && steady_sent >= steady_total && bursts_due == 0 {
                 break;
             }
         }

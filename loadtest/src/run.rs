@@ -23,8 +23,7 @@ const SUBSCRIBE_WAIT: Duration = Duration::from_secs(30);
 /// Pause between probe rounds (generic servers).
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 
-pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
-    let plan = args.plan()?;
+pub async fn run(args: &RunArgs, plan: Plan) -> anyhow::Result<Report> {
     eprintln!(
         "pulsegate-loadtest: {} — {} subscribers / {} personas, {} msg/s for {} s, publish {:?}, run id {}",
         plan.name, plan.subscribers, plan.personas, plan.rate, plan.duration_s, plan.publish, plan.run_id

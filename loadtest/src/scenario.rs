@@ -79,6 +79,50 @@ pub struct Reconnect {
     pub spread_ms: u64,
 }
 
+/// A rolling restart of the instances behind the balancer, mid-run: the
+/// `rolling-restart` scenario (`crate::rolling`). Clients then reconnect on
+/// every close, as the protocol says, and are judged by stream offset.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rolling {
+    /// Seconds of steady publishing before the restart: the baseline the
+    /// Redis cost of the reconnects is measured against. Default: 5.
+    #[serde(default = "Rolling::default_restart_at")]
+    pub restart_at_s: f64,
+    /// Publishing goes on this long after the restart command ends, so the
+    /// last clients moved are back and judged under load. Default: 5.
+    #[serde(default = "Rolling::default_tail")]
+    pub tail_s: f64,
+    /// Run with `sh -c` at `restart_at_s`; restarts every instance in turn
+    /// and exits when the last is ready again, e.g.
+    /// `scripts/cluster.sh restart-rolling`. None: the restart is done by
+    /// someone else, and publishing lasts `duration_s`.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Longest the command may run before it is killed. Default: 300.
+    #[serde(default = "Rolling::default_command_timeout")]
+    pub command_timeout_s: f64,
+    /// Most jitter added to the server's `reconnect_ms` hint, as a fraction
+    /// of the hint, plus 100 ms. Default: 0.2.
+    #[serde(default = "Rolling::default_jitter")]
+    pub jitter: f64,
+}
+
+impl Rolling {
+    fn default_restart_at() -> f64 {
+        5.0
+    }
+    fn default_tail() -> f64 {
+        5.0
+    }
+    fn default_command_timeout() -> f64 {
+        300.0
+    }
+    fn default_jitter() -> f64 {
+        0.2
+    }
+}
+
 /// A scenario file: every key optional.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,6 +142,7 @@ pub struct Scenario {
     pub burst: Option<Burst>,
     pub slow: Option<Slow>,
     pub reconnect: Option<Reconnect>,
+    pub rolling: Option<Rolling>,
 }
 
 /// Everything one run needs, fully resolved. Sent to worker processes as JSON.
@@ -135,6 +180,7 @@ pub struct Plan {
     pub burst: Option<Burst>,
     pub slow: Option<Slow>,
     pub reconnect: Option<Reconnect>,
+    pub rolling: Option<Rolling>,
     pub workers: u32,
     /// Client source addresses; empty = let the kernel choose.
     pub sources: Vec<std::net::IpAddr>,
@@ -182,6 +228,24 @@ impl Plan {
         if let Some(b) = &self.burst {
             if b.every_s <= 0.0 || b.size as f64 > MAX_RATE {
                 bail!("burst.every_s must be > 0 and burst.size bounded");
+            }
+        }
+        if let Some(r) = &self.rolling {
+            if self.publish != Publish::Ingest || self.mode == Mode::Generic {
+                bail!(
+                    "a rolling restart is judged by stream offset: it needs --publish ingest \
+                     and a pulsegate mode"
+                );
+            }
+            if !(0.0..=self.duration_s).contains(&r.restart_at_s)
+                || !(0.0..=60.0).contains(&r.tail_s)
+                || !(1.0..=MAX_DURATION_S).contains(&r.command_timeout_s)
+                || !(0.0..=10.0).contains(&r.jitter)
+            {
+                bail!(
+                    "rolling: restart_at_s must be 0..=duration, tail_s 0..=60, \
+                     command_timeout_s 1..=600 and jitter 0..=10"
+                );
             }
         }
         if self.publish == Publish::Http && self.http_url.is_none() {

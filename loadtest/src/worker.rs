@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command as Process};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command as Process};
 use tokio::sync::oneshot;
 
 use crate::pool::{Pool, PoolResult, ProgressSnapshot};
@@ -63,28 +63,9 @@ impl PoolHandle {
         if plan.workers <= 1 {
             return Ok(vec![PoolHandle::Local(Pool::start(plan.clone(), 0..n)?)]);
         }
-        let exe = std::env::current_exe().context("locate own executable")?;
-        let k = plan.workers;
         let mut out = Vec::new();
-        for w in 0..k {
-            let range = (n * w / k)..(n * (w + 1) / k);
-            let mut child_plan = plan.clone();
-            child_plan.threads = plan.threads.div_ceil(k as usize).max(1);
-            let mut child = Process::new(&exe)
-                .arg("worker")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()
-                .context("spawn worker process")?;
-            let mut stdin = child.stdin.take().context("worker stdin")?;
-            let stdout = child.stdout.take().context("worker stdout")?;
-            let line = serde_json::to_string(&Assignment {
-                plan: child_plan,
-                range,
-            })?;
-            stdin.write_all(format!("{line}\n").as_bytes()).await?;
+        for w in 0..plan.workers {
+            let (child, stdin, stdout) = spawn(plan, w).await?;
             let progress = Arc::new(Mutex::new(ProgressSnapshot::default()));
             let (tx, rx) = oneshot::channel();
             tokio::spawn(read_events(stdout, progress.clone(), tx));
@@ -134,7 +115,34 @@ impl PoolHandle {
     }
 }
 
-async fn send(stdin: &mut ChildStdin, cmd: &Command) -> anyhow::Result<()> {
+/// Starts worker process `w` of `plan.workers` and hands it its share of
+/// the subscribers (and of the runtime threads).
+pub async fn spawn(plan: &Plan, w: u32) -> anyhow::Result<(Child, ChildStdin, ChildStdout)> {
+    let exe = std::env::current_exe().context("locate own executable")?;
+    let (n, k) = (plan.subscribers, plan.workers.max(1));
+    let range = (n * w / k)..(n * (w + 1) / k);
+    let mut child_plan = plan.clone();
+    child_plan.threads = plan.threads.div_ceil(k as usize).max(1);
+    let mut child = Process::new(&exe)
+        .arg("worker")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawn worker process")?;
+    let mut stdin = child.stdin.take().context("worker stdin")?;
+    let stdout = child.stdout.take().context("worker stdout")?;
+    let assignment = Assignment {
+        plan: child_plan,
+        range,
+    };
+    send(&mut stdin, &assignment).await?;
+    Ok((child, stdin, stdout))
+}
+
+/// Writes one JSON line to a worker.
+pub async fn send(stdin: &mut ChildStdin, cmd: &impl Serialize) -> anyhow::Result<()> {
     let line = serde_json::to_string(cmd)?;
     stdin
         .write_all(format!("{line}\n").as_bytes())
@@ -143,7 +151,7 @@ async fn send(stdin: &mut ChildStdin, cmd: &Command) -> anyhow::Result<()> {
 }
 
 async fn read_events(
-    stdout: tokio::process::ChildStdout,
+    stdout: ChildStdout,
     progress: Arc<Mutex<ProgressSnapshot>>,
     done: oneshot::Sender<anyhow::Result<PoolResult>>,
 ) {
@@ -171,6 +179,9 @@ pub async fn child_main(first: Option<String>) -> anyhow::Result<()> {
         None => stdin.next_line().await?.context("no assignment on stdin")?,
     };
     let a: Assignment = serde_json::from_str(&first).context("assignment")?;
+    if a.plan.rolling.is_some() {
+        return crate::rolling::handle::child_main(a, stdin).await;
+    }
     let pool = match Pool::start(a.plan, a.range) {
         Ok(p) => p,
         Err(e) => {
@@ -197,7 +208,8 @@ pub async fn child_main(first: Option<String>) -> anyhow::Result<()> {
     }
 }
 
-async fn emit(e: &Event) -> anyhow::Result<()> {
+/// Writes one JSON line to the parent.
+pub async fn emit(e: &impl Serialize) -> anyhow::Result<()> {
     let mut out = tokio::io::stdout();
     let line = serde_json::to_string(e)?;
     out.write_all(format!("{line}\n").as_bytes()).await?;

@@ -101,7 +101,19 @@ impl WsConn {
     /// to `on_message`, pings are answered, a close is echoed and ends the
     /// batch. Never awaits, so a caller may hold a lock across it; call
     /// [`Self::flush`] afterwards.
-    pub fn process(&mut self, mut on_message: impl FnMut(&[u8])) -> Batch {
+    pub fn process(&mut self, on_message: impl FnMut(&[u8])) -> Batch {
+        self.process_with_close(on_message, |_, _| {})
+    }
+
+    /// [`Self::process`], and the server's close frame, if one came, goes to
+    /// `on_close` with its code and reason (e.g. a drain's
+    /// `{"reconnect_ms":n}`). The reason is a slice of the read buffer, so it
+    /// is handed over rather than kept in every connection.
+    pub fn process_with_close(
+        &mut self,
+        mut on_message: impl FnMut(&[u8]),
+        on_close: impl FnOnce(u16, &[u8]),
+    ) -> Batch {
         let mut pos = 0;
         let end = loop {
             let f = match frame::parse_frame(&mut self.buf, pos) {
@@ -132,6 +144,7 @@ impl WsConn {
                 OP_PING => frame::write_client_frame(&mut self.out, OP_PONG, payload),
                 OP_CLOSE => {
                     let code = frame::close_code(payload);
+                    on_close(code, payload.get(2..).unwrap_or_default());
                     frame::write_client_frame(&mut self.out, OP_CLOSE, &code.to_be_bytes());
                     self.closed = true;
                     break Batch::Closed(code);

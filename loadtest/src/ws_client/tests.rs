@@ -151,3 +151,24 @@ async fn a_wrong_accept_fails_the_connect() {
     assert!(format!("{e:#}").contains("Sec-WebSocket-Accept"), "{e:#}");
     server.abort();
 }
+
+#[tokio::test]
+async fn a_close_hands_over_its_code_and_reason() {
+    // A drain's close: 1012 with the reconnect hint as its reason.
+    let reason = br#"{"reconnect_ms":750}"#;
+    let mut after = vec![0x81, 1, b'x', 0x88, 2 + reason.len() as u8, 0x03, 0xF4];
+    after.extend_from_slice(reason);
+    let (addr, server) = scripted_server(true, after).await;
+    let timeout = Duration::from_secs(5);
+    let mut ws = connect(&target(addr), "/ws", None, timeout).await.unwrap();
+    let (mut messages, mut close) = (0, None);
+    let end = ws.process_with_close(
+        |_| messages += 1,
+        |code, why| close = Some((code, why.to_vec())),
+    );
+    assert!(matches!(end, Batch::Closed(1012)), "{end:?}");
+    assert_eq!(messages, 1);
+    assert_eq!(close, Some((1012, reason.to_vec())));
+    drop(ws);
+    server.abort();
+}
