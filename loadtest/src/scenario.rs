@@ -103,7 +103,8 @@ pub struct Rolling {
     #[serde(default = "Rolling::default_command_timeout")]
     pub command_timeout_s: f64,
     /// Most jitter added to the server's `reconnect_ms` hint, as a fraction
-    /// of the hint, plus 100 ms. Default: 0.2.
+    /// of the hint, plus 100 ms. Default: 0.1, what the client library
+    /// (`clients/js`) adds, so the figures are those of real clients.
     #[serde(default = "Rolling::default_jitter")]
     pub jitter: f64,
 }
@@ -119,7 +120,7 @@ impl Rolling {
         300.0
     }
     fn default_jitter() -> f64 {
-        0.2
+        0.1
     }
 }
 

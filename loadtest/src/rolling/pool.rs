@@ -168,7 +168,7 @@ impl Shared {
     }
 
     pub fn plan_jitter(&self) -> f64 {
-        self.plan.rolling.as_ref().map_or(0.2, |r| r.jitter)
+        self.plan.rolling.as_ref().map_or(0.1, |r| r.jitter)
     }
 
     pub fn latency_shard(&self, index: u32) -> MutexGuard<'_, LatencyHists> {
