@@ -44,20 +44,7 @@ if [[ "$node_major" -lt 20 ]]; then
   exit 0
 fi
 
-redis_bin="$(redis_server_bin)" || {
-  bash "$SCRIPT_DIR/ensure-redis.sh" --install-only
-  redis_bin="$(redis_server_bin)" || die "redis-server not found"
-}
-export PULSEGATE_REDIS_SERVER="$redis_bin"
-
-if [[ -z "${PULSEGATE_BIN:-}" ]]; then
-  log "cargo build --bin pulsegate"
-  cargo build --bin pulsegate
-  target_dir="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
-  PULSEGATE_BIN="$target_dir/debug/pulsegate"
-fi
-[[ -x "$PULSEGATE_BIN" ]] || die "no gateway binary at $PULSEGATE_BIN"
-export PULSEGATE_BIN
+export_test_servers
 
 cd "$REPO_ROOT/tests/browser"
 log "npm ci (playwright-core)"

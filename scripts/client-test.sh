@@ -34,20 +34,7 @@ fi
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
 [[ "$node_major" -ge 18 ]] || die "the client library needs node >= 18, found $(node --version)"
 
-redis_bin="$(redis_server_bin)" || {
-  bash "$SCRIPT_DIR/ensure-redis.sh" --install-only
-  redis_bin="$(redis_server_bin)" || die "redis-server not found"
-}
-export PULSEGATE_REDIS_SERVER="$redis_bin"
-
-if [[ -z "${PULSEGATE_BIN:-}" ]]; then
-  log "cargo build --bin pulsegate"
-  cargo build --bin pulsegate
-  target_dir="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
-  PULSEGATE_BIN="$target_dir/debug/pulsegate"
-fi
-[[ -x "$PULSEGATE_BIN" ]] || die "no gateway binary at $PULSEGATE_BIN"
-export PULSEGATE_BIN
+export_test_servers
 
 cd "$REPO_ROOT/clients/js"
 log "npm ci (ws, for the tests)"

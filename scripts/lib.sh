@@ -237,3 +237,22 @@ redis_server_bin() {
 short_hash() {
   printf '%s' "$1" | sha256sum | cut -c1-12
 }
+
+# export_test_servers: what the node test suites spawn, exported for them:
+# PULSEGATE_REDIS_SERVER (installed when missing) and PULSEGATE_BIN (a debug
+# build of the gateway, unless already set). Needs SCRIPT_DIR.
+export_test_servers() {
+  local redis_bin
+  redis_bin="$(redis_server_bin)" || {
+    bash "$SCRIPT_DIR/ensure-redis.sh" --install-only
+    redis_bin="$(redis_server_bin)" || die "redis-server not found"
+  }
+  export PULSEGATE_REDIS_SERVER="$redis_bin"
+  if [[ -z "${PULSEGATE_BIN:-}" ]]; then
+    log "cargo build --bin pulsegate"
+    cargo build --bin pulsegate >&2
+    PULSEGATE_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/pulsegate"
+  fi
+  [[ -x "$PULSEGATE_BIN" ]] || die "no gateway binary at $PULSEGATE_BIN"
+  export PULSEGATE_BIN
+}
