@@ -120,7 +120,12 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         },
     ));
     let library = functions::configured_library(&config);
-    let replays = Replays::new(hub.keys().clone(), config.ws.max_replay, metrics.clone());
+    let replays = Replays::new(
+        hub.keys().clone(),
+        config.ws.max_replay,
+        bounds,
+        metrics.clone(),
+    );
     let app = Arc::new(App {
         limits: Arc::new(Limiters::new(&config.limits, metrics.clone())),
         config,

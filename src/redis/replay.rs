@@ -47,16 +47,20 @@ pub struct Replays {
     keys: Keys,
     /// `ws.max_replay`: most events a replay may hold.
     max: usize,
+    /// The publication bounds (`redis.max_message_bytes`,
+    /// `limits.max_json_depth`) a repaired entry must meet to be sent.
+    bounds: Bounds,
     /// Counts replays sent and shared, and entries that were not UTF-8.
     metrics: Arc<Metrics>,
 }
 
 impl Replays {
-    pub fn new(keys: Keys, max: usize, metrics: Arc<Metrics>) -> Self {
+    pub fn new(keys: Keys, max: usize, bounds: Bounds, metrics: Arc<Metrics>) -> Self {
         Self {
             flights: Flights::new(MAX_SHARED),
             keys,
             max,
+            bounds,
             metrics,
         }
     }
@@ -70,10 +74,11 @@ impl Replays {
             .flights
             .run(key, || {
                 let (client, metrics) = (client.clone(), self.metrics.clone());
-                let (stream, persona, max) = (self.keys.stream(persona), persona.clone(), self.max);
+                let (stream, persona) = (self.keys.stream(persona), persona.clone());
+                let (max, bounds) = (self.max, self.bounds);
                 async move {
                     metrics.reads.sent(metrics::Read::Replay);
-                    let replay = self::since(&client, &stream, since, max).await;
+                    let replay = self::since(&client, &stream, since, max, bounds).await;
                     replay
                         .map(|r| Arc::new(encode(r, &metrics, &persona)))
                         .map_err(Arc::new)
@@ -137,6 +142,7 @@ pub async fn since(
     stream_key: &str,
     since: Offset,
     max: usize,
+    bounds: Bounds,
 ) -> Result<Replay, fred::error::Error> {
     let trx = client.multi();
     let _: () = trx.xinfo_stream(stream_key, false, None).await?;
@@ -200,7 +206,7 @@ pub async fn since(
         if fields.replaced {
             // Checked only here: the invalid bytes may have been outside
             // any JSON string, and a client cannot parse what is no JSON.
-            if inspect(m.as_bytes(), Bounds::default()).is_err() {
+            if inspect(m.as_bytes(), bounds).is_err() {
                 undecodable.push((id, Repair::Skipped));
                 continue;
             }
