@@ -72,7 +72,16 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         max_bytes: config.redis.max_message_bytes,
         max_depth: config.limits.max_json_depth,
     };
-    let (hub, changes) = Hub::new(Keys::new(&config.redis.key_prefix), metrics.clone(), bounds);
+    let recent = crate::hub::recent::Limits {
+        entries: config.ws.recent_entries,
+        bytes: config.ws.recent_bytes,
+    };
+    let (hub, changes) = Hub::new(
+        Keys::new(&config.redis.key_prefix),
+        metrics.clone(),
+        bounds,
+        recent,
+    );
     let shutdown = CancellationToken::new();
     let background = CancellationToken::new();
     let workers = TaskTracker::new();

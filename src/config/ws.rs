@@ -36,6 +36,13 @@ pub struct WsConfig {
     pub max_replay: usize,
     /// Persona ids longer than this are refused with 400. Default: 64.
     pub max_persona_id_len: usize,
+    /// Publications of each watched channel kept in memory, so that a
+    /// `since` resume within them needs no Redis read (after a deploy, most
+    /// do); 0 keeps none. Default: 32.
+    pub recent_entries: usize,
+    /// Bytes of publications kept per watched channel, at most. Default:
+    /// 32768 (32 KiB).
+    pub recent_bytes: usize,
 }
 
 impl Default for WsConfig {
@@ -50,6 +57,8 @@ impl Default for WsConfig {
             slow_close_grace: Duration::from_secs(5),
             max_replay: 2000,
             max_persona_id_len: 64,
+            recent_entries: 32,
+            recent_bytes: 32 * 1024,
         }
     }
 }
@@ -71,6 +80,12 @@ impl WsConfig {
             return Err(ConfigError::new(
                 "ws.max_replay",
                 "must be below ws.queue_max_messages (a replay must fit the client's queue)",
+            ));
+        }
+        if self.recent_bytes > 16 * 1024 * 1024 {
+            return Err(ConfigError::new(
+                "ws.recent_bytes",
+                "must be at most 16777216 (16 MiB per watched channel)",
             ));
         }
         // 128: the functions library's own bound (lua/pulse.lua).

@@ -8,6 +8,7 @@
 
 pub mod message;
 pub mod outbox;
+pub mod recent;
 pub mod registry;
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use crate::metrics::{Metrics, ReadPath, ReasonLabel, Repair};
 use crate::stream::Offset;
 use crate::undecodable;
 use outbox::{Outbox, Pushed};
+use recent::{Lookup, Recent};
 
 /// How a subscriber wants publications framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +61,8 @@ struct Channel {
     /// snapshot (and a `/ws` client gets its `subscribed`) only then, so a
     /// publication made after that read is never missed.
     ready: watch::Sender<bool>,
+    /// The last publications, for resumes served without Redis.
+    recent: Recent,
 }
 
 pub struct Hub {
@@ -70,6 +74,8 @@ pub struct Hub {
     next_id: AtomicU64,
     /// What a publication may be; anyone with access to Redis can PUBLISH.
     bounds: message::Bounds,
+    /// How much of each channel's recent publications to keep.
+    recent: recent::Limits,
 }
 
 /// A client's subscription; dropping it unsubscribes.
@@ -105,6 +111,7 @@ impl Hub {
         keys: Keys,
         metrics: Arc<Metrics>,
         bounds: message::Bounds,
+        recent: recent::Limits,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Arc<str>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let hub = Arc::new(Self {
@@ -114,6 +121,7 @@ impl Hub {
             changes: tx,
             next_id: AtomicU64::new(1),
             bounds,
+            recent,
         });
         (hub, rx)
     }
@@ -158,6 +166,7 @@ impl Hub {
                 ws_name: ws_channel_name(persona).into(),
                 subscribers: Arc::new(Vec::new()),
                 ready: watch::channel(false).0,
+                recent: Recent::default(),
             }
         });
         let mut subs = Vec::with_capacity(channel.subscribers.len() + 1);
@@ -210,14 +219,36 @@ impl Hub {
     /// Records whether Redis has confirmed the subscription of `channel`.
     pub fn set_ready(&self, channel: &str, ready: bool) {
         if let Some(c) = self.lock().get_mut(channel) {
+            if !ready {
+                c.recent.clear();
+            }
             c.ready.send_replace(ready);
         }
     }
 
     /// Marks every channel unconfirmed (the Redis connection was lost).
     pub fn set_all_unready(&self) {
-        for c in self.lock().values() {
+        for c in self.lock().values_mut() {
+            c.recent.clear();
             c.ready.send_replace(false);
+        }
+    }
+
+    /// Forgets every channel's recent publications: some may have been
+    /// missed (the hub lagged behind Redis).
+    pub fn forget_recent(&self) {
+        for c in self.lock().values_mut() {
+            c.recent.clear();
+        }
+    }
+
+    /// What `persona` published after `since`, if this process saw all of
+    /// it (at most `max` entries); [`Lookup::Unknown`] sends the resume to Redis.
+    pub fn recent_since(&self, persona: &PersonaId, since: Offset, max: usize) -> Lookup {
+        let name = self.keys.channel(persona);
+        match self.lock().get(name.as_str()) {
+            Some(c) => c.recent.since(since, max),
+            None => Lookup::Unknown,
         }
     }
 
@@ -252,13 +283,6 @@ impl Hub {
     /// Fans a publication out to the channel's subscribers.
     pub fn dispatch(&self, channel: &str, payload: &[u8]) {
         self.metrics.redis_messages_received.inc();
-        let (subscribers, ws_name) = {
-            let channels = self.lock();
-            match channels.get(channel) {
-                Some(c) => (c.subscribers.clone(), c.ws_name.clone()),
-                None => return,
-            }
-        };
         let repaired;
         let (payload, meta) = match message::inspect(payload, self.bounds) {
             Ok(m) => (payload, m),
@@ -275,9 +299,29 @@ impl Hub {
                             reason: reason.label(),
                         })
                         .inc();
+                    // It may have been a stream entry: the window would
+                    // skip it where a Redis replay would not.
+                    if let Some(c) = self.lock().get_mut(channel) {
+                        c.recent.clear();
+                    }
                     return;
                 }
             },
+        };
+        let (subscribers, ws_name) = {
+            // Recorded under the lock that adds subscribers: a client added
+            // after this point finds the publication in the window, one
+            // added before gets it pushed below.
+            let mut channels = self.lock();
+            match channels.get_mut(channel) {
+                Some(c) => {
+                    if let Some(offset) = meta.offset {
+                        c.recent.record(offset, payload, self.recent);
+                    }
+                    (c.subscribers.clone(), c.ws_name.clone())
+                }
+                None => return,
+            }
         };
         let mut verbatim = None;
         let mut wrapped = None;

@@ -1,6 +1,7 @@
 //! Redis reads behind the first frames of a client, and how many clients
-//! shared one (`src/singleflight.rs`): reads ÷ (reads + shared) is the
-//! Redis cost of a joining or reconnecting client.
+//! shared one (`src/singleflight.rs`) or needed none (`src/hub/recent.rs`):
+//! reads ÷ (reads + shared + recent) is the Redis cost of a joining or
+//! reconnecting client.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
@@ -24,6 +25,8 @@ pub struct Reads {
     pub replay_reads: Counter,
     /// Resumes served by a replay another resume queued.
     pub replay_shared: Counter,
+    /// Resumes served from the channel's recent publications in memory.
+    pub replay_recent: Counter,
 }
 
 impl Reads {
@@ -48,6 +51,11 @@ impl Reads {
                 "replay_shared",
                 "Resumes served from a replay another client queued",
                 &self.replay_shared,
+            ),
+            (
+                "replay_recent",
+                "Resumes served from the gateway's recent publications, without Redis",
+                &self.replay_recent,
             ),
         ] {
             r.register(name, help, c.clone());
@@ -88,6 +96,7 @@ mod tests {
             ("pulsegate_snapshot_shared_total", 0),
             ("pulsegate_replay_reads_total", 0),
             ("pulsegate_replay_shared_total", 1),
+            ("pulsegate_replay_recent_total", 0),
         ] {
             assert!(text.contains(&format!("\n{name} {value}\n")), "{text}");
             assert!(doc.contains(&format!("| `{name}` | counter |")), "{name}");

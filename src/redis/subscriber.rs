@@ -59,6 +59,8 @@ pub async fn run_receiver(
             }
             Err(RecvError::Lagged(n)) => {
                 metrics.redis_messages_lagged.inc_by(n);
+                // The lost ones left holes no window may serve a resume across.
+                hub.forget_recent();
                 tracing::warn!(
                     lost = n,
                     "hub lagged behind Redis pub/sub; telling clients to resync"

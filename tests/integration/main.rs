@@ -14,6 +14,7 @@ mod hostile;
 mod outages;
 mod pg;
 mod protocol;
+mod recent;
 mod resume;
 mod security;
 mod shared_reads;

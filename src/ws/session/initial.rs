@@ -1,12 +1,14 @@
 //! What a client gets first on a channel: the persona's snapshot as
 //! `initial_data`, or, resuming with `since`, the events it missed
-//! (`docs/decisions.md` D3, D6). On `/ws` (`channel` given) the snapshot
+//! (`docs/decisions.md` D3, D6): from the channel's recent publications
+//! when this process saw them all, from Redis otherwise. On `/ws` (`channel` given) the snapshot
 //! names its channel and the missed events come in `message` envelopes.
 
 use bytes::Bytes;
 
 use crate::app::App;
 use crate::hub::message;
+use crate::hub::recent::Lookup;
 use crate::keys::PersonaId;
 use crate::protocol::frame;
 use crate::redis::replay::Replayed;
@@ -58,6 +60,25 @@ async fn resume(
     since: Offset,
     channel: Option<&str>,
 ) -> Option<First> {
+    let max = app.config.ws.max_replay;
+    if let Lookup::Missed(missed) = app.hub.recent_since(persona, since, max) {
+        app.metrics.reads.replay_recent.inc();
+        app.metrics.resume("complete");
+        let last = missed.last().map_or(since, |(offset, _)| *offset);
+        let frames = missed
+            .iter()
+            .map(|(offset, m)| match channel {
+                Some(channel) => message::wrap(m, Some(*offset), channel),
+                None => frame::text(m),
+            })
+            .collect();
+        return Some(First {
+            frames,
+            covered: Some(last),
+            offset: Some(format_offset(since)),
+            recovered: true,
+        });
+    }
     // Resumes of one persona from one offset share a replay (and, on the
     // dashboard endpoint, its encoded frames).
     let reason = match app.replays.since(&app.redis, persona, since).await {

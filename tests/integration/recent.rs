@@ -1,0 +1,176 @@
+//! Resumes served from memory: while a gateway follows a persona for other
+//! clients, a client resuming with `since` within the publications it saw
+//! gets the missed events without any Redis read (counted by Redis itself,
+//! `INFO commandstats`); once the subscription broke, the same resume goes
+//! to Redis again. Either way every event arrives once, in order.
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::InfoKind;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+const T: Duration = Duration::from_secs(15);
+
+/// How many times Redis ran `command`.
+async fn calls(client: &Client, command: &str) -> u64 {
+    let info: String = client
+        .info(Some(InfoKind::CommandStats))
+        .await
+        .expect("INFO");
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Posts `n` variants `<tag><i>`; returns their offsets.
+async fn post(publisher: &Client, tag: &str, n: usize) -> Vec<String> {
+    let mut offsets = Vec::with_capacity(n);
+    for i in 0..n {
+        let event = posted(&format!("{tag}{i}"), 0.05, &format!("{tag}-{i}"));
+        offsets.push(ingest(publisher, "p1", event).await.expect("ingest"));
+    }
+    offsets
+}
+
+/// Reads `/dashboard/ws` updates until the one at `last`; returns their offsets.
+async fn updates_until(ws: &mut Ws, last: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let v = next_json(ws, T).await;
+        if v["type"] == "status" {
+            continue;
+        }
+        assert_eq!(v["type"], "variant_update", "{v}");
+        let offset = v["offset"].as_str().expect("offset").to_owned();
+        let done = offset == last;
+        seen.push(offset);
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// Reads `/ws` messages until the one at `last`; returns their offsets.
+async fn messages_until(ws: &mut Ws, last: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let v: Value = next_json(ws, T).await;
+        if v["type"] == "status" {
+            continue;
+        }
+        assert_eq!(v["type"], "message", "{v}");
+        assert_eq!(v["channel"], "persona:p1", "{v}");
+        let offset = v["offset"].as_str().expect("offset").to_owned();
+        let done = offset == last;
+        seen.push(offset);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_within_what_the_gateway_saw_need_no_redis_read() {
+    let redis = RedisServer::spawn().await;
+    let gw = start_gateway(test_config(&redis)).await;
+    let publisher = redis.client().await;
+    ingest(&publisher, "p1", posted("seed", 0.05, "seed"))
+        .await
+        .expect("ingest");
+
+    // A watcher keeps the persona followed, as other clients do in a deploy.
+    let mut watcher = connect(gw.local_addr, "/dashboard/ws/p1").await;
+    assert_eq!(next_json(&mut watcher, T).await["type"], "initial_data");
+    let first = post(&publisher, "a", 10).await;
+    updates_until(&mut watcher, &first[9]).await;
+
+    let xrange = calls(&publisher, "xrange").await;
+    // On the dashboard endpoint: the events after the 4th, then live ones.
+    let mut dash = connect(
+        gw.local_addr,
+        &format!("/dashboard/ws/p1?since={}", first[3]),
+    )
+    .await;
+    assert_eq!(updates_until(&mut dash, &first[9]).await, first[4..]);
+    // On /ws, from the 6th.
+    let mut ws = connect(gw.local_addr, "/ws").await;
+    send_json(
+        &mut ws,
+        json!({"type":"subscribe","channel":"persona:p1","since":first[5]}),
+    )
+    .await;
+    let ack = next_json(&mut ws, T).await;
+    assert_eq!(ack["type"], "subscribed", "{ack}");
+    assert_eq!(ack["recovered"], true, "{ack}");
+    assert_eq!(ack["offset"], first[5].as_str(), "{ack}");
+    assert_eq!(messages_until(&mut ws, &first[9]).await, first[6..]);
+    let live = post(&publisher, "b", 2).await;
+    assert_eq!(updates_until(&mut dash, &live[1]).await, live);
+    assert_eq!(messages_until(&mut ws, &live[1]).await, live);
+    updates_until(&mut watcher, &live[1]).await;
+
+    assert_eq!(calls(&publisher, "xrange").await, xrange, "no replay read");
+    let metrics = gw.app.metrics.encode();
+    assert_eq!(
+        counter(&metrics, "pulsegate_replay_recent_total"),
+        2,
+        "{metrics}"
+    );
+    assert_eq!(
+        counter(&metrics, "pulsegate_replay_reads_total"),
+        0,
+        "{metrics}"
+    );
+
+    // The gateway's subscription breaks: what it holds may have holes now,
+    // so a resume from before the break reads Redis, and is still exact.
+    let killed: i64 = publisher
+        .custom(
+            fred::cmd!("CLIENT"),
+            vec!["KILL".to_owned(), "TYPE".to_owned(), "pubsub".to_owned()],
+        )
+        .await
+        .expect("CLIENT KILL");
+    assert!(killed >= 1, "the gateway's subscriber was killed");
+    wait_until("the subscription is back", T, || async {
+        numsub(&publisher, "pulse:{p1}:events").await == 1
+    })
+    .await;
+    wait_http_ok(gw.local_addr, "/readyz", T).await;
+    let after = post(&publisher, "c", 3).await;
+    updates_until(&mut watcher, &after[2]).await;
+    let mut late = connect(
+        gw.local_addr,
+        &format!("/dashboard/ws/p1?since={}", live[0]),
+    )
+    .await;
+    let mut expected = vec![live[1].clone()];
+    expected.extend(after.iter().cloned());
+    assert_eq!(updates_until(&mut late, &after[2]).await, expected);
+    let metrics = gw.app.metrics.encode();
+    assert_eq!(
+        counter(&metrics, "pulsegate_replay_reads_total"),
+        1,
+        "{metrics}"
+    );
+    assert_eq!(
+        counter(&metrics, "pulsegate_replay_recent_total"),
+        2,
+        "{metrics}"
+    );
+    gw.shutdown().await;
+}
