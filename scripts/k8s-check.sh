@@ -4,7 +4,8 @@
 # reachable registries) and deploy/k8s, validated against the Kubernetes
 # schemas of PyPI's kubernetes-validate, held equal to each other, and
 # checked for the drain timing, probes, selectors and secrets
-# (scripts/k8s/check.py says what exactly).
+# (scripts/k8s/check.py says what exactly); and, where a Python >= 3.12
+# can carry PyPI's helm-sdkpy, `helm lint` with the real Helm.
 #
 #   scripts/k8s-check.sh
 #
@@ -19,5 +20,9 @@ LOG_PREFIX="k8s-check"
 . "$SCRIPT_DIR/lib.sh"
 cd "$REPO_ROOT"
 
-python="$(bash "$SCRIPT_DIR/ensure-k8s-validate.sh")"
-exec "$python" "$SCRIPT_DIR/k8s/check.py"
+{
+  read -r python
+  read -r helm_python || true
+} < <(bash "$SCRIPT_DIR/ensure-k8s-validate.sh")
+[[ -x "$python" ]] || die "scripts/ensure-k8s-validate.sh gave no python"
+HELM_LINT_PYTHON="$helm_python" exec "$python" "$SCRIPT_DIR/k8s/check.py"

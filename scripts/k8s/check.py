@@ -14,7 +14,8 @@
    from src/config/shutdown.rs where it leaves them out); the Service, PDB,
    HPA and ServiceMonitor select the Deployment's pods; every Secret key
    the pods read exists;
-5. with PULSEGATE_BIN set: `pulsegate config` accepts the ConfigMap's
+5. with HELM_LINT_PYTHON set: `helm lint` with the real Helm (helm_lint.py);
+6. with PULSEGATE_BIN set: `pulsegate config` accepts the ConfigMap's
    pulsegate.toml with the Secret's variables set (real values).
 
 Prints `k8s checks: N passed, M failed`; exit status 1 when any failed.
@@ -220,6 +221,17 @@ def main():
         assert refs == {"pulsegate-external"}, refs
 
     check("chart with autoscaling, PDB, ServiceMonitor and Secret off", optional_off)
+
+    helm_python = os.environ.get("HELM_LINT_PYTHON")
+    if helm_python:
+        def helm_lint():
+            lint = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helm_lint.py")
+            out = subprocess.run([helm_python, lint, CHART], capture_output=True, text=True, timeout=300)
+            assert out.returncode == 0, (out.stdout + out.stderr).strip()[-2000:]
+
+        check("helm lint (Helm 4 through helm-sdkpy) finds no error", helm_lint)
+    else:
+        print("skip helm lint: no Python >= 3.12 for helm-sdkpy (scripts/ensure-k8s-validate.sh)")
 
     binary = os.environ.get("PULSEGATE_BIN")
     if binary:
