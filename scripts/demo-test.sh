@@ -8,7 +8,7 @@
 #   scripts/demo-test.sh
 #
 # Runs the demo on free ports with its state (gateway log, throwaway
-# PostgreSQL cluster) in a temporary directory, DEMO_DURATION=20, the debug
+# PostgreSQL cluster) in a temporary directory, DEMO_DURATION=15, the debug
 # build (PULSEGATE_BIN, built when unset); stops what it started.
 # Prints `demo test: N passed, M failed`.
 set -euo pipefail
@@ -75,7 +75,7 @@ log "demo on 127.0.0.1:$gw_port (Redis :$redis_port, PostgreSQL :$pg_port, state
 REDIS_URL="redis://127.0.0.1:$redis_port" \
   DATABASE_URL="postgres://pulsegate@127.0.0.1:$pg_port/pulsegate" \
   PULSEGATE_LISTEN="127.0.0.1:$gw_port" \
-  DEMO_STATE_DIR="$state" DEMO_BIN="$PULSEGATE_BIN" DEMO_DURATION=20 DEMO_PERSONAS="$persona,persona_beta" \
+  DEMO_STATE_DIR="$state" DEMO_BIN="$PULSEGATE_BIN" DEMO_DURATION=15 DEMO_PERSONAS="$persona,persona_beta" \
   PULSEGATE_PG_BIN="$pg_bin" \
   bash "$SCRIPT_DIR/demo.sh" >"$state/demo.out" 2>&1 &
 demo_pid=$!
