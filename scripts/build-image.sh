@@ -31,6 +31,7 @@
 #   DEBIAN_MIRROR  default: the first URIs: of /etc/apt/sources.list.d/debian.sources,
 #                  else http://deb.debian.org/debian
 #   IMAGE_TAG      default localhost/pulsegate:dev
+#   IMAGE_NO_PODMAN=1  skip podman/buildah, go straight to the chroot
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -44,7 +45,7 @@ case "${1:-}" in
   --no-run) run_it=0 ;;
   "") ;;
   -h | --help)
-    sed -n '2,33p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
   *) die "unknown argument: $1 (see --help)" ;;
@@ -115,35 +116,44 @@ awk '/^FROM .* AS runtime/ {on = 1} on' Dockerfile |
 grep -q '^COPY src/target/release/pulsegate' "$ctx/Containerfile" ||
   die "could not find the runtime stage's COPY --from=builder lines in the Dockerfile"
 
+# healthz PORT: GET /healthz answers 200, then GET /readyz too (the gateway
+# reached the Redis given in REDIS_URL).
 healthz() {
-  local port="$1" i status=""
-  for ((i = 0; i < 100; i++)); do
-    status="$(http_status 127.0.0.1 "$port" /healthz || true)"
-    [[ "$status" == 200 ]] && return 0
-    sleep 0.2
+  local port="$1" path i status=""
+  for path in /healthz /readyz; do
+    for ((i = 0; i < 100; i++)); do
+      status="$(http_status 127.0.0.1 "$port" "$path" || true)"
+      [[ "$status" == 200 ]] && break
+      sleep 0.2
+    done
+    if [[ "$status" != 200 ]]; then
+      warn "GET $path on 127.0.0.1:$port: ${status:-no answer}"
+      return 1
+    fi
   done
-  warn "GET /healthz on 127.0.0.1:$port: ${status:-no answer}"
-  return 1
 }
 
-redis_pid="" gw_pid="" podman_ctr=""
+redis_pid="" redis_port="" gw_pid="" podman_ctr=""
 cleanup() {
   if [[ -n "$podman_ctr" ]]; then podman --storage-driver vfs rm -f "$podman_ctr" >/dev/null 2>&1 || true; fi
   if [[ -n "$gw_pid" ]]; then kill "$gw_pid" 2>/dev/null || true; fi
-  if [[ -n "$redis_pid" ]]; then kill "$redis_pid" 2>/dev/null || true; fi
+  if [[ -n "$redis_pid" ]]; then
+    kill "$redis_pid" 2>/dev/null || true
+    wait "$redis_pid" 2>/dev/null || true
+  fi
 }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# start_redis: a throwaway redis-server on a free port; sets redis_port
+# (and redis_pid, for the cleanup: no subshell).
 start_redis() {
-  local rport
-  rport="$(free_port)"
+  redis_port="$(free_port)"
   bash "$SCRIPT_DIR/ensure-redis.sh" --install-only >/dev/null
-  "$(redis_server_bin)" --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >"$state/redis.log" 2>&1 &
+  "$(redis_server_bin)" --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$state/redis.log" 2>&1 &
   redis_pid=$!
-  wait_for_port 127.0.0.1 "$rport" 10 redis "$redis_pid" || die "redis-server did not start"
-  printf '%s\n' "$rport"
+  wait_for_port 127.0.0.1 "$redis_port" 10 redis "$redis_pid" || die "redis-server did not start"
 }
 
 # 3+4 with podman/buildah.
@@ -156,12 +166,12 @@ with_podman() {
     -t "$tag" -f "$ctx/Containerfile" "$ctx" >"$state/buildah.log" || return 1
   log "built $tag with buildah"
   [[ "$run_it" == 1 ]] || return 0
-  local rport port
-  rport="$(start_redis)"
+  local port
+  start_redis
   port="$(free_port)"
   podman_ctr="pulsegate-smoke-$$"
   local run=(run -d --name "$podman_ctr" --network host
-    -e "PULSEGATE_LISTEN=127.0.0.1:$port" -e "REDIS_URL=redis://127.0.0.1:$rport")
+    -e "PULSEGATE_LISTEN=127.0.0.1:$port" -e "REDIS_URL=redis://127.0.0.1:$redis_port")
   # As a user would run it first; in sandboxes (Firecracker VMs, cgroup v1)
   # crun and runc both refuse podman's default rlimits, and runc accepts
   # lower ones: try that before giving up.
@@ -180,7 +190,7 @@ with_podman() {
   local pid uid
   pid="$(podman --storage-driver vfs inspect --format '{{.State.Pid}}' "$podman_ctr")"
   uid="$(awk '/^Uid:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo '?')"
-  log "podman run $tag: GET /healthz 200 (USER $user, process uid $uid)"
+  log "podman run $tag: GET /healthz and /readyz 200 (USER $user, process uid $uid)"
 }
 
 # 3+4 by hand: the runtime stage's RUN and COPY steps in a copy of the base.
@@ -192,21 +202,21 @@ with_chroot() {
   # The Dockerfile's RUN line, as written there.
   local run_line
   run_line="$(awk '/^FROM .* AS runtime/ {on = 1} on' Dockerfile |
-    awk '/^RUN / {on = 1} on {print} on && !/\\$/ {exit}' | sed -e 's/^RUN //' -e 's/\\$//')"
-  log "chroot: $run_line" | tr -s ' '
+    awk '/^RUN / {on = 1} on {print} on && !/\\$/ {exit}' | sed -e 's/^RUN //' -e 's/\\$//' | tr '\n' ' ')"
+  log "chroot: $run_line"
   chroot "$root" /bin/sh -c "$run_line" >"$state/chroot-run.log" 2>&1 ||
     die "the runtime stage's RUN failed in the chroot; see $state/chroot-run.log"
   install -m 0755 "$bin" "$root/usr/local/bin/pulsegate"
   install -D -m 0644 config/pulsegate.toml "$root/etc/pulsegate/pulsegate.toml"
   log "root filesystem ready: $root ($(du -sh "$root" | cut -f1))"
   [[ "$run_it" == 1 ]] || return 0
-  local rport port uid
-  rport="$(start_redis)"
+  local port uid
+  start_redis
   port="$(free_port)"
   uid="$(chroot "$root" id -u pulsegate)"
   # USER pulsegate, WORKDIR /, ENV, ENTRYPOINT + CMD of the Dockerfile.
   env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    PULSEGATE_LISTEN="127.0.0.1:$port" REDIS_URL="redis://127.0.0.1:$rport" \
+    PULSEGATE_LISTEN="127.0.0.1:$port" REDIS_URL="redis://127.0.0.1:$redis_port" \
     chroot --userspec="$uid:$uid" "$root" /bin/sh -c 'cd / && exec pulsegate serve --config /etc/pulsegate/pulsegate.toml' \
     >"$state/gateway.log" 2>&1 &
   gw_pid=$!
@@ -216,10 +226,10 @@ with_chroot() {
   }
   local running_uid
   running_uid="$(awk '/^Uid:/ {print $2}' "/proc/$(pgrep -P "$gw_pid" pulsegate || echo "$gw_pid")/status" 2>/dev/null || echo '?')"
-  log "chroot --userspec=$uid:$uid: GET /healthz 200 (process uid $running_uid, config /etc/pulsegate/pulsegate.toml)"
+  log "chroot --userspec=$uid:$uid: GET /healthz and /readyz 200 (process uid $running_uid, config /etc/pulsegate/pulsegate.toml)"
 }
 
-if with_podman; then
+if [[ "${IMAGE_NO_PODMAN:-0}" != 1 ]] && with_podman; then
   log "done: image $tag"
 else
   warn "podman/buildah could not build or run the image (see $refused); doing the runtime stage by hand in a chroot"
