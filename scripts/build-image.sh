@@ -3,6 +3,8 @@
 #
 #   scripts/build-image.sh            build, then run and check GET /healthz
 #   scripts/build-image.sh --no-run   build only
+#   scripts/build-image.sh --full     build the Dockerfile itself, both stages
+#                                     (see below), then run and check
 #
 # No registry is needed: the base image (debian:bookworm-slim) is replaced by
 # a Debian bookworm root filesystem made with debootstrap from Debian's own
@@ -25,6 +27,13 @@
 # --userspec=10001:10001; what refused is printed and logged in
 # .local/image/refused.log.
 #
+# --full replaces only the base images: localhost/debian:bookworm-slim as
+# above, and rust:1-bookworm by that root filesystem plus gcc and the host's
+# Rust toolchain (at /usr/local/cargo and /usr/local/rustup, as in the
+# official image); the Dockerfile is then built unchanged with buildah
+# (crates come from crates.io, which is reachable). It takes a release build
+# inside the builder: tens of minutes on a busy machine.
+#
 # Not part of scripts/test.sh: it downloads ~150 MB of Debian packages and
 # takes minutes. Needs root (debootstrap, chroot). Environment:
 #   IMAGE_BIN      use this binary instead of building target/release/pulsegate
@@ -41,8 +50,10 @@ LOG_PREFIX="build-image"
 cd "$REPO_ROOT"
 
 run_it=1
+full=0
 case "${1:-}" in
   --no-run) run_it=0 ;;
+  --full) full=1 ;;
   "") ;;
   -h | --help)
     sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
@@ -83,8 +94,10 @@ refuse() {
   printf '%s\n' "$out"
 }
 
-# 1. The binary.
-if [[ -n "${IMAGE_BIN:-}" ]]; then
+# 1. The binary (the builder stage makes its own with --full).
+if [[ "$full" == 1 ]]; then
+  bin=/bin/true
+elif [[ -n "${IMAGE_BIN:-}" ]]; then
   bin="$IMAGE_BIN"
 else
   log "cargo build --release --locked --bin pulsegate"
@@ -193,6 +206,44 @@ with_podman() {
   log "podman run $tag: GET /healthz and /readyz 200 (USER $user, process uid $uid)"
 }
 
+# --full: localhost rust:1-bookworm and debian:bookworm-slim, then the
+# Dockerfile as it is.
+full_build() {
+  apt_install podman buildah runc
+  local tar="$state/base.tar" rust="$state/rust"
+  tar -C "$base" -cf "$tar" .
+  refuse "podman import" podman --storage-driver vfs import "$tar" docker.io/library/debian:bookworm-slim >/dev/null ||
+    die "podman import refused (see $refused)"
+  if [[ ! -x "$rust/usr/local/cargo/bin/cargo" ]]; then
+    rm -rf "$rust"
+    cp -a "$base" "$rust"
+    cp /etc/resolv.conf "$rust/etc/resolv.conf"
+    chroot "$rust" /bin/sh -c 'apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev ca-certificates && rm -rf /var/lib/apt/lists/*' \
+      >"$state/rust-apt.log" 2>&1 || die "installing gcc into the rust base failed; see $state/rust-apt.log"
+    local toolchain
+    toolchain="$(rustc --print sysroot)"
+    mkdir -p "$rust/usr/local/rustup/toolchains" "$rust/usr/local/cargo/bin"
+    cp -a "$toolchain" "$rust/usr/local/rustup/toolchains/host"
+    local tool
+    for tool in cargo rustc rustdoc; do
+      ln -s "/usr/local/rustup/toolchains/host/bin/$tool" "$rust/usr/local/cargo/bin/$tool"
+    done
+  fi
+  tar -C "$rust" -cf "$state/rust.tar" .
+  refuse "podman import (rust)" podman --storage-driver vfs import \
+    --change 'ENV PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV CARGO_HOME=/usr/local/cargo' --change 'ENV RUSTUP_HOME=/usr/local/rustup' \
+    "$state/rust.tar" docker.io/library/rust:1-bookworm >/dev/null || die "podman import refused (see $refused)"
+  rm -f "$tar" "$state/rust.tar"
+  log "buildah bud --pull=never -f Dockerfile . (the whole Dockerfile; log: $state/buildah-full.log)"
+  buildah --storage-driver vfs bud --isolation chroot --pull=never --layers \
+    -t "$tag" -f Dockerfile . >"$state/buildah-full.log" 2>&1 || {
+    tail -n 20 "$state/buildah-full.log" >&2
+    die "buildah bud of the Dockerfile failed; see $state/buildah-full.log"
+  }
+  log "built $tag from the Dockerfile"
+}
+
 # 3+4 by hand: the runtime stage's RUN and COPY steps in a copy of the base.
 with_chroot() {
   local root="$state/rootfs"
@@ -229,7 +280,27 @@ with_chroot() {
   log "chroot --userspec=$uid:$uid: GET /healthz and /readyz 200 (process uid $running_uid, config /etc/pulsegate/pulsegate.toml)"
 }
 
-if [[ "${IMAGE_NO_PODMAN:-0}" != 1 ]] && with_podman; then
+if [[ "$full" == 1 ]]; then
+  full_build
+  if [[ "$run_it" == 1 ]]; then
+    # The image just built: with_podman's run half, without rebuilding.
+    run_image() {
+      local port
+      start_redis
+      port="$(free_port)"
+      podman_ctr="pulsegate-smoke-$$"
+      local run=(run -d --name "$podman_ctr" --network host
+        -e "PULSEGATE_LISTEN=127.0.0.1:$port" -e "REDIS_URL=redis://127.0.0.1:$redis_port")
+      refuse "podman run (runc, lower rlimits)" podman --storage-driver vfs --runtime runc "${run[@]}" \
+        --ulimit "nofile=$(ulimit -n):$(ulimit -Hn)" --ulimit nproc=4096:4096 "$tag" >/dev/null || return 1
+      healthz "$port" || return 1
+      local pid
+      pid="$(podman --storage-driver vfs inspect --format '{{.State.Pid}}' "$podman_ctr")"
+      log "podman run $tag: GET /healthz and /readyz 200 (process uid $(awk '/^Uid:/ {print $2}' "/proc/$pid/status"))"
+    }
+    run_image || die "the image built from the Dockerfile did not answer (see $refused)"
+  fi
+elif [[ "${IMAGE_NO_PODMAN:-0}" != 1 ]] && with_podman; then
   log "done: image $tag"
 else
   warn "podman/buildah could not build or run the image (see $refused); doing the runtime stage by hand in a chroot"
