@@ -5,6 +5,9 @@
 #   docker build -t pulsegate .
 #   docker run --rm -p 8081:8081 -e REDIS_URL=redis://redis:6379 pulsegate
 #
+# Without a registry (no base images to pull): scripts/build-image.sh
+# (docs/deploy.md, "The container image").
+#
 # Settings come from /etc/pulsegate/pulsegate.toml, then REDIS_URL /
 # DATABASE_URL / PULSEGATE_* environment variables, then command-line flags.
 
@@ -27,9 +30,11 @@ RUN mkdir -p src loadtest/src \
            target/release/deps/libpulsegate-* \
            target/release/pulsegate*
 
-# 2. The real sources. lua/, ui/ (the dashboard page) and the client library
-#    are embedded in the binary (include_str!/include_bytes!), and config/
-#    holds the default config file.
+# 2. The real sources. lua/, ui/ (the dashboard page), the client library and
+#    the audit migrations (under src/) are embedded in the binary
+#    (include_str!/include_bytes!), and config/ holds the default config
+#    file. tests/integration/container.rs fails when an embedded file is
+#    missing here or excluded by .dockerignore.
 COPY src/ src/
 COPY lua/ lua/
 COPY ui/ ui/

@@ -7,14 +7,21 @@
 # (scripts/cluster.sh), reached on the same address as the single gateway.
 #
 # 1. makes sure Redis runs (scripts/ensure-redis.sh; starts a project-local one)
+#    and PostgreSQL (scripts/ensure-postgres.sh; a throwaway cluster in the
+#    demo's state dir, run as the postgres OS user when root), so the audit
+#    trail, the variant history and the kill analytics work
 # 2. cargo build --release --bin pulsegate
 # 3. starts `pulsegate serve` in the background and waits for GET /readyz = 200
 # 4. runs `pulsegate simulate` in the foreground: events for persona_alpha,
 #    persona_beta and persona_gamma, until Ctrl-C
-# On exit (Ctrl-C, error, or DEMO_DURATION elapsed) the gateway is stopped.
+# On exit (Ctrl-C, error, or DEMO_DURATION elapsed) the gateway is stopped,
+# and PostgreSQL too when the demo started it.
 #
 # Environment:
 #   REDIS_URL         default redis://127.0.0.1:6379
+#   DATABASE_URL      default postgres://pulsegate@127.0.0.1:5434/pulsegate
+#   DEMO_NO_DATABASE=1  no PostgreSQL (the audit routes then answer 503)
+#   DEMO_STATE_DIR    default .local/demo (gateway log, PostgreSQL cluster)
 #   PULSEGATE_LISTEN  default 127.0.0.1:8081
 #   DEMO_DURATION     stop by itself after this many seconds (CI smoke tests)
 #   DEMO_RATE         passed to `simulate --rate` when set
@@ -23,7 +30,7 @@
 #   DEMO_READY_TIMEOUT seconds to wait for /readyz (default 60)
 #   SKIP_BUILD=1      use the existing target/release/pulsegate
 #   DEMO_BIN          use this binary instead of building (implies SKIP_BUILD)
-# The gateway's log goes to .local/demo/gateway.log.
+# The gateway's log goes to $DEMO_STATE_DIR/gateway.log.
 set -euo pipefail
 
 instances=1
@@ -35,7 +42,7 @@ while [[ $# -gt 0 ]]; do
       ;;
     --instances=*) instances="${1#*=}" ;;
     -h | --help)
-      sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -57,6 +64,9 @@ LOG_PREFIX="demo"
 cd "$REPO_ROOT"
 
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+# Not the development cluster's port (5433): the demo's cluster is its own,
+# stopped when the demo ends.
+DATABASE_URL="${DATABASE_URL:-postgres://pulsegate@127.0.0.1:5434/pulsegate}"
 PULSEGATE_LISTEN="${PULSEGATE_LISTEN:-127.0.0.1:8081}"
 DEMO_PERSONAS="${DEMO_PERSONAS:-persona_alpha,persona_beta,persona_gamma}"
 DEMO_DURATION="${DEMO_DURATION:-}"
@@ -79,10 +89,13 @@ base_ws="ws://$connect_host:$listen_port"
 
 bin="${DEMO_BIN:-$REPO_ROOT/target/release/pulsegate}"
 [[ -n "${DEMO_BIN:-}" ]] && SKIP_BUILD=1
-state_dir="$REPO_ROOT/.local/demo"
+state_dir="${DEMO_STATE_DIR:-$REPO_ROOT/.local/demo}"
+mkdir -p "$state_dir"
+state_dir="$(cd "$state_dir" && pwd)"
 gateway_log="$state_dir/gateway.log"
 gateway_pid=""
 cluster_started=0
+pg_started=0
 
 cleanup() {
   local rc=$?
@@ -105,14 +118,27 @@ cleanup() {
     wait "$gateway_pid" 2>/dev/null || true
     log "gateway stopped (log: $gateway_log)"
   fi
+  if [[ "$pg_started" == 1 ]]; then
+    PG_BASE_DIR="$state_dir/pg" bash "$SCRIPT_DIR/ensure-postgres.sh" --stop >&2 || true
+  fi
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# 1. Redis.
+# 1. Redis, and PostgreSQL for the audit trail.
 bash "$SCRIPT_DIR/ensure-redis.sh" >/dev/null
+if [[ "${DEMO_NO_DATABASE:-0}" == 1 ]]; then
+  unset DATABASE_URL
+  log "DEMO_NO_DATABASE=1: no PostgreSQL; the audit routes answer 503"
+else
+  parse_url "$DATABASE_URL"
+  port_open "${URL_HOST:-127.0.0.1}" "${URL_PORT:-5432}" || pg_started=1
+  PG_BASE_DIR="$state_dir/pg" bash "$SCRIPT_DIR/ensure-postgres.sh" >/dev/null ||
+    die "PostgreSQL could not be started for $DATABASE_URL (or run with DEMO_NO_DATABASE=1)"
+  export DATABASE_URL
+fi
 
 # The gateway maps every PULSEGATE_* variable onto a config key and rejects
 # unknown keys: drop the test-only ones (scripts/test.sh exports them).
@@ -137,7 +163,8 @@ else
   if port_open "$connect_host" "$listen_port"; then
     die "something already listens on $connect_host:$listen_port; stop it or set PULSEGATE_LISTEN"
   fi
-  mkdir -p "$state_dir"
+  # The database URL reaches the gateway through DATABASE_URL, not argv
+  # (where ps shows it, password and all).
   serve_args=(serve --listen "$PULSEGATE_LISTEN" --redis-url "$REDIS_URL")
   if [[ -n "${PULSEGATE_CONFIG:-}" ]]; then
     serve_args+=(--config "$PULSEGATE_CONFIG")
@@ -166,12 +193,24 @@ fi
 log "gateway ready (GET /readyz -> 200)"
 
 first_persona="${DEMO_PERSONAS%%,*}"
+if [[ -n "${DATABASE_URL:-}" ]]; then
+  audit_lines="  Audit trail (events):  $base_http/api/events/$first_persona
+  Early kills:           $base_http/api/kills/$first_persona
+  Variant history:       $base_http/api/variants/$first_persona/{variant_id}/history
+                         (variant ids: $base_http/api/variants/$first_persona/active)
+  PostgreSQL:            $(sed -E 's#(://[^:/@]+):[^@]*@#\1:***@#' <<<"$DATABASE_URL")"
+else
+  audit_lines="  Audit trail:           off (DEMO_NO_DATABASE=1)"
+fi
 cat <<EOF
 
   pulsegate demo is running.
 
   Dashboard (browser):   $base_http/dashboard/$first_persona
   WebSocket stream:      $base_ws/dashboard/ws/$first_persona
+  Live metrics (REST):   $base_http/api/metrics/$first_persona
+  Optimization:          $base_http/api/optimization/$first_persona
+$audit_lines
   Prometheus metrics:    $base_http/metrics
   Personas:              ${DEMO_PERSONAS//,/ }
   Gateway log:           $([[ "$instances" -gt 1 ]] && echo ".local/cluster/gw*.log ($instances gateways behind HAProxy)" || echo "tail -f $gateway_log")

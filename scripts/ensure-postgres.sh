@@ -12,7 +12,8 @@
 #
 # DATABASE_URL defaults to postgres://pulsegate@127.0.0.1:5433/pulsegate.
 # The cluster lives in .local/pg/ (data in .local/pg/data, unix socket and
-# server log in .local/pg/). When running as root, the server runs as the
+# server log in .local/pg/), or in $PG_BASE_DIR when set (the demo keeps its
+# own there). When running as root, the server runs as the
 # 'postgres' OS user; if that user cannot reach .local/pg (e.g. the repo is
 # under a private home directory), /var/tmp/pulsegate-pg-<hash of repo path>
 # is used instead. Authentication is 'trust': a development cluster only.
@@ -84,8 +85,8 @@ fi
 
 as_pg() { (cd / && run_as_user "$pg_os_user" "$@"); }
 
-primary_base="$REPO_ROOT/.local/pg"
-fallback_base="/var/tmp/pulsegate-pg-$(short_hash "$REPO_ROOT")"
+primary_base="${PG_BASE_DIR:-$REPO_ROOT/.local/pg}"
+fallback_base="/var/tmp/pulsegate-pg-$(short_hash "$primary_base")"
 
 # A unix socket path must fit in sun_path (107 bytes + NUL).
 socket_fits() { [[ $((${#1} + ${#port} + 10)) -le 107 ]]; }

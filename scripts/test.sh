@@ -11,7 +11,8 @@
 # 4. cargo test --workspace "$@"
 # 5. without extra arguments: the Lua reference check, the examples in
 #    README.md and docs/ (scripts/docs-examples.sh), the client library's
-#    tests (scripts/client-test.sh), the browser tests
+#    tests (scripts/client-test.sh), the browser tests, the Kubernetes
+#    manifests (scripts/k8s-check.sh) and the demo (scripts/demo-test.sh)
 #
 # SKIP_LINT=1 skips steps 2 and 3.
 # Example: scripts/test.sh -p pulsegate --test integration fanout:: -- --nocapture
@@ -105,6 +106,27 @@ if [[ $# -eq 0 ]]; then
   passed=$((passed + ${bp:-0}))
   failed=$((failed + ${bf:-0}))
   rm -f "$browser_out"
+
+  # The debug build `cargo test` just made, for the checks that run it.
+  gateway_bin="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/pulsegate"
+
+  step "Kubernetes manifests and Helm chart (scripts/k8s-check.sh)"
+  k8s_out="$(mktemp)"
+  PULSEGATE_BIN="$gateway_bin" bash "$SCRIPT_DIR/k8s-check.sh" 2>&1 | tee "$k8s_out"
+  kp=$(sed -n 's/^k8s checks: \([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed.*$/\1/p' "$k8s_out" | tail -n 1)
+  kf=$(sed -n 's/^k8s checks: \([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed.*$/\2/p' "$k8s_out" | tail -n 1)
+  passed=$((passed + ${kp:-0}))
+  failed=$((failed + ${kf:-0}))
+  rm -f "$k8s_out"
+
+  step "demo smoke test (scripts/demo-test.sh)"
+  demo_out="$(mktemp)"
+  PULSEGATE_BIN="$gateway_bin" bash "$SCRIPT_DIR/demo-test.sh" 2>&1 | tee "$demo_out"
+  mp=$(sed -n 's/^demo test: \([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed.*$/\1/p' "$demo_out" | tail -n 1)
+  mf=$(sed -n 's/^demo test: \([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed.*$/\2/p' "$demo_out" | tail -n 1)
+  passed=$((passed + ${mp:-0}))
+  failed=$((failed + ${mf:-0}))
+  rm -f "$demo_out"
 fi
 
 step "all steps passed"
