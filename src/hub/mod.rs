@@ -6,6 +6,7 @@
 //! is inspected and encoded once, then handed to every subscriber's bounded
 //! outbox without waiting on any of them.
 
+mod continuity;
 pub mod message;
 pub mod outbox;
 pub mod registry;
@@ -52,7 +53,12 @@ struct Subscriber {
 }
 
 struct Channel {
+    persona: PersonaId,
     ws_name: Arc<str>,
+    /// The last offset forwarded and the publications held while a gap
+    /// repair runs (`continuity.rs`); locked while forwarding, so the
+    /// receiver and a repair never interleave one channel's messages.
+    flow: Arc<Mutex<continuity::Flow>>,
     /// Copy-on-write so dispatch can iterate without holding the hub lock.
     subscribers: Arc<Vec<Subscriber>>,
     /// True once Redis confirmed the SUBSCRIBE: a session reads its
@@ -155,7 +161,9 @@ impl Hub {
             let _ = self.changes.send(name.clone());
             self.metrics.redis_channels_active.inc();
             Channel {
+                persona: persona.clone(),
                 ws_name: ws_channel_name(persona).into(),
+                flow: Arc::new(Mutex::new(continuity::Flow::new())),
                 subscribers: Arc::new(Vec::new()),
                 ready: watch::channel(false).0,
             }
@@ -211,13 +219,19 @@ impl Hub {
     pub fn set_ready(&self, channel: &str, ready: bool) {
         if let Some(c) = self.lock().get_mut(channel) {
             c.ready.send_replace(ready);
+            continuity::lock(&c.flow).subscribed = ready;
         }
     }
 
-    /// Marks every channel unconfirmed (the Redis connection was lost).
+    /// Marks every channel unconfirmed (the Redis connection was lost), and
+    /// holds its publications until a gap repair has read back what the
+    /// lost connection missed.
     pub fn set_all_unready(&self) {
         for c in self.lock().values() {
             c.ready.send_replace(false);
+            let mut flow = continuity::lock(&c.flow);
+            flow.subscribed = false;
+            flow.begin();
         }
     }
 
@@ -249,16 +263,38 @@ impl Hub {
         Some((text.text.into_owned(), meta?))
     }
 
-    /// Fans a publication out to the channel's subscribers.
+    /// Fans a publication out to the channel's subscribers, unless its
+    /// offset was already forwarded; held instead while a repair runs.
     pub fn dispatch(&self, channel: &str, payload: &[u8]) {
         self.metrics.redis_messages_received.inc();
-        let (subscribers, ws_name) = {
-            let channels = self.lock();
-            match channels.get(channel) {
-                Some(c) => (c.subscribers.clone(), c.ws_name.clone()),
-                None => return,
-            }
+        let Some(route) = self.route(channel) else {
+            return;
         };
+        let mut flow = continuity::lock(&route.flow);
+        if flow.repairing {
+            flow.hold(payload);
+            return;
+        }
+        self.forward(&route, &mut flow, payload);
+    }
+
+    /// The channel's subscribers and state, copied out of the hub lock.
+    fn route(&self, channel: &str) -> Option<Route> {
+        let channels = self.lock();
+        let (name, c) = channels.get_key_value(channel)?;
+        Some(Route {
+            channel: name.clone(),
+            subscribers: c.subscribers.clone(),
+            ws_name: c.ws_name.clone(),
+            flow: c.flow.clone(),
+        })
+    }
+
+    /// Inspects a publication, drops it if its offset was forwarded
+    /// already, else pushes it to every subscriber. The caller holds the
+    /// channel's flow lock.
+    fn forward(&self, route: &Route, flow: &mut continuity::Flow, payload: &[u8]) {
+        let channel = &*route.channel;
         let repaired;
         let (payload, meta) = match message::inspect(payload, self.bounds) {
             Ok(m) => (payload, m),
@@ -279,6 +315,11 @@ impl Hub {
                 }
             },
         };
+        if !flow.admit(meta.offset) {
+            self.metrics.continuity.duplicates.inc();
+            return;
+        }
+        let (subscribers, ws_name) = (&route.subscribers, &route.ws_name);
         let mut verbatim = None;
         let mut wrapped = None;
         for sub in subscribers.iter() {
@@ -295,7 +336,7 @@ impl Hub {
                     mode: Mode::Wrapped,
                 } => (
                     outbox,
-                    wrapped.get_or_insert_with(|| message::wrapped(payload, &meta, &ws_name)),
+                    wrapped.get_or_insert_with(|| message::wrapped(payload, &meta, ws_name)),
                 ),
                 Sink::Observer(observer) => {
                     // Publications without an offset are not stream events:
@@ -312,4 +353,12 @@ impl Hub {
             }
         }
     }
+}
+
+/// A channel's subscribers and flow, copied out of the hub lock.
+struct Route {
+    channel: Arc<str>,
+    subscribers: Arc<Vec<Subscriber>>,
+    ws_name: Arc<str>,
+    flow: Arc<Mutex<continuity::Flow>>,
 }

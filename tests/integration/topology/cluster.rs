@@ -1,0 +1,177 @@
+//! A Redis Cluster of 3 primaries and 3 replicas: the library on every
+//! primary, `pulse_ingest` publishing with SPUBLISH, the gateway's
+//! SSUBSCRIBEs on the owning nodes only, and a primary killed mid-stream.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use fred::util::redis_keyslot;
+
+use super::servers::{cli, RedisCluster};
+use super::*;
+
+/// Personas per primary, and clients per persona (the issue asks 30 and
+/// 300 at 500 events/s; scaled down so the test stays well under a minute
+/// on a shared 2-core machine).
+const PERSONAS_PER_PRIMARY: usize = 3;
+const CLIENTS_PER_PERSONA: usize = 4;
+/// Pause between ingests (about 100 events/s in all).
+const INGEST_EVERY: Duration = Duration::from_millis(10);
+
+fn slot(persona: &str) -> u16 {
+    redis_keyslot(format!("pulse:{{{persona}}}:events").as_bytes())
+}
+
+/// Persona ids, `PERSONAS_PER_PRIMARY` on each primary, by owner index.
+fn personas_covering(cluster: &RedisCluster) -> HashMap<usize, Vec<String>> {
+    let mut by_owner: HashMap<usize, Vec<String>> = HashMap::new();
+    for i in 0.. {
+        let p = format!("c{i}");
+        let owner = cluster.owner(slot(&p)).expect("an owner");
+        let list = by_owner.entry(owner).or_default();
+        if list.len() < PERSONAS_PER_PRIMARY {
+            list.push(p);
+        }
+        if by_owner.len() == 3 && by_owner.values().all(|l| l.len() == PERSONAS_PER_PRIMARY) {
+            return by_owner;
+        }
+    }
+    unreachable!()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
+    let _heavy = heavy().await;
+    let mut cluster = RedisCluster::spawn(3, 1).await;
+    let gw = start_gateway(config_for(cluster.url())).await;
+    let publisher = cluster.client().await;
+    let by_owner = personas_covering(&cluster);
+    let personas: Vec<String> = by_owner.values().flatten().cloned().collect();
+
+    // The library is on every primary.
+    for (i, _) in cluster.primaries() {
+        assert_eq!(cli(cluster.nodes[i].port, &["FCALL_RO", "pulse_version", "0"]).trim(), "1");
+    }
+
+    let mut clients: HashMap<String, Vec<tokio::task::JoinHandle<Seen>>> = HashMap::new();
+    for p in &personas {
+        for _ in 0..CLIENTS_PER_PERSONA {
+            let h = watch(gw.local_addr, p.clone(), Duration::from_secs(45)).await;
+            clients.entry(p.clone()).or_default().push(h);
+        }
+    }
+    // Subscribed on the owning node only (sharded pub/sub).
+    wait_until("every channel subscribed on its owner", Duration::from_secs(10), || async {
+        let mut all = true;
+        for p in &personas {
+            let owner = cluster.owner(slot(p)).unwrap();
+            all &= shard_subscribers(&cluster, owner, p) == 1;
+        }
+        all
+    })
+    .await;
+
+    let running = Arc::new(AtomicBool::new(true));
+    let producer = {
+        let (publisher, personas, running) = (publisher.clone(), personas.clone(), running.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, 0u64);
+            let mut i = 0usize;
+            while running.load(Ordering::Relaxed) {
+                let p = &personas[i % personas.len()];
+                match ingest(&publisher, p, posted(&format!("v{i}"), 0.05, "hook")).await {
+                    Ok(_) => ok += 1,
+                    Err(_) => failed += 1,
+                }
+                i += 1;
+                tokio::time::sleep(INGEST_EVERY).await;
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // kill -9 the primary of the first group; its replica takes over.
+    let (&victim, victims) = by_owner.iter().next().unwrap();
+    let killed_at = Instant::now();
+    cluster.nodes[victim].kill9();
+    let probe_slot = slot(&victims[0]);
+    wait_until("a replica promoted", Duration::from_secs(20), || async {
+        cluster.owner(probe_slot).is_some_and(|o| o != victim)
+    })
+    .await;
+    cluster.wait_ok(3).await;
+    let promoted_in = killed_at.elapsed();
+    let new_owner = cluster.owner(slot(&victims[0])).unwrap();
+    assert_ne!(new_owner, victim);
+    // The promoted replica got the library (checked with pulse_version).
+    wait_until("library on the promoted replica", Duration::from_secs(10), || async {
+        cli(cluster.nodes[new_owner].port, &["FCALL_RO", "pulse_version", "0"]).trim() == "1"
+    })
+    .await;
+    wait_http_ok(gw.local_addr, "/readyz", Duration::from_secs(15)).await;
+    // Ingest goes on for a while after the failover.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    running.store(false, Ordering::Relaxed);
+    let (ok, failed) = producer.await.unwrap();
+
+    // Subscriptions follow the slots: on the new owner, nowhere else.
+    wait_until("channels resubscribed where their slot went", Duration::from_secs(10), || async {
+        let mut right = true;
+        for p in &personas {
+            let owner = cluster.owner(slot(p)).unwrap();
+            for (i, _) in cluster.primaries() {
+                let n = shard_subscribers(&cluster, i, p);
+                right &= n == i64::from(i == owner);
+            }
+        }
+        right
+    })
+    .await;
+
+    // A raw SPUBLISH of arbitrary JSON reaches the clients; it ends them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for p in &personas {
+        let _: i64 = publisher
+            .spublish(format!("pulse:{{{p}}}:events"), r#"{"type":"test_end","note":"raw"}"#)
+            .await
+            .expect("SPUBLISH");
+    }
+    let mut results: HashMap<String, Vec<Seen>> = HashMap::new();
+    for (p, hs) in clients {
+        for h in hs {
+            results.entry(p.clone()).or_default().push(h.await.expect("client"));
+        }
+    }
+    for p in &personas {
+        let stream = stream_offsets(&publisher, p).await;
+        for seen in &results[p] {
+            check(p, seen, &stream);
+            if !victims.contains(p) {
+                // Personas on the surviving primaries lose nothing at all.
+                assert_eq!(seen.initials.len(), 1, "{p}: {:?}", seen.initials);
+            }
+        }
+    }
+    let (_, metrics) = http_get(gw.local_addr, "/metrics").await;
+    let repairs = metrics
+        .lines()
+        .find(|l| l.starts_with("pulsegate_redis_gap_repairs_total"))
+        .unwrap_or("")
+        .to_owned();
+    println!(
+        "cluster failover: promoted {promoted_in:?} after kill -9; ingest {ok} ok, {failed} refused; {}; {repairs}",
+        summary(&results)
+    );
+    gw.shutdown().await;
+}
+
+/// `PUBSUB SHARDNUMSUB` of the persona's channel on node `i`.
+fn shard_subscribers(cluster: &RedisCluster, i: usize, persona: &str) -> i64 {
+    let ch = format!("pulse:{{{persona}}}:events");
+    let out = cli(cluster.nodes[i].port, &["PUBSUB", "SHARDNUMSUB", &ch]);
+    out.lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or(-1)
+}
