@@ -5,7 +5,9 @@
 #   scripts/redis-cluster.sh down
 #
 # Nodes listen on 127.0.0.1:$CLUSTER_BASE_PORT and up (default 7000), with
-# `--cluster-node-timeout 2000`, no persistence; state and logs in
+# `--cluster-node-timeout 2000` and `--cluster-replica-validity-factor 0` (a
+# replica of an idle primary may take over however long since it last
+# heard from it; Redis 7.0 otherwise refuses), no persistence; state and logs in
 # .local/redis-cluster/. `up` is idempotent (a running cluster is left as it
 # is) and prints the URL to give the gateway (redis.url / REDIS_URL):
 #   redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001&...
@@ -65,6 +67,7 @@ up() {
     port_open 127.0.0.1 "$port" && die "127.0.0.1:$port is taken by something else; set CLUSTER_BASE_PORT"
     "$bin" --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
       --cluster-config-file "nodes-$port.conf" --cluster-node-timeout 2000 \
+      --cluster-replica-validity-factor 0 \
       --save '' --appendonly no --dir "$state_dir" --daemonize yes \
       --pidfile "$state_dir/node-$port.pid" --logfile "$state_dir/node-$port.log"
     nodes+=("127.0.0.1:$port")

@@ -4,6 +4,8 @@
 use std::time::{Duration, Instant};
 
 use super::servers::RedisSentinel;
+use fred::prelude::*;
+
 use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

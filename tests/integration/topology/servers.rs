@@ -65,18 +65,6 @@ impl Node {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// A plain client to this node alone.
-    pub async fn client(&self) -> Client {
-        let client = Client::new(
-            Config::from_url(&format!("redis://{}", self.addr())).expect("url"),
-            None,
-            None,
-            None,
-        );
-        client.init().await.expect("connect to the node");
-        client
-    }
-
     async fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -118,6 +106,11 @@ impl RedisCluster {
                     &conf,
                     "--cluster-node-timeout",
                     "2000",
+                    // Else a replica of a primary idle for a while refuses
+                    // to take over ("Disconnected from master for longer
+                    // than allowed").
+                    "--cluster-replica-validity-factor",
+                    "0",
                 ],
             ));
         }
@@ -178,6 +171,12 @@ impl RedisCluster {
                 let out = cli(n.port, &["CLUSTER", "INFO"]);
                 ok &= out.contains("cluster_state:ok")
                     && out.contains(&format!("cluster_size:{primaries}"));
+            }
+            // Every live replica has its primary's link up (a replica that
+            // never synced would lose everything on a failover).
+            for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+                let repl = cli(n.port, &["INFO", "replication"]);
+                ok &= repl.contains("role:master") || repl.contains("master_link_status:up");
             }
             if ok && self.primaries().len() == primaries {
                 return;
