@@ -7,11 +7,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-mod labels;
 mod continuity;
+mod labels;
 mod reads;
-pub use labels::*;
 pub use continuity::{Continuity, LossLabel, NodeLabel};
+pub use labels::*;
 pub use reads::{Read, Reads};
 
 fn latency_histogram() -> Histogram {

@@ -74,9 +74,7 @@ fn library_with(
     let (shebang, rest) = LIBRARY
         .split_once('\n')
         .expect("lua/pulse.lua has a shebang line");
-    format!(
-        "{shebang}\nlocal CONFIGURED = {table};{rest}"
-    )
+    format!("{shebang}\nlocal CONFIGURED = {table};{rest}")
 }
 
 /// The library as this instance loads it: with the audit group when the
@@ -176,7 +174,9 @@ pub async fn verify_primaries(client: &Client, library: &str) -> Result<usize, f
     let primaries = state.unique_primary_nodes();
     for server in &primaries {
         let node = client.with_cluster_node(server.clone());
-        let version: Result<String, _> = node.fcall_ro("pulse_version", Vec::<String>::new(), Vec::<String>::new()).await;
+        let version: Result<String, _> = node
+            .fcall_ro("pulse_version", Vec::<String>::new(), Vec::<String>::new())
+            .await;
         if version.as_deref().ok() != Some(library_version()) {
             let _: Value = node.function_load(true, library).await?;
             tracing::info!(%server, "Redis functions library loaded on a primary that lacked it");

@@ -50,7 +50,11 @@ enum Failed {
 }
 
 impl GapRepair {
-    pub async fn run(self, mut requests: mpsc::UnboundedReceiver<Arc<str>>, cancel: CancellationToken) {
+    pub async fn run(
+        self,
+        mut requests: mpsc::UnboundedReceiver<Arc<str>>,
+        cancel: CancellationToken,
+    ) {
         // Personas whose loss was logged: once each, however many repairs.
         let mut logged: HashSet<PersonaId> = HashSet::new();
         loop {
@@ -99,7 +103,9 @@ impl GapRepair {
                         // Present entries after `last` do not prove `last`
                         // itself survived: a failover may have lost it and
                         // new ingest written past it since.
-                        if last != (0, 0) && !exists(redis, &stream, last).await.map_err(Failed::Redis)? {
+                        if last != (0, 0)
+                            && !exists(redis, &stream, last).await.map_err(Failed::Redis)?
+                        {
                             Err("went_back")
                         } else {
                             Ok(messages)
@@ -157,7 +163,8 @@ impl GapRepair {
         let ws_name = self.hub.ws_name(channel).unwrap_or_else(|| Arc::from(""));
         let verbatim = fetched.frame(&self.source, None, Some(false));
         let wrapped = fetched.frame(&self.source, Some(&ws_name), Some(false));
-        self.hub.restart(channel, fetched.covered, verbatim, wrapped);
+        self.hub
+            .restart(channel, fetched.covered, verbatim, wrapped);
         Ok(())
     }
 }
@@ -172,6 +179,8 @@ async fn newest(redis: &Client, stream: &str) -> Result<Option<Offset>, fred::er
 /// Whether the entry `id` is still in the stream.
 async fn exists(redis: &Client, stream: &str, id: Offset) -> Result<bool, fred::error::Error> {
     let id = format_offset(id);
-    let reply: Value = redis.xrange(stream, id.as_str(), id.as_str(), Some(1)).await?;
+    let reply: Value = redis
+        .xrange(stream, id.as_str(), id.as_str(), Some(1))
+        .await?;
     Ok(!text::entries(reply)?.is_empty())
 }

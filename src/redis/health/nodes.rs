@@ -46,7 +46,11 @@ impl RedisNodes {
                 node: node.clone(),
                 conn,
             };
-            metrics.continuity.node_up.get_or_create(&label).set(i64::from(*up));
+            metrics
+                .continuity
+                .node_up
+                .get_or_create(&label)
+                .set(i64::from(*up));
         }
         *nodes = all
             .into_iter()

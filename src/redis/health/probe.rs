@@ -49,20 +49,24 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         let at = *links.borrow();
-        let pings = async {
-            tokio::join!(ping_nodes(&command, timeout), ping(&subscriber, timeout))
-        };
+        let pings =
+            async { tokio::join!(ping_nodes(&command, timeout), ping(&subscriber, timeout)) };
         let (nodes, subscriber_ok) = tokio::select! {
             _ = cancel.cancelled() => return,
             r = pings => r,
         };
         let command_ok = !nodes.is_empty() && nodes.iter().all(|n| n.up);
         let mut seen = nodes;
-        seen.extend(subscriber.active_connections().into_iter().map(|s| NodeState {
-            node: s.to_string(),
-            conn: "subscriber",
-            up: subscriber_ok,
-        }));
+        seen.extend(
+            subscriber
+                .active_connections()
+                .into_iter()
+                .map(|s| NodeState {
+                    node: s.to_string(),
+                    conn: "subscriber",
+                    up: subscriber_ok,
+                }),
+        );
         status.nodes.update(&metrics, seen);
         let signal = Signal::Probe {
             at,

@@ -30,14 +30,19 @@ pub fn config_for(url: String) -> pulsegate::config::Config {
     c
 }
 
+/// A stream offset as `(ms, seq)`.
+pub type Off = (u64, u64);
+
 /// What one dashboard client saw, until the raw `{"type":"test_end"}`.
 #[derive(Debug, Default)]
 pub struct Seen {
     /// Offsets of every `initial_data`, with its `recovered`.
-    pub initials: Vec<(Option<(u64, u64)>, Option<bool>)>,
+    pub initials: Vec<(Option<Off>, Option<bool>)>,
     /// Offsets of `variant_update`s, in arrival order, and how many came
     /// after the last `initial_data`.
     pub updates: Vec<(u64, u64)>,
+    /// When each update arrived.
+    pub arrivals: Vec<std::time::Instant>,
     pub since_last_initial: usize,
     /// Raw publications without an offset (besides `test_end`).
     pub raw: usize,
@@ -50,7 +55,11 @@ pub fn offset(v: &Value) -> Option<(u64, u64)> {
 }
 
 /// Connects a dashboard client of `persona` and collects what it sees.
-pub async fn watch(addr: SocketAddr, persona: String, within: Duration) -> tokio::task::JoinHandle<Seen> {
+pub async fn watch(
+    addr: SocketAddr,
+    persona: String,
+    within: Duration,
+) -> tokio::task::JoinHandle<Seen> {
     let mut ws = connect(addr, &format!("/dashboard/ws/{persona}")).await;
     tokio::spawn(async move {
         let mut seen = Seen::default();
@@ -74,11 +83,13 @@ pub async fn watch(addr: SocketAddr, persona: String, within: Duration) -> tokio
             let v: Value = serde_json::from_str(&t).expect("json");
             match v["type"].as_str() {
                 Some("initial_data") => {
-                    seen.initials.push((offset(&v["offset"]), v["recovered"].as_bool()));
+                    seen.initials
+                        .push((offset(&v["offset"]), v["recovered"].as_bool()));
                     seen.since_last_initial = 0;
                 }
                 Some("variant_update") => {
                     seen.updates.push(offset(&v["offset"]).expect("offset"));
+                    seen.arrivals.push(std::time::Instant::now());
                     seen.since_last_initial += 1;
                 }
                 Some("test_end") => return seen,
@@ -96,10 +107,16 @@ pub fn check(persona: &str, seen: &Seen, stream: &[(u64, u64)]) {
     assert!(!seen.closed, "{persona}: the client was disconnected");
     assert!(!seen.initials.is_empty(), "{persona}: no initial_data");
     for w in seen.updates.windows(2) {
-        assert!(w[0] < w[1], "{persona}: {:?} then {:?} (duplicate or out of order)", w[0], w[1]);
+        assert!(
+            w[0] < w[1],
+            "{persona}: {:?} then {:?} (duplicate or out of order)",
+            w[0],
+            w[1]
+        );
     }
     let base = seen.initials.last().and_then(|(o, _)| *o).unwrap_or((0, 0));
-    let after: Vec<(u64, u64)> = seen.updates[seen.updates.len() - seen.since_last_initial..].to_vec();
+    let after: Vec<(u64, u64)> =
+        seen.updates[seen.updates.len() - seen.since_last_initial..].to_vec();
     let expected: Vec<(u64, u64)> = stream.iter().copied().filter(|id| *id > base).collect();
     let missing: Vec<_> = expected.iter().filter(|id| !after.contains(id)).collect();
     assert!(
@@ -118,6 +135,15 @@ pub async fn stream_offsets(client: &fred::prelude::Client, persona: &str) -> Ve
         .iter()
         .filter_map(|s| offset(&Value::String(s.clone())))
         .collect()
+}
+
+/// The longest pause between two updates any of these clients saw: for
+/// the personas of a killed primary, about the time from the kill to the
+/// first event delivered again.
+pub fn longest_pause<'a>(seen: impl Iterator<Item = &'a Seen>) -> Duration {
+    seen.flat_map(|s| s.arrivals.windows(2).map(|w| w[1] - w[0]))
+        .max()
+        .unwrap_or_default()
 }
 
 /// Counts per persona for the report lines.

@@ -18,13 +18,18 @@ async fn the_gateway_follows_the_promoted_replica() {
     let mut clients = Vec::new();
     for p in personas {
         for _ in 0..3 {
-            clients.push((p, watch(gw.local_addr, p.to_owned(), Duration::from_secs(45)).await));
+            clients.push((
+                p,
+                watch(gw.local_addr, p.to_owned(), Duration::from_secs(45)).await,
+            ));
         }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     for i in 0..50 {
         for p in personas {
-            ingest(&publisher, p, posted(&format!("a{i}"), 0.05, "hook")).await.expect("ingest");
+            ingest(&publisher, p, posted(&format!("a{i}"), 0.05, "hook"))
+                .await
+                .expect("ingest");
         }
     }
     // Let the replica copy everything acknowledged so far.
@@ -48,7 +53,10 @@ async fn the_gateway_follows_the_promoted_replica() {
     while acked < 50 {
         assert!(Instant::now() < deadline, "ingest did not come back");
         for p in personas {
-            if ingest(&publisher, p, posted(&format!("b{acked}"), 0.05, "hook")).await.is_ok() {
+            if ingest(&publisher, p, posted(&format!("b{acked}"), 0.05, "hook"))
+                .await
+                .is_ok()
+            {
                 acked += 1;
             } else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
