@@ -76,6 +76,10 @@ local VERSION = '1'
 
 -- The audit's consumer group ('' = no audit), set from DEFAULTS by init().
 local AUDIT_GROUP
+-- PUBLISH, or SPUBLISH when the gateway loaded the library into a Redis
+-- Cluster (CONFIGURED.sharded): the persona's channel carries its hash
+-- tag, so it lives on the node that owns the persona's keys.
+local PUBLISH_CMD = 'PUBLISH'
 
 -- Globals cached in upvalues by init() (~25 ns saved per global access in the
 -- Lua 5.1 VM; the load-time sandbox does not expose them).
@@ -156,6 +160,7 @@ local DEFAULTS = {
   backlog_margin            = 10000,
   max_persona_id_len        = 64,
   audit_group               = '',
+  sharded                   = false,
 }
 
 -- The gateway's table, if it was put in front. Loaded on its own, the name
@@ -173,6 +178,8 @@ merge_configured = function()
       local ok
       if k == 'audit_group' then
         ok = type(v) == 'string'
+      elseif k == 'sharded' then
+        ok = type(v) == 'boolean'
       else
         ok = spec and type(v) == 'number' and v % 1 == 0 and v >= spec[1] and v <= spec[2]
       end
@@ -183,6 +190,7 @@ merge_configured = function()
     end
   end
   AUDIT_GROUP = DEFAULTS.audit_group
+  if DEFAULTS.sharded then PUBLISH_CMD = 'SPUBLISH' end
 end
 
 ---------------------------------------------------------------------------
@@ -659,9 +667,14 @@ local function append(ctx, items)
   end
 end
 
+-- The one place that publishes (PUBLISH or SPUBLISH, see PUBLISH_CMD).
+local function publish_to(ch, msg)
+  rcall(PUBLISH_CMD, ch, msg)
+end
+
 local function publish(ctx, msgs)
   local ch = ctx.rec.ch
-  for i = 1, #msgs do rcall('PUBLISH', ch, msgs[i]) end
+  for i = 1, #msgs do publish_to(ch, msgs[i]) end
 end
 
 ---------------------------------------------------------------------------
@@ -928,7 +941,7 @@ local function on_performance_update(ctx, ev, vid)
     end
   end
 
-  rcall('PUBLISH', rec.ch, msg)
+  publish_to(rec.ch, msg)
   return id
 end
 

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The demo: a live gateway fed by a simulated monitor.
 #
-#   scripts/demo.sh [--instances N]
+#   scripts/demo.sh [--instances N] [--redis standalone|cluster|sentinel]
 #
 # With --instances N the gateways are N processes behind HAProxy
 # (scripts/cluster.sh), reached on the same address as the single gateway.
+# With --redis cluster the gateway uses a local Redis Cluster of 3 primaries
+# and 3 replicas (scripts/redis-cluster.sh), with --redis sentinel a primary,
+# a replica and three sentinels (scripts/redis-sentinel.sh); both are left
+# running after the demo (stop them with `down`). REDIS_URL is then theirs.
 #
 # 1. makes sure Redis runs (scripts/ensure-redis.sh; starts a project-local one)
 #    and PostgreSQL (scripts/ensure-postgres.sh; a throwaway cluster in the
@@ -34,15 +38,21 @@
 set -euo pipefail
 
 instances=1
+redis_topology=standalone
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --redis)
+      redis_topology="${2:-}"
+      shift
+      ;;
+    --redis=*) redis_topology="${1#*=}" ;;
     --instances)
       instances="${2:-}"
       shift
       ;;
     --instances=*) instances="${1#*=}" ;;
     -h | --help)
-      sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,39p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -128,7 +138,14 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # 1. Redis, and PostgreSQL for the audit trail.
-bash "$SCRIPT_DIR/ensure-redis.sh" >/dev/null
+case "$redis_topology" in
+  standalone) bash "$SCRIPT_DIR/ensure-redis.sh" >/dev/null ;;
+  cluster) REDIS_URL="$(bash "$SCRIPT_DIR/redis-cluster.sh" up)" ;;
+  sentinel) REDIS_URL="$(bash "$SCRIPT_DIR/redis-sentinel.sh" up)" ;;
+  *) die "--redis takes standalone, cluster or sentinel, got '$redis_topology'" ;;
+esac
+export REDIS_URL
+log "Redis ($redis_topology): $REDIS_URL"
 if [[ "${DEMO_NO_DATABASE:-0}" == 1 ]]; then
   unset DATABASE_URL
   log "DEMO_NO_DATABASE=1: no PostgreSQL; the audit routes answer 503"

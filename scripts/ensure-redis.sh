@@ -6,6 +6,9 @@
 #                                           to this machine, start a project-local
 #                                           redis-server (data/logs in .local/redis/)
 #   scripts/ensure-redis.sh --install-only  only install redis-server
+#   scripts/ensure-redis.sh --with-sentinel also install the redis-sentinel
+#                                           package (with --install-only: only
+#                                           install; scripts/redis-sentinel.sh)
 #   scripts/ensure-redis.sh --stop          stop the project-local redis-server
 #                                           started by this script (if any)
 #
@@ -19,12 +22,14 @@ LOG_PREFIX="ensure-redis"
 # shellcheck source=scripts/lib.sh
 . "$SCRIPT_DIR/lib.sh"
 
-usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 mode=start
+with_sentinel=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --install-only) mode=install ;;
+    --with-sentinel) with_sentinel=1 ;;
     --stop) mode=stop ;;
     -h | --help)
       usage
@@ -103,6 +108,11 @@ else
   apt_install redis-server
 fi
 bin="$(redis_server_bin)" || die "redis-server not found after installing the redis-server package"
+if [[ "$with_sentinel" -eq 1 ]]; then
+  # The package adds the redis-sentinel command and its service files;
+  # `redis-server --sentinel` is the same program, used when it is missing.
+  apt_install redis-sentinel
+fi
 
 if [[ "$mode" == install ]]; then
   log "install only: $("$bin" --version)"

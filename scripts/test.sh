@@ -31,6 +31,10 @@ step "system dependencies (redis-server, postgresql, haproxy)"
 bash "$SCRIPT_DIR/ensure-redis.sh" --install-only
 PULSEGATE_PG_BIN="$(bash "$SCRIPT_DIR/ensure-postgres.sh" --install-only)"
 PULSEGATE_REDIS_SERVER="$(redis_server_bin)" || die "redis-server not found"
+# The Redis Cluster tests (tests/integration/topology/) create their
+# clusters with `redis-cli --cluster create`; Sentinel runs as
+# `redis-server --sentinel`.
+command -v redis-cli >/dev/null 2>&1 || apt_install redis-tools
 # The scale-out tests put gateways behind a real HAProxy.
 PULSEGATE_HAPROXY="$(bash "$SCRIPT_DIR/ensure-haproxy.sh")" || die "HAProxy could not be installed"
 export PULSEGATE_HAPROXY

@@ -7,8 +7,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+mod continuity;
 mod labels;
 mod reads;
+pub use continuity::{Continuity, LossLabel, NodeLabel};
 pub use labels::*;
 pub use reads::{Read, Reads};
 
@@ -71,6 +73,8 @@ pub struct Metrics {
     pub auth_failures: Family<ReasonLabel, Counter>,
     /// Snapshot and replay reads sent to Redis, and the callers that shared one.
     pub reads: Reads,
+    /// Gap repairs and the Redis nodes connected to.
+    pub continuity: Continuity,
 }
 
 impl Default for Metrics {
@@ -124,6 +128,7 @@ impl Metrics {
             ratelimit_keys: Gauge::default(),
             auth_failures: Family::default(),
             reads: Reads::default(),
+            continuity: Continuity::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -328,6 +333,7 @@ impl Metrics {
             m.auth_failures.clone(),
         );
         m.reads.register(r);
+        m.continuity.register(r);
         Self { registry, ..m }
     }
 

@@ -156,10 +156,18 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
 
     // Background work, stopped by `background` and joined at shutdown.
     workers.spawn(app.limits.clone().run_pruner(background.clone()));
+    let (repairs, repair_requests) = tokio::sync::mpsc::unbounded_channel();
+    let gap_repair = crate::redis::gap::GapRepair {
+        hub: hub.clone(),
+        source: app.source.clone(),
+        max: app.config.ws.max_replay,
+        bounds,
+    };
+    workers.spawn(gap_repair.run(repair_requests, background.clone()));
     workers.spawn(subscriber::run_receiver(
         sub_client.clone(),
         hub.clone(),
-        connections,
+        repairs.clone(),
         metrics,
         background.clone(),
     ));
@@ -167,6 +175,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         sub_client.clone(),
         hub,
         changes,
+        repairs,
         health.clone(),
         background.clone(),
     ));
@@ -176,12 +185,17 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         health.clone(),
         background.clone(),
     ));
+    let probe_cfg = probe::Probe {
+        health,
+        status: app.redis_status.clone(),
+        metrics: app.metrics.clone(),
+        interval: app.config.redis.probe_interval,
+        timeout: app.config.redis.command_timeout,
+    };
     workers.spawn(probe::run(
         command,
         sub_client.clone(),
-        health,
-        app.config.redis.probe_interval,
-        app.config.redis.command_timeout,
+        probe_cfg,
         background.clone(),
     ));
     workers.spawn(monitor.run(background.clone()));

@@ -64,24 +64,55 @@ impl Discovery {
         });
     }
 
-    /// One SCAN over the keyspace; new streams get the group and go to their worker.
+    /// One SCAN over the keyspace (of every primary, in a Cluster: each
+    /// holds its own slots' streams); new streams get the group and go to
+    /// their worker.
     async fn scan(&self, known: &mut HashSet<String>) {
+        let mut all = Vec::new();
+        let nodes = match self.redis.cached_cluster_state() {
+            Some(state) => state.unique_primary_nodes().into_iter().map(Some).collect(),
+            None => vec![None],
+        };
+        for node in nodes {
+            if !self.scan_node(node, known, &mut all).await {
+                return;
+            }
+        }
+        self.metrics.audit_streams.set(all.len() as i64);
+        self.status.set_streams(all);
+    }
+
+    /// The SCAN of one node (`None`: the only one); false when Redis failed.
+    async fn scan_node(
+        &self,
+        node: Option<Server>,
+        known: &mut HashSet<String>,
+        all: &mut Vec<String>,
+    ) -> bool {
         let pattern = format!("{}:{{*}}:stream", self.prefix);
         let mut cursor = "0".to_owned();
-        let mut all = Vec::new();
         let mut found: Vec<BTreeMap<String, String>> = vec![BTreeMap::new(); self.workers.len()];
         for _ in 0..100_000 {
             // COUNT 1000 keeps each call short for Redis (fan-out shares
             // it); the extra round trips cost this task only.
-            let page: Result<(String, Vec<String>), _> = self
-                .redis
-                .scan_page(cursor.clone(), pattern.clone(), Some(1000), None)
-                .await;
+            let page: Result<(String, Vec<String>), _> = match &node {
+                Some(server) => {
+                    self.redis
+                        .with_cluster_node(server.clone())
+                        .scan_page(cursor.clone(), pattern.clone(), Some(1000), None)
+                        .await
+                }
+                None => {
+                    self.redis
+                        .scan_page(cursor.clone(), pattern.clone(), Some(1000), None)
+                        .await
+                }
+            };
             let (next, keys) = match page {
                 Ok(p) => p,
                 Err(e) => {
                     self.redis_error("discover", &e);
-                    return;
+                    return false;
                 }
             };
             for key in keys {
@@ -108,8 +139,7 @@ impl Discovery {
             }
             cursor = next;
         }
-        self.metrics.audit_streams.set(all.len() as i64);
-        self.status.set_streams(all);
+        true
     }
 
     async fn create_group(&self, key: &str) -> bool {

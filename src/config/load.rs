@@ -123,7 +123,7 @@ impl Config {
     }
 }
 
-fn redact_url(raw: &str) -> String {
+pub(super) fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("***"));

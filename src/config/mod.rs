@@ -29,7 +29,7 @@ pub use http::HttpConfig;
 pub use ingest::{IngestConfig, OptimizationConfig};
 pub use limits::{LimitsConfig, Rate};
 pub use load::{Overrides, DEFAULT_CONFIG_PATH};
-pub use redis::RedisConfig;
+pub use redis::{RedisConfig, Topology};
 pub use shutdown::ShutdownConfig;
 pub use ws::WsConfig;
 

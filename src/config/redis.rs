@@ -52,16 +52,76 @@ impl Default for RedisConfig {
     }
 }
 
-impl RedisConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.url.starts_with("redis://") || self.url.starts_with("rediss://")) {
-            return Err(ConfigError::new(
+/// Which Redis deployment `redis.url` names: its scheme alone decides
+/// (DECISIONS #10), as fred parses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Topology {
+    /// `redis://`, `rediss://`: one server.
+    Standalone,
+    /// `redis-sentinel://`, `rediss-sentinel://`: the primary the sentinels name.
+    Sentinel,
+    /// `redis-cluster://`, `rediss-cluster://`: every primary of a Cluster,
+    /// with sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`).
+    Cluster,
+}
+
+impl Topology {
+    /// The topology of `url`, or why the URL cannot be used.
+    pub fn of(url: &str) -> Result<Self, ConfigError> {
+        let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+        let topology = match scheme {
+            "redis" | "rediss" => Self::Standalone,
+            "redis-sentinel" | "rediss-sentinel" => Self::Sentinel,
+            "redis-cluster" | "rediss-cluster" => Self::Cluster,
+            _ => {
+                return Err(ConfigError::new(
+                    "redis.url",
+                    format!(
+                        "`{}` must start with redis://, redis-sentinel:// or redis-cluster:// (or their rediss forms)",
+                        super::load::redact_url(url)
+                    ),
+                ))
+            }
+        };
+        // fred's own parser, so what is accepted here is what connects.
+        let config = fred::prelude::Config::from_url(url).map_err(|e| {
+            ConfigError::new(
                 "redis.url",
-                format!("`{}` must start with redis:// or rediss://", self.url),
-            ));
+                format!("`{}`: {}", super::load::redact_url(url), e.details()),
+            )
+        })?;
+        if topology == Self::Sentinel {
+            let named = url
+                .split_once('?')
+                .map(|(_, q)| {
+                    q.split('&').any(|kv| {
+                        kv.strip_prefix("sentinelServiceName=")
+                            .is_some_and(|v| !v.is_empty())
+                    })
+                })
+                .unwrap_or(false);
+            if !named {
+                return Err(ConfigError::new(
+                    "redis.url",
+                    "a redis-sentinel:// URL needs ?sentinelServiceName=<name>",
+                ));
+            }
         }
-        fred::prelude::Config::from_url(&self.url)
-            .map_err(|e| ConfigError::new("redis.url", e.to_string()))?;
+        debug_assert_eq!(config.server.is_clustered(), topology == Self::Cluster);
+        Ok(topology)
+    }
+}
+
+impl RedisConfig {
+    /// The deployment `url` names (validated at start, so `Standalone` on a
+    /// URL that somehow fails is never used to connect).
+    pub fn topology(&self) -> Topology {
+        Topology::of(&self.url).unwrap_or(Topology::Standalone)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        Topology::of(&self.url)?;
         let p = &self.key_prefix;
         if p.is_empty()
             || p.len() > 32
@@ -86,5 +146,48 @@ impl RedisConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Topology;
+
+    #[test]
+    fn the_scheme_alone_chooses_the_topology() {
+        let ok = [
+            ("redis://127.0.0.1:6379", Topology::Standalone),
+            ("rediss://:pw@h:6380/2", Topology::Standalone),
+            (
+                "redis-sentinel://127.0.0.1:26379?sentinelServiceName=pulse&node=127.0.0.1:26380",
+                Topology::Sentinel,
+            ),
+            (
+                "rediss-sentinel://h:26379/0?sentinelServiceName=pulse",
+                Topology::Sentinel,
+            ),
+            (
+                "redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001",
+                Topology::Cluster,
+            ),
+            ("rediss-cluster://h:7000", Topology::Cluster),
+        ];
+        for (url, topology) in ok {
+            assert_eq!(Topology::of(url).unwrap(), topology, "{url}");
+        }
+        let bad = [
+            "http://x",
+            "nope",
+            "redis-sentinel://127.0.0.1:26379",
+            "redis-sentinel://127.0.0.1:26379?sentinelServiceName=",
+            "redis-cluster://",
+            "unix:///tmp/redis.sock",
+        ];
+        for url in bad {
+            let e = Topology::of(url).unwrap_err();
+            assert_eq!(e.key, "redis.url", "{url}");
+        }
+        let e = Topology::of("http://u:secret@h").unwrap_err();
+        assert!(!e.to_string().contains("secret"), "{e}");
     }
 }

@@ -35,6 +35,8 @@ pub fn readyz(app: &App) -> Response<Body> {
             "status": if ready { "ready" } else { "not_ready" },
             "redis": if redis_up { "up" } else { "down" },
             "functions_loaded": library,
+            "redis_topology": app.config.redis.topology(),
+            "redis_nodes": app.redis_status.nodes.snapshot(),
             "audit": app.audit.snapshot(),
             "draining": draining,
             "connections": app.connections.len(),

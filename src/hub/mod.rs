@@ -6,6 +6,8 @@
 //! is inspected and encoded once, then handed to every subscriber's bounded
 //! outbox without waiting on any of them.
 
+mod continuity;
+mod dispatch;
 pub mod message;
 pub mod outbox;
 pub mod recent;
@@ -18,10 +20,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, watch};
 
 use crate::keys::{ws_channel_name, Keys, PersonaId};
-use crate::metrics::{Metrics, ReadPath, ReasonLabel, Repair};
+use crate::metrics::Metrics;
 use crate::stream::Offset;
-use crate::undecodable;
-use outbox::{Outbox, Pushed};
+use outbox::Outbox;
 use recent::{Lookup, Recent};
 
 /// How a subscriber wants publications framed.
@@ -54,15 +55,34 @@ struct Subscriber {
 }
 
 struct Channel {
+    persona: PersonaId,
     ws_name: Arc<str>,
-    /// Copy-on-write so dispatch can iterate without holding the hub lock.
-    subscribers: Arc<Vec<Subscriber>>,
+    /// The last offset forwarded and the publications held while a gap
+    /// repair runs (`continuity.rs`); locked while forwarding, so the
+    /// receiver and a repair never interleave one channel's messages.
+    flow: Arc<Mutex<continuity::Flow>>,
+    /// Who receives the channel's publications, and the last ones.
+    fanout: Arc<Mutex<Fanout>>,
     /// True once Redis confirmed the SUBSCRIBE: a session reads its
     /// snapshot (and a `/ws` client gets its `subscribed`) only then, so a
     /// publication made after that read is never missed.
     ready: watch::Sender<bool>,
+}
+
+/// Locked on its own, never while taking another lock: dispatch records a
+/// publication in `recent` and copies `subscribers` in one step, so a
+/// client added after that step finds the publication in the window, and
+/// one added before gets it pushed.
+#[derive(Default)]
+struct Fanout {
+    /// Copy-on-write so dispatch can iterate without holding any lock.
+    subscribers: Arc<Vec<Subscriber>>,
     /// The last publications, for resumes served without Redis.
     recent: Recent,
+}
+
+fn lock_fanout(fanout: &Mutex<Fanout>) -> MutexGuard<'_, Fanout> {
+    fanout.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub struct Hub {
@@ -163,16 +183,20 @@ impl Hub {
             let _ = self.changes.send(name.clone());
             self.metrics.redis_channels_active.inc();
             Channel {
+                persona: persona.clone(),
                 ws_name: ws_channel_name(persona).into(),
-                subscribers: Arc::new(Vec::new()),
+                flow: Arc::new(Mutex::new(continuity::Flow::new())),
+                fanout: Arc::default(),
                 ready: watch::channel(false).0,
-                recent: Recent::default(),
             }
         });
-        let mut subs = Vec::with_capacity(channel.subscribers.len() + 1);
-        subs.extend(channel.subscribers.iter().cloned());
-        subs.push(Subscriber { id, sink });
-        channel.subscribers = Arc::new(subs);
+        {
+            let mut fanout = lock_fanout(&channel.fanout);
+            let mut subs = Vec::with_capacity(fanout.subscribers.len() + 1);
+            subs.extend(fanout.subscribers.iter().cloned());
+            subs.push(Subscriber { id, sink });
+            fanout.subscribers = Arc::new(subs);
+        }
         let ready = channel.ready.subscribe();
         drop(channels);
         self.metrics.subscriptions_active.inc();
@@ -189,18 +213,20 @@ impl Hub {
         let Some(channel) = channels.get_mut(name) else {
             return;
         };
-        let subs: Vec<Subscriber> = channel
+        let mut fanout = lock_fanout(&channel.fanout);
+        let subs: Vec<Subscriber> = fanout
             .subscribers
             .iter()
             .filter(|s| s.id != id)
             .cloned()
             .collect();
-        if subs.is_empty() {
+        let empty = subs.is_empty();
+        fanout.subscribers = Arc::new(subs);
+        drop(fanout);
+        if empty {
             channels.remove(name);
             let _ = self.changes.send(name.clone());
             self.metrics.redis_channels_active.dec();
-        } else {
-            channel.subscribers = Arc::new(subs);
         }
         drop(channels);
         self.metrics.subscriptions_active.dec();
@@ -220,25 +246,31 @@ impl Hub {
     pub fn set_ready(&self, channel: &str, ready: bool) {
         if let Some(c) = self.lock().get_mut(channel) {
             if !ready {
-                c.recent.clear();
+                lock_fanout(&c.fanout).recent.clear();
             }
             c.ready.send_replace(ready);
+            continuity::lock(&c.flow).subscribed = ready;
         }
     }
 
-    /// Marks every channel unconfirmed (the Redis connection was lost).
+    /// Marks every channel unconfirmed (the Redis connection was lost), and
+    /// holds its publications until a gap repair has read back what the
+    /// lost connection missed.
     pub fn set_all_unready(&self) {
         for c in self.lock().values_mut() {
-            c.recent.clear();
+            lock_fanout(&c.fanout).recent.clear();
             c.ready.send_replace(false);
+            let mut flow = continuity::lock(&c.flow);
+            flow.subscribed = false;
+            flow.begin();
         }
     }
 
     /// Forgets every channel's recent publications: some may have been
     /// missed (the hub lagged behind Redis).
     pub fn forget_recent(&self) {
-        for c in self.lock().values_mut() {
-            c.recent.clear();
+        for c in self.lock().values() {
+            lock_fanout(&c.fanout).recent.clear();
         }
     }
 
@@ -246,114 +278,11 @@ impl Hub {
     /// it (at most `max` entries); [`Lookup::Unknown`] sends the resume to Redis.
     pub fn recent_since(&self, persona: &PersonaId, since: Offset, max: usize) -> Lookup {
         let name = self.keys.channel(persona);
-        match self.lock().get(name.as_str()) {
-            Some(c) => c.recent.since(since, max),
-            None => Lookup::Unknown,
-        }
-    }
-
-    /// A publication refused for bytes that are not UTF-8 (a string stored
-    /// before the library refused them, or another publisher's): with U+FFFD
-    /// for each invalid sequence it goes out if it is then a JSON object, as
-    /// its replay from the stream would. `None`: drop it.
-    fn repair(
-        &self,
-        channel: &str,
-        payload: &[u8],
-        reason: message::RejectReason,
-    ) -> Option<(String, message::Inspected)> {
-        // Only bytes that are not UTF-8 can be repaired; an oversized or
-        // deeply nested payload is dropped without another pass over it.
-        if reason != message::RejectReason::InvalidJson {
-            return None;
-        }
-        let text = undecodable::lossy(payload);
-        if !text.replaced {
-            return None;
-        }
-        let meta = message::inspect(text.text.as_bytes(), self.bounds).ok();
-        let action = match meta {
-            Some(_) => Repair::Replaced,
-            None => Repair::Skipped,
+        let fanout = match self.lock().get(name.as_str()) {
+            Some(c) => c.fanout.clone(),
+            None => return Lookup::Unknown,
         };
-        undecodable::report(&self.metrics, ReadPath::Live, action, channel, None);
-        Some((text.text.into_owned(), meta?))
-    }
-
-    /// Fans a publication out to the channel's subscribers.
-    pub fn dispatch(&self, channel: &str, payload: &[u8]) {
-        self.metrics.redis_messages_received.inc();
-        let repaired;
-        let (payload, meta) = match message::inspect(payload, self.bounds) {
-            Ok(m) => (payload, m),
-            Err(reason) => match self.repair(channel, payload, reason) {
-                Some((text, m)) => {
-                    repaired = text;
-                    (repaired.as_bytes(), m)
-                }
-                None => {
-                    tracing::debug!(channel, %reason, "dropping publication");
-                    self.metrics
-                        .redis_messages_dropped
-                        .get_or_create(&ReasonLabel {
-                            reason: reason.label(),
-                        })
-                        .inc();
-                    // It may have been a stream entry: the window would
-                    // skip it where a Redis replay would not.
-                    if let Some(c) = self.lock().get_mut(channel) {
-                        c.recent.clear();
-                    }
-                    return;
-                }
-            },
-        };
-        let (subscribers, ws_name) = {
-            // Recorded under the lock that adds subscribers: a client added
-            // after this point finds the publication in the window, one
-            // added before gets it pushed below.
-            let mut channels = self.lock();
-            match channels.get_mut(channel) {
-                Some(c) => {
-                    if let Some(offset) = meta.offset {
-                        c.recent.record(offset, payload, self.recent);
-                    }
-                    (c.subscribers.clone(), c.ws_name.clone())
-                }
-                None => return,
-            }
-        };
-        let mut verbatim = None;
-        let mut wrapped = None;
-        for sub in subscribers.iter() {
-            let (outbox, delivery) = match &sub.sink {
-                Sink::Client {
-                    outbox,
-                    mode: Mode::Verbatim,
-                } => (
-                    outbox,
-                    verbatim.get_or_insert_with(|| message::verbatim(payload, &meta, channel)),
-                ),
-                Sink::Client {
-                    outbox,
-                    mode: Mode::Wrapped,
-                } => (
-                    outbox,
-                    wrapped.get_or_insert_with(|| message::wrapped(payload, &meta, &ws_name)),
-                ),
-                Sink::Observer(observer) => {
-                    // Publications without an offset are not stream events:
-                    // they change no aggregate.
-                    if let Some(offset) = meta.offset {
-                        observer.published(offset);
-                    }
-                    continue;
-                }
-            };
-            // Overflows are counted by the outbox itself.
-            if outbox.push(delivery) == Pushed::Conflated {
-                self.metrics.messages_conflated.inc();
-            }
-        }
+        let recent = &lock_fanout(&fanout).recent;
+        recent.since(since, max)
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Topology};
 use crate::redis::health::{Health, Signal};
 
 /// The library source, as shipped in `lua/pulse.lua`.
@@ -55,13 +55,26 @@ pub fn library_with_defaults(
     options: &serde_json::Map<String, serde_json::Value>,
     audit_group: Option<&str>,
 ) -> String {
+    library_with(options, audit_group, false)
+}
+
+/// [`library_with_defaults`], and `sharded` (the library publishes with
+/// `SPUBLISH`: a Redis Cluster, where a plain `PUBLISH` would be copied to
+/// every node and the gateway subscribes with `SSUBSCRIBE`).
+fn library_with(
+    options: &serde_json::Map<String, serde_json::Value>,
+    audit_group: Option<&str>,
+    sharded: bool,
+) -> String {
+    let mut table = configured_table(options, audit_group);
+    if sharded {
+        let sep = if table == "{}" { "" } else { ", " };
+        table.insert_str(table.len() - 1, &format!("{sep}['sharded'] = true"));
+    }
     let (shebang, rest) = LIBRARY
         .split_once('\n')
         .expect("lua/pulse.lua has a shebang line");
-    format!(
-        "{shebang}\nlocal CONFIGURED = {};{rest}",
-        configured_table(options, audit_group)
-    )
+    format!("{shebang}\nlocal CONFIGURED = {table};{rest}")
 }
 
 /// The library as this instance loads it: with the audit group when the
@@ -71,7 +84,8 @@ pub fn library_with_defaults(
 pub fn configured_library(config: &Config) -> String {
     let audit_group = (config.database.url.is_some() && config.audit.enabled)
         .then_some(config.audit.group.as_str());
-    library_with_defaults(&options(config), audit_group)
+    let sharded = config.redis.topology() == Topology::Cluster;
+    library_with(&options(config), audit_group, sharded)
 }
 
 /// A Lua table constructor, on one line, of `options` and the audit group.
@@ -127,10 +141,48 @@ pub async fn load(client: &Client) -> Result<(), fred::error::Error> {
     load_configured(client, LIBRARY).await
 }
 
-/// `FUNCTION LOAD REPLACE` a library source (see [`configured_library`]).
+/// `FUNCTION LOAD REPLACE` a library source (see [`configured_library`]),
+/// on every primary of a Cluster (fred sends it to each), or on the one
+/// server otherwise.
 pub async fn load_configured(client: &Client, library: &str) -> Result<(), fred::error::Error> {
-    let _: String = client.function_load(true, library).await?;
+    let _: Value = client.function_load_cluster(true, library).await?;
     Ok(())
+}
+
+/// The `VERSION` of `lua/pulse.lua`, what `pulse_version` answers.
+pub fn library_version() -> &'static str {
+    LIBRARY
+        .split_once("local VERSION = '")
+        .and_then(|(_, rest)| rest.split_once('\''))
+        .map(|(v, _)| v)
+        .unwrap_or("")
+}
+
+/// How often a Cluster's primaries are asked for `pulse_version`: a replica
+/// promoted by a failover, or a node added later, has no library until the
+/// gateway loads it there, and fred reports no reconnect for it when its
+/// other connections stay up.
+const VERIFY_EVERY: Duration = Duration::from_secs(1);
+
+/// `FCALL_RO pulse_version` on every primary fred knows; loads the library
+/// where it is missing (or another version). Returns how many primaries
+/// were checked, or the first error.
+pub async fn verify_primaries(client: &Client, library: &str) -> Result<usize, fred::error::Error> {
+    let Some(state) = client.cached_cluster_state() else {
+        return Ok(0);
+    };
+    let primaries = state.unique_primary_nodes();
+    for server in &primaries {
+        let node = client.with_cluster_node(server.clone());
+        let version: Result<String, _> = node
+            .fcall_ro("pulse_version", Vec::<String>::new(), Vec::<String>::new())
+            .await;
+        if version.as_deref().ok() != Some(library_version()) {
+            let _: Value = node.function_load(true, library).await?;
+            tracing::info!(%server, "Redis functions library loaded on a primary that lacked it");
+        }
+    }
+    Ok(primaries.len())
 }
 
 /// Pause before retrying a load that failed (Redis down or slow).
@@ -149,6 +201,9 @@ pub async fn keep_loaded(
     let mut links = health.links();
     // The command epoch the library was last loaded for.
     let mut loaded: Option<u64> = None;
+    let clustered = client.is_clustered();
+    let mut verify = tokio::time::interval(VERIFY_EVERY);
+    verify.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let link = links.borrow_and_update().command;
         if link.connected && loaded != Some(link.epoch) {
@@ -181,6 +236,11 @@ pub async fn keep_loaded(
         tokio::select! {
             _ = cancel.cancelled() => return,
             r = links.changed() => if r.is_err() { return },
+            _ = verify.tick(), if clustered => {
+                if let Err(e) = verify_primaries(&client, &library).await {
+                    tracing::warn!(error = %e, "cannot check the library on every primary; retrying");
+                }
+            }
         }
     }
 }
@@ -249,6 +309,24 @@ mod tests {
 
         config.audit.enabled = false;
         assert!(!configured_library(&config).contains("['audit_group']"));
+    }
+
+    #[test]
+    fn the_version_is_read_from_the_library() {
+        assert!(!library_version().is_empty());
+        assert!(LIBRARY.contains(&format!("local VERSION = '{}'", library_version())));
+    }
+
+    #[test]
+    fn a_cluster_library_publishes_sharded() {
+        let mut config = Config::default();
+        assert!(!configured_library(&config).contains("['sharded']"));
+        config.redis.url = "redis-cluster://127.0.0.1:7000".into();
+        let lib = configured_library(&config);
+        let second = lib.lines().nth(1).unwrap();
+        assert!(second.contains(", ['sharded'] = true};"), "{second}");
+        let bare = library_with(&serde_json::Map::new(), None, true);
+        assert!(bare.contains("local CONFIGURED = {['sharded'] = true};"));
     }
 
     #[test]

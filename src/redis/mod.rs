@@ -2,8 +2,10 @@
 //! subscriber connection, both with timeouts and endless reconnects.
 
 pub mod functions;
+pub mod gap;
 pub mod health;
 pub mod replay;
+pub mod slots;
 pub mod subscriber;
 pub mod text;
 

@@ -13,12 +13,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::registry::Connections;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::protocol::frame;
-use crate::protocol::ServerMessage;
+use crate::redis::gap::Requests;
 use crate::redis::health::{Health, Link, Links, Signal};
+use crate::redis::slots::Owners;
 
 /// Pause before retrying a SUBSCRIBE that failed (Redis down or slow).
 const RETRY_DELAY: Duration = Duration::from_millis(500);
@@ -26,11 +25,12 @@ const RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Moves publications from fred's broadcast channel into the hub. fred's
 /// connection task is the Redis reader; this loop only dispatches, which
 /// costs one try-push per subscriber. If it still falls behind, fred drops
-/// messages (`Lagged`): they are counted and every client is told to resync.
+/// messages (`Lagged`): they are counted and every channel is repaired from
+/// its stream (`gap.rs`).
 pub async fn run_receiver(
     client: SubscriberClient,
     hub: Arc<Hub>,
-    connections: Arc<Connections>,
+    repairs: Requests,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
@@ -63,14 +63,12 @@ pub async fn run_receiver(
                 hub.forget_recent();
                 tracing::warn!(
                     lost = n,
-                    "hub lagged behind Redis pub/sub; telling clients to resync"
+                    "hub lagged behind Redis pub/sub; repairing every channel from its stream"
                 );
-                let notice = ServerMessage::Status {
-                    redis: None,
-                    resync: Some(true),
+                hub.begin_repair_all();
+                for channel in hub.wanted() {
+                    let _ = repairs.send(channel);
                 }
-                .to_json();
-                connections.broadcast(frame::text(&notice));
             }
             Err(RecvError::Closed) => {
                 tracing::error!("Redis pub/sub channel closed");
@@ -88,9 +86,16 @@ pub async fn run_reconciler(
     client: SubscriberClient,
     hub: Arc<Hub>,
     mut changes: mpsc::UnboundedReceiver<Arc<str>>,
+    repairs: Requests,
     health: Health,
     cancel: CancellationToken,
 ) {
+    let sharded = client.is_clustered();
+    // In a Cluster, where each channel's slot lives, checked every second:
+    // a slot that moved is subscribed again where it went, and repaired.
+    let mut owners = Owners::default();
+    let mut slot_check = tokio::time::interval(crate::redis::slots::CHECK_EVERY);
+    slot_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Failed changes, retried after RETRY_DELAY in order; kept here rather
     // than in spawned sleeps, so nothing outlives the reconciler.
     let mut retries: VecDeque<(Instant, Arc<str>)> = VecDeque::new();
@@ -108,6 +113,10 @@ pub async fn run_reconciler(
                 // Epochs change only on reconnect: a new, empty connection.
                 match resync(&client, &hub, &mut subscribed, &mut links, link, &cancel).await {
                     Resync::Done => {
+                        owners.record_all(&client, &subscribed);
+                        for channel in subscribed.iter() {
+                            let _ = repairs.send(channel.clone());
+                        }
                         let signal = Signal::Resubscribed { epoch: link.epoch };
                         if health.report(signal).await.is_err() {
                             return;
@@ -127,9 +136,33 @@ pub async fn run_reconciler(
                 Some((_, channel)) => channel,
                 None => continue,
             },
+            _ = slot_check.tick(), if sharded && seen.connected => {
+                for channel in owners.moved(&client, &subscribed).await {
+                    tracing::info!(%channel, "slot moved; subscribing where it went");
+                    // Not live until subscribed on the new owner; held
+                    // until repaired from the stream there.
+                    hub.set_ready(&channel, false);
+                    hub.begin_repair(&channel);
+                    subscribed.remove(&channel);
+                    if !reconcile(&client, &hub, &mut subscribed, channel.clone()).await {
+                        retries.push_back((Instant::now() + RETRY_DELAY, channel));
+                    } else {
+                        owners.record(&client, &channel);
+                        let _ = repairs.send(channel);
+                    }
+                }
+                continue;
+            }
         };
         if !reconcile(&client, &hub, &mut subscribed, channel.clone()).await {
             retries.push_back((Instant::now() + RETRY_DELAY, channel));
+        } else if hub.is_wanted(&channel) {
+            // A new channel (or one wanted again) starts repairing: its
+            // repair finds where its stream stands.
+            owners.record(&client, &channel);
+            let _ = repairs.send(channel);
+        } else {
+            owners.forget(&channel);
         }
     }
 }
@@ -163,6 +196,14 @@ async fn resync(
     loop {
         let wanted = hub.wanted();
         let attempt = async {
+            if client.is_clustered() {
+                // SSUBSCRIBE takes channels of one slot; fred routes each
+                // to the node owning it and resolves on its reply.
+                for channel in &wanted {
+                    client.ssubscribe(&**channel).await?;
+                }
+                return Ok(());
+            }
             for batch in wanted.chunks(RESUBSCRIBE_BATCH) {
                 let names: Vec<String> = batch.iter().map(|c| c.to_string()).collect();
                 client.subscribe(names).await?;
@@ -214,10 +255,17 @@ async fn resync(
 /// right after reached no subscriber), while Redis answers a connection's
 /// commands in order, so the PONG proves the subscription is live and
 /// sessions may read their snapshots (`Hub::set_ready`).
+///
+/// In a Cluster it is `SSUBSCRIBE` on the node owning the channel's slot,
+/// which fred resolves on Redis' own reply (it handles `MOVED` for it), so
+/// no PING is needed.
 async fn confirmed_subscribe(
     client: &SubscriberClient,
     channel: &str,
 ) -> Result<(), fred::error::Error> {
+    if client.is_clustered() {
+        return client.ssubscribe(channel).await;
+    }
     client.subscribe(channel).await?;
     let _: fred::types::Value = client.ping(None).await?;
     Ok(())
@@ -237,9 +285,16 @@ async fn reconcile(
             subscribed.insert(channel.clone());
             hub.set_ready(&channel, true);
         }),
-        (false, true) => client.unsubscribe(&*channel).await.map(|_| {
-            subscribed.remove(&channel);
-        }),
+        (false, true) => {
+            let result = if client.is_clustered() {
+                client.sunsubscribe(&*channel).await
+            } else {
+                client.unsubscribe(&*channel).await
+            };
+            result.map(|_| {
+                subscribed.remove(&channel);
+            })
+        }
         (true, true) => {
             // The channel was dropped and wanted again before we acted.
             hub.set_ready(&channel, true);

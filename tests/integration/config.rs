@@ -57,6 +57,17 @@ fn bad_config_exits_64_and_names_the_key() {
             "ws.ping_interval",
         ),
         (vec!["serve"], vec![("REDIS_URL", "nope")], "redis.url"),
+        // Sentinel without its service name; a Cluster URL without a host.
+        (
+            vec!["serve", "--redis-url", "redis-sentinel://127.0.0.1:26379"],
+            vec![],
+            "redis.url",
+        ),
+        (
+            vec!["serve"],
+            vec![("REDIS_URL", "redis-cluster://")],
+            "redis.url",
+        ),
         (
             vec!["serve"],
             vec![("DATABASE_URL", "mysql://x")],

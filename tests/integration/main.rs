@@ -21,3 +21,4 @@ mod resume;
 mod security;
 mod shared_reads;
 mod shutdown;
+mod topology;

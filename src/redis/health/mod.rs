@@ -11,6 +11,7 @@
 //! `select!`, so the order of events is the order the monitor applies them.
 
 mod monitor;
+pub mod nodes;
 pub mod probe;
 pub mod state;
 
@@ -28,6 +29,8 @@ pub struct RedisStatus {
     up: AtomicBool,
     /// The functions library is loaded on the current command connection.
     library: AtomicBool,
+    /// Each node reached and whether it answered (written by the probe).
+    pub nodes: nodes::RedisNodes,
 }
 
 impl RedisStatus {

@@ -1,0 +1,186 @@
+//! Gap repair, the Redis half: after a resubscription (a reconnect, a
+//! failover, a slot move, a lagged broadcast channel) the hub holds a
+//! channel's publications (`hub/continuity.rs`) while this task reads the
+//! persona's stream after the last offset forwarded and forwards what was
+//! missed; then the held publications follow. Clients see no gap and need
+//! not reconnect. When the missed entries are gone (a failover lost writes
+//! the replica had not copied, or they were trimmed) the persona's clients
+//! get a fresh `initial_data` with `"recovered": false`, counted in
+//! `pulsegate_redis_history_lost_total` and logged once per persona.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::prelude::*;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::message::Bounds;
+use crate::hub::Hub;
+use crate::keys::PersonaId;
+use crate::metrics::LossLabel;
+use crate::redis::replay::{self, Replay};
+use crate::redis::text;
+use crate::snapshot::{self, Source};
+use crate::stream::{format_offset, parse_offset, Offset};
+
+/// Pause before retrying a repair Redis could not answer.
+const RETRY_DELAY: Duration = Duration::from_millis(300);
+
+/// Where repairs are asked for: the reconciler after each resubscription,
+/// the receiver after a lag. A channel is sent once per repair it needs.
+pub type Requests = mpsc::UnboundedSender<Arc<str>>;
+
+pub struct GapRepair {
+    pub hub: Arc<Hub>,
+    /// The command client, keys and metrics, and the snapshot a lost
+    /// history is answered with.
+    pub source: Source,
+    /// `ws.max_replay`: most entries one repair forwards; past it clients
+    /// get a fresh snapshot instead.
+    pub max: usize,
+    pub bounds: Bounds,
+}
+
+/// Why one repair could not finish this time.
+enum Failed {
+    Redis(fred::error::Error),
+    Snapshot,
+}
+
+impl GapRepair {
+    pub async fn run(
+        self,
+        mut requests: mpsc::UnboundedReceiver<Arc<str>>,
+        cancel: CancellationToken,
+    ) {
+        // Personas whose loss was logged: once each, however many repairs.
+        let mut logged: HashSet<PersonaId> = HashSet::new();
+        loop {
+            let channel = tokio::select! {
+                _ = cancel.cancelled() => return,
+                c = requests.recv() => match c { Some(c) => c, None => return },
+            };
+            loop {
+                match self.repair(&channel, &mut logged).await {
+                    Ok(true) => break,
+                    Ok(false) => continue,
+                    Err(failed) => {
+                        if let Failed::Redis(e) = &failed {
+                            tracing::debug!(%channel, error = %e, "gap repair failed; retrying");
+                        }
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::sleep(RETRY_DELAY) => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pass; `Ok(false)`: held publications overflowed, read again.
+    async fn repair(&self, channel: &str, logged: &mut HashSet<PersonaId>) -> Result<bool, Failed> {
+        let Some(from) = self.hub.repair_from(channel) else {
+            return Ok(true);
+        };
+        let metrics = &self.source.metrics;
+        let stream = self.source.keys.stream(&from.persona);
+        let redis = &self.source.redis;
+        match from.last {
+            None => {
+                let newest = newest(redis, &stream).await.map_err(Failed::Redis)?;
+                self.hub.seed(channel, newest.unwrap_or((0, 0)));
+            }
+            Some(last) => {
+                metrics.continuity.repairs.inc();
+                let replay = replay::since(redis, &stream, last, self.max, self.bounds)
+                    .await
+                    .map_err(Failed::Redis)?;
+                let outcome = match replay {
+                    Replay::Complete { messages, .. } => {
+                        // Present entries after `last` do not prove `last`
+                        // itself survived: a failover may have lost it and
+                        // new ingest written past it since.
+                        if last != (0, 0)
+                            && !exists(redis, &stream, last).await.map_err(Failed::Redis)?
+                        {
+                            Err("went_back")
+                        } else {
+                            Ok(messages)
+                        }
+                    }
+                    // A stream that did not exist when the channel started
+                    // and still does not: nothing was missed.
+                    Replay::Unrecoverable("unknown_offset") if last == (0, 0) => Ok(Vec::new()),
+                    Replay::Unrecoverable("unknown_offset") => Err("went_back"),
+                    Replay::Unrecoverable(reason) => Err(reason),
+                };
+                match outcome {
+                    Ok(messages) => {
+                        for (_, m) in &messages {
+                            if self.hub.forward_repaired(channel, m.as_bytes()) {
+                                metrics.continuity.repaired_entries.inc();
+                            }
+                        }
+                    }
+                    Err(reason) => self.lost(channel, &from.persona, reason, logged).await?,
+                }
+            }
+        }
+        Ok(self.hub.finish_repair(channel))
+    }
+
+    /// The missed entries are gone: a fresh `initial_data` for every client.
+    async fn lost(
+        &self,
+        channel: &str,
+        persona: &PersonaId,
+        reason: &'static str,
+        logged: &mut HashSet<PersonaId>,
+    ) -> Result<(), Failed> {
+        let fetched = match snapshot::fetch(&self.source, persona).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(%persona, error = %e, "snapshot for a lost history failed; retrying");
+                return Err(Failed::Snapshot);
+            }
+        };
+        self.source
+            .metrics
+            .continuity
+            .history_lost
+            .get_or_create(&LossLabel { reason })
+            .inc();
+        if logged.insert(persona.clone()) {
+            tracing::warn!(
+                %persona,
+                reason,
+                "missed publications are gone from the stream; the persona's clients get a fresh initial_data (recovered: false)"
+            );
+        }
+        let ws_name = self.hub.ws_name(channel).unwrap_or_else(|| Arc::from(""));
+        let verbatim = fetched.frame(&self.source, None, Some(false));
+        let wrapped = fetched.frame(&self.source, Some(&ws_name), Some(false));
+        self.hub
+            .restart(channel, fetched.covered, verbatim, wrapped);
+        Ok(())
+    }
+}
+
+/// The id of the stream's newest entry (`None`: empty or missing).
+async fn newest(redis: &Client, stream: &str) -> Result<Option<Offset>, fred::error::Error> {
+    let reply: Value = redis.xrevrange(stream, "+", "-", Some(1)).await?;
+    let entries = text::entries(reply)?;
+    Ok(entries.first().and_then(|(id, _)| parse_offset(id)))
+}
+
+/// Whether the entry `id` is still in the stream.
+async fn exists(redis: &Client, stream: &str, id: Offset) -> Result<bool, fred::error::Error> {
+    let id = format_offset(id);
+    let reply: Value = redis
+        .xrange(stream, id.as_str(), id.as_str(), Some(1))
+        .await?;
+    Ok(!text::entries(reply)?.is_empty())
+}
