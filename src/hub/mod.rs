@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, watch};
 
+use crate::channel_name::ChannelId;
 use crate::keys::{ws_channel_name, Keys, PersonaId};
 use crate::metrics::{Metrics, ReadPath, ReasonLabel, Repair};
 use crate::stream::Offset;
@@ -53,6 +54,9 @@ struct Subscriber {
 
 struct Channel {
     ws_name: Arc<str>,
+    /// The namespace's conflation field path (`[[channels]].conflate`);
+    /// `None` for personas (performance updates) and lossless namespaces.
+    conflate: Option<Arc<[String]>>,
     /// Copy-on-write so dispatch can iterate without holding the hub lock.
     subscribers: Arc<Vec<Subscriber>>,
     /// True once Redis confirmed the SUBSCRIBE: a session reads its
@@ -70,6 +74,15 @@ pub struct Hub {
     next_id: AtomicU64,
     /// What a publication may be; anyone with access to Redis can PUBLISH.
     bounds: message::Bounds,
+}
+
+/// Where a subscriber is added: the Redis channel, the `/ws` name and the
+/// namespace's rules.
+struct Target {
+    redis: Arc<str>,
+    ws_name: Arc<str>,
+    conflate: Option<Arc<[String]>>,
+    max_subscribers: usize,
 }
 
 /// A client's subscription; dropping it unsubscribes.
@@ -148,14 +161,62 @@ impl Hub {
     }
 
     fn add(self: &Arc<Self>, persona: &PersonaId, sink: Sink) -> Subscription {
-        let name: Arc<str> = self.keys.channel(persona).into();
+        let target = Target {
+            redis: self.keys.channel(persona).into(),
+            ws_name: ws_channel_name(persona).into(),
+            conflate: None,
+            max_subscribers: 0,
+        };
+        // No bound: it cannot refuse.
+        self.add_to(target, sink)
+            .unwrap_or_else(|| unreachable!("a persona channel has no subscriber bound"))
+    }
+
+    /// Adds a `/ws` subscriber to a `[[channels]]` channel: `conflate` is
+    /// its namespace's field path, `max_subscribers` (0: none) the most
+    /// subscribers it may have in this process. `None`: that many already.
+    pub fn subscribe_channel(
+        self: &Arc<Self>,
+        channel: &ChannelId,
+        conflate: Option<Arc<[String]>>,
+        max_subscribers: usize,
+        outbox: Arc<Outbox>,
+    ) -> Option<Subscription> {
+        let target = Target {
+            redis: self.keys.channel_events(channel.as_str()).into(),
+            ws_name: channel.as_str().into(),
+            conflate,
+            max_subscribers,
+        };
+        let sink = Sink::Client {
+            outbox,
+            mode: Mode::Wrapped,
+        };
+        self.add_to(target, sink)
+    }
+
+    fn add_to(self: &Arc<Self>, target: Target, sink: Sink) -> Option<Subscription> {
+        let Target {
+            redis: name,
+            ws_name,
+            conflate,
+            max_subscribers,
+        } = target;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut channels = self.lock();
+        if max_subscribers > 0
+            && channels
+                .get(&name)
+                .is_some_and(|c| c.subscribers.len() >= max_subscribers)
+        {
+            return None;
+        }
         let channel = channels.entry(name.clone()).or_insert_with(|| {
             let _ = self.changes.send(name.clone());
             self.metrics.redis_channels_active.inc();
             Channel {
-                ws_name: ws_channel_name(persona).into(),
+                ws_name,
+                conflate,
                 subscribers: Arc::new(Vec::new()),
                 ready: watch::channel(false).0,
             }
@@ -167,12 +228,12 @@ impl Hub {
         let ready = channel.ready.subscribe();
         drop(channels);
         self.metrics.subscriptions_active.inc();
-        Subscription {
+        Some(Subscription {
             hub: self.clone(),
             channel: name,
             id,
             ready,
-        }
+        })
     }
 
     fn unsubscribe(&self, name: &Arc<str>, id: u64) {
@@ -230,6 +291,7 @@ impl Hub {
         channel: &str,
         payload: &[u8],
         reason: message::RejectReason,
+        conflate: Option<&[String]>,
     ) -> Option<(String, message::Inspected)> {
         // Only bytes that are not UTF-8 can be repaired; an oversized or
         // deeply nested payload is dropped without another pass over it.
@@ -240,7 +302,7 @@ impl Hub {
         if !text.replaced {
             return None;
         }
-        let meta = message::inspect(text.text.as_bytes(), self.bounds).ok();
+        let meta = message::inspect_keyed(text.text.as_bytes(), self.bounds, conflate).ok();
         let action = match meta {
             Some(_) => Repair::Replaced,
             None => Repair::Skipped,
@@ -252,17 +314,18 @@ impl Hub {
     /// Fans a publication out to the channel's subscribers.
     pub fn dispatch(&self, channel: &str, payload: &[u8]) {
         self.metrics.redis_messages_received.inc();
-        let (subscribers, ws_name) = {
+        let (subscribers, ws_name, conflate) = {
             let channels = self.lock();
             match channels.get(channel) {
-                Some(c) => (c.subscribers.clone(), c.ws_name.clone()),
+                Some(c) => (c.subscribers.clone(), c.ws_name.clone(), c.conflate.clone()),
                 None => return,
             }
         };
         let repaired;
-        let (payload, meta) = match message::inspect(payload, self.bounds) {
+        let conflate = conflate.as_deref();
+        let (payload, meta) = match message::inspect_keyed(payload, self.bounds, conflate) {
             Ok(m) => (payload, m),
-            Err(reason) => match self.repair(channel, payload, reason) {
+            Err(reason) => match self.repair(channel, payload, reason, conflate) {
                 Some((text, m)) => {
                     repaired = text;
                     (repaired.as_bytes(), m)

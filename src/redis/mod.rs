@@ -3,6 +3,7 @@
 
 pub mod functions;
 pub mod health;
+pub mod recent;
 pub mod replay;
 pub mod subscriber;
 pub mod text;
