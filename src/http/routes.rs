@@ -159,7 +159,7 @@ pub static ROUTES: [Route; 19] = [
     ),
 ];
 
-/// The path parameters of a match (`persona_id`, `variant_id`, `asset`).
+/// The path parameters of a match (`persona_id`, `variant_id`, `asset`, `channel`).
 #[derive(Debug, Default)]
 pub struct Params(Vec<(&'static str, String)>);
 
@@ -226,7 +226,7 @@ impl Table {
                     .params
                     .iter()
                     .filter_map(|(k, v)| {
-                        let name = ["persona_id", "variant_id", "asset"]
+                        let name = ["persona_id", "variant_id", "asset", "channel"]
                             .into_iter()
                             .find(|n| *n == k)?;
                         Some((name, v.to_owned()))

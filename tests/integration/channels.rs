@@ -181,6 +181,13 @@ async fn task_and_persona_channels_share_a_connection_and_resume() {
         assert_eq!(g["task:123"], stream_ids(&publisher, task_stream).await);
     }
 
+    // The first connection got the status live too.
+    collect(&mut ws, &mut acks, &mut got, |_, g| {
+        g["task:123"].len() == 41
+    })
+    .await;
+    assert_eq!(got["task:123"].last(), Some(&last));
+
     // A namespace without history: plain PUBLISH reaches subscribers, with no offset.
     send_json(
         &mut ws,
