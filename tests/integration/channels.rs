@@ -369,7 +369,7 @@ async fn pulse_publish_over_fcall_and_http() {
     assert!(r.expect_err("too big").details().contains("larger than"));
     assert_eq!(
         stream_ids(&publisher, "pulse:{task:9}:stream").await,
-        [id.clone()]
+        std::slice::from_ref(&id)
     );
 
     // Over HTTP: 202 with the offset, the same entry; specific 4xx otherwise.
