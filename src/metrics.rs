@@ -8,8 +8,10 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 mod labels;
+mod publish;
 mod reads;
 pub use labels::*;
+pub use publish::Publish;
 pub use reads::{Read, Reads};
 
 fn latency_histogram() -> Histogram {
@@ -55,8 +57,8 @@ pub struct Metrics {
     pub audit_persona_lag_seconds: Family<PersonaLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub ingest_accepted: Counter,
     pub ingest_rejected: Family<ReasonLabel, Counter>,
-    pub published: Counter,
-    pub publish_rejected: Family<ReasonLabel, Counter>,
+    /// Channel publications over HTTP.
+    pub publish: Publish,
     /// REST reads by where the answer came from (`cached`, `waited` for a
     /// rebuild, `built` by the request).
     pub api_reads: Family<SourceLabel, Counter>,
@@ -117,8 +119,7 @@ impl Metrics {
             audit_persona_lag_seconds: Family::default(),
             ingest_accepted: Counter::default(),
             ingest_rejected: Family::default(),
-            published: Counter::default(),
-            publish_rejected: Family::default(),
+            publish: Publish::default(),
             api_reads: Family::default(),
             api_cache_personas: Gauge::default(),
             api_cache_rebuilds: Counter::default(),
@@ -220,16 +221,6 @@ impl Metrics {
             "ingest_rejected",
             "HTTP ingest requests refused, by reason",
             m.ingest_rejected.clone(),
-        );
-        r.register(
-            "published",
-            "Messages accepted through POST /api/channels/{channel}/publish",
-            m.published.clone(),
-        );
-        r.register(
-            "publish_rejected",
-            "Channel publications over HTTP refused, by reason",
-            m.publish_rejected.clone(),
         );
         r.register(
             "connections_active",
@@ -342,6 +333,7 @@ impl Metrics {
             m.auth_failures.clone(),
         );
         m.reads.register(r);
+        m.publish.register(r);
         Self { registry, ..m }
     }
 
@@ -375,13 +367,6 @@ impl Metrics {
     pub fn ingest_rejected(&self, reason: IngestRejection) {
         let reason = reason.label();
         self.ingest_rejected
-            .get_or_create(&ReasonLabel { reason })
-            .inc();
-    }
-
-    pub fn publish_rejected(&self, reason: PublishRejection) {
-        let reason = reason.label();
-        self.publish_rejected
             .get_or_create(&ReasonLabel { reason })
             .inc();
     }

@@ -21,14 +21,14 @@ pub async fn handle(app: &Arc<App>, channel: &str, req: Request<Incoming>) -> Re
     };
     match publish(app, channel, &body, claims.as_ref()).await {
         Ok(p) => {
-            app.metrics.published.inc();
+            app.metrics.publish.accepted.inc();
             json(
                 StatusCode::ACCEPTED,
                 &json!({"channel": p.channel, "offset": p.offset}),
             )
         }
         Err(e) => {
-            app.metrics.publish_rejected(e.label());
+            app.metrics.publish.rejected(e.label());
             let field = |status, code: &str, field: &str, message: &str| {
                 json(
                     status,
