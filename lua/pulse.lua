@@ -14,6 +14,14 @@ Functions
            -> JSON string of one variant's decoded state, or nil
   FCALL_RO pulse_version  0
            -> library version string
+  FCALL    pulse_publish  1 <prefix>:{<namespace>:<id>} <message-json>
+           -> stream id (the message's "offset") when the namespace keeps
+              history, else nil; the message is published either way
+
+Channels of other namespaces (the gateway's channels config, passed in as
+CONFIGURED.channels = {<namespace> = <history length>}): B = KEYS[1] =
+"<prefix>:{<namespace>:<id>}"; B:stream (fields m, t=<message type>) when the
+history length is > 0, trimmed MAXLEN ~ history; B:events receives every m.
 
 Key layout. B = KEYS[1] = "<prefix>:{<persona_id>}". Every key is B plus a
 suffix, so all keys of a persona share the {persona_id} cluster hash tag.
@@ -161,6 +169,10 @@ local DEFAULTS = {
   max_persona_id_len        = 64,
   audit_group               = '',
   sharded                   = false,
+  -- set only through CONFIGURED (not call options): the gateway's
+  -- [[channels]] namespaces -> history length, and its largest publication
+  channels                  = {},
+  max_publish_bytes         = 1048576,
 }
 
 -- The gateway's table, if it was put in front. Loaded on its own, the name
@@ -180,6 +192,15 @@ merge_configured = function()
         ok = type(v) == 'string'
       elseif k == 'sharded' then
         ok = type(v) == 'boolean'
+      elseif k == 'channels' then
+        ok = type(v) == 'table'
+        for ns, n in pairs(ok and v or {}) do
+          ok = ok and type(ns) == 'string' and string.match(ns, '^[a-z0-9_%-]+$') ~= nil and #ns <= 32
+               and ns ~= 'persona' and ns ~= 'system'
+               and type(n) == 'number' and n % 1 == 0 and n >= 0 and n <= MAX_INT
+        end
+      elseif k == 'max_publish_bytes' then
+        ok = type(v) == 'number' and v % 1 == 0 and v >= 64 and v <= MAX_INT
       else
         ok = spec and type(v) == 'number' and v % 1 == 0 and v >= spec[1] and v <= spec[2]
       end
@@ -1218,7 +1239,96 @@ local function version()
   return VERSION
 end
 
+---------------------------------------------------------------------------
+-- pulse_publish: a message on a channel of a [[channels]] namespace
+---------------------------------------------------------------------------
+-- Per channel base record (a cache, like `bases`): key names, the
+-- namespace's history and the last stream id generated.
+local chans, chans_count = {}, 0
+
+local function check_channel(keys)
+  if #keys ~= 1 then bad('keys', 'expected exactly 1 key <prefix>:{<namespace>:<id>}, got ' .. #keys) end
+  local base = keys[1]
+  local rec = chans[base]
+  if rec then return rec end
+  local problem = text_problem(base)
+  if problem then bad('key', problem) end
+  local prefix, ns, id = smatch(base, '^(.+):{([^{}:]*):([^{}]*)}$')
+  if not prefix or sfind(prefix, '[{}]') then
+    bad('key', 'must look like <prefix>:{<namespace>:<id>}, got ' .. q(base))
+  end
+  local history = DEFAULTS.channels[ns]
+  if not history then
+    bad('namespace', 'unknown namespace ' .. q(ns) .. ' (not in the gateway\'s [[channels]])')
+  end
+  local max_len = DEFAULTS.max_persona_id_len
+  if #id < 1 or #id > max_len or not smatch(id, PERSONA_PATTERN) then
+    bad('id', 'must be 1..' .. max_len .. ' chars of [A-Za-z0-9_.-], got ' .. q(id))
+  end
+  chans_count = chans_count + 1
+  if chans_count > 100000 then chans, chans_count = {}, 1 end
+  -- The audit's backlog bound, scaled to short histories: a margin of a
+  -- tenth of the history when backlog_margin would not leave room.
+  local margin = DEFAULTS.backlog_margin
+  if margin > floor(history / 10) then margin = floor(history / 10) end
+  rec = {skey = base .. ':stream', ch = base .. ':events', history = history, maxlen_s = fmt('%d', history),
+         opts = {stream_maxlen = history, backlog_margin = margin}}
+  chans[base] = rec
+  return rec
+end
+
+-- The one place a channel message is published: PUBLISH, or SPUBLISH in
+-- a Cluster (PUBLISH_CMD), as for personas.
+local function channel_publish(ch, msg)
+  rcall(PUBLISH_CMD, ch, msg)
+end
+
+-- The stored and published message: the caller's object with "offset" first.
+local function with_offset(raw, id)
+  local rest = smatch(raw, '^%s*{%s*(.*)$')
+  if string.sub(rest, 1, 1) == '}' then return '{"offset":"' .. id .. '"' .. rest end
+  return '{"offset":"' .. id .. '",' .. rest
+end
+
+local function publish_message(keys, args)
+  if not floor then init() end
+  local rec = check_channel(keys)
+  if #args ~= 1 then bad('args', 'expected <message-json>, got ' .. #args .. ' arguments') end
+  local raw = args[1]
+  local limit = DEFAULTS.max_publish_bytes
+  if #raw > limit then bad('message', 'larger than ' .. limit .. ' bytes') end
+  local m = decode_json(raw, 'message')
+  if not is_object(m, raw) then bad('message', 'must be a JSON object') end
+  if rec.history == 0 then
+    channel_publish(rec.ch, raw)
+    return false
+  end
+  if m.offset ~= nil then bad('offset', 'is set by pulse_publish (the stream id); leave it out') end
+  local t = m.type
+  if typ(t) ~= 'string' or #t > MAX_ID_LEN then t = 'message' end
+  check_backlog(rec, rec.skey, 1)
+  local tm = rcall('TIME')
+  local now = tonum(tm[1]) * 1000 + floor(tonum(tm[2]) / 1000)
+  local ms, seq = id_after(rec.ms, rec.seq, now)
+  for attempt = 1, 2 do
+    local id = fmt('%d-%d', ms, seq)
+    local msg = with_offset(raw, id)
+    if #msg > limit then bad('message', 'larger than ' .. limit .. ' bytes with its offset') end
+    local r = (attempt == 1 and rpcall or rcall)('XADD', rec.skey, 'MAXLEN', '~', rec.maxlen_s, id,
+                                                 'm', msg, 't', t)
+    if typ(r) ~= 'table' or not r.err then
+      rec.ms, rec.seq = ms, seq
+      channel_publish(rec.ch, msg)
+      return id
+    end
+    -- id refused (cache cold or behind the stream): resync and retry once
+    local lms, lseq = stream_last_id(rec.skey)
+    ms, seq = id_after(lms, lseq, now)
+  end
+end
+
 redis.register_function('pulse_ingest', protect(ingest))
 redis.register_function{function_name = 'pulse_snapshot', callback = protect(snapshot), flags = {'no-writes'}}
 redis.register_function{function_name = 'pulse_variant', callback = protect(variant), flags = {'no-writes'}}
+redis.register_function('pulse_publish', protect(publish_message))
 redis.register_function{function_name = 'pulse_version', callback = version, flags = {'no-writes'}}

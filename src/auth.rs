@@ -12,15 +12,11 @@ use std::time::Duration;
 use jsonwebtoken::{decode, decode_header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AuthConfig, ConfigError, DecodingKeys};
+use crate::channel_name::ChannelId;
+use crate::config::{AuthConfig, ConfigError, DecodingKeys, Grant, NamespaceConfig};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Publisher,
-    Admin,
-}
+/// Defined with the config, which names roles too (`[[channels]].role`).
+pub use crate::config::Role;
 
 /// `personas`: `"*"` or a list of ids.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +33,10 @@ pub struct Claims {
     pub personas: Personas,
     pub role: Role,
     pub exp: u64,
+    /// `[[channels]]` channels granted (namespaces whose `grant` is
+    /// `claim`): `<ns>:<id>`, `<ns>:*` or `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
 }
 
 fn no_personas() -> Personas {
@@ -48,6 +48,22 @@ impl Claims {
         match &self.personas {
             Personas::Any(s) => s == "*",
             Personas::List(l) => l.iter().any(|p| p == persona),
+        }
+    }
+
+    /// Whether the token grants `channel` of namespace `ns` for `role`
+    /// (subscribing: the namespace's role; publishing: at least publisher).
+    pub fn allows_channel(&self, ns: &NamespaceConfig, channel: &ChannelId, role: Role) -> bool {
+        if self.role < role.max(ns.role) {
+            return false;
+        }
+        match ns.grant {
+            Grant::Role => true,
+            Grant::Claim => self.channels.iter().any(|g| {
+                g == "*"
+                    || g == channel.as_str()
+                    || g.strip_suffix(":*") == Some(channel.namespace())
+            }),
         }
     }
 

@@ -89,4 +89,14 @@ pub struct SimulateArgs {
     /// with it; default: no limit).
     #[arg(long)]
     pub events: Option<u64>,
+    /// Agent tasks running at once, publishing on `<task-namespace>:<id>`
+    /// through `pulse_publish` (0: none).
+    #[arg(long, default_value_t = 3)]
+    pub tasks: usize,
+    /// Task lines per second, over all tasks (0: none).
+    #[arg(long, default_value_t = 2.0)]
+    pub task_rate: f64,
+    /// The `[[channels]]` namespace the tasks publish in.
+    #[arg(long, default_value = "task")]
+    pub task_namespace: String,
 }

@@ -82,6 +82,23 @@ impl Keys {
     pub fn stream(&self, persona: &PersonaId) -> String {
         format!("{}:{{{}}}:stream", self.prefix, persona)
     }
+
+    /// `pulse:{<ns>:<id>}` for a validated `[[channels]]` channel
+    /// (`channel_name::ChannelId::as_str`): its base, the whole
+    /// channel as the hash tag (DECISIONS #8; `KEYS[1]` of `pulse_publish`).
+    pub fn channel_base(&self, channel: &str) -> String {
+        format!("{}:{{{}}}", self.prefix, channel)
+    }
+
+    /// `pulse:{<ns>:<id>}:events`: its pub/sub channel.
+    pub fn channel_events(&self, channel: &str) -> String {
+        format!("{}:{{{}}}:events", self.prefix, channel)
+    }
+
+    /// `pulse:{<ns>:<id>}:stream`: its history, when the namespace keeps one.
+    pub fn channel_stream(&self, channel: &str) -> String {
+        format!("{}:{{{}}}:stream", self.prefix, channel)
+    }
 }
 
 /// The public name of a persona on the multiplexed `/ws` endpoint: `persona:<id>`.
@@ -129,5 +146,8 @@ mod tests {
         assert_eq!(keys.base(&p), "pulse:{p1}");
         assert_eq!(parse_ws_channel("persona:p1", 64).unwrap(), p);
         assert!(parse_ws_channel("room:p1", 64).is_err());
+        assert_eq!(keys.channel_events("task:7"), "pulse:{task:7}:events");
+        assert_eq!(keys.channel_stream("task:7"), "pulse:{task:7}:stream");
+        assert_eq!(keys.channel_base("task:7"), "pulse:{task:7}");
     }
 }

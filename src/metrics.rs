@@ -9,9 +9,11 @@ use prometheus_client::registry::Registry;
 
 mod continuity;
 mod labels;
+mod publish;
 mod reads;
 pub use continuity::{Continuity, LossLabel, NodeLabel};
 pub use labels::*;
+pub use publish::Publish;
 pub use reads::{Read, Reads};
 
 fn latency_histogram() -> Histogram {
@@ -57,6 +59,8 @@ pub struct Metrics {
     pub audit_persona_lag_seconds: Family<PersonaLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub ingest_accepted: Counter,
     pub ingest_rejected: Family<ReasonLabel, Counter>,
+    /// Channel publications over HTTP.
+    pub publish: Publish,
     /// REST reads by where the answer came from (`cached`, `waited` for a
     /// rebuild, `built` by the request).
     pub api_reads: Family<SourceLabel, Counter>,
@@ -119,6 +123,7 @@ impl Metrics {
             audit_persona_lag_seconds: Family::default(),
             ingest_accepted: Counter::default(),
             ingest_rejected: Family::default(),
+            publish: Publish::default(),
             api_reads: Family::default(),
             api_cache_personas: Gauge::default(),
             api_cache_rebuilds: Counter::default(),
@@ -334,6 +339,7 @@ impl Metrics {
         );
         m.reads.register(r);
         m.continuity.register(r);
+        m.publish.register(r);
         Self { registry, ..m }
     }
 

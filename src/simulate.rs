@@ -10,6 +10,8 @@ use anyhow::Context;
 use fred::prelude::*;
 use serde_json::json;
 
+mod tasks;
+
 use crate::cli::SimulateArgs;
 use crate::keys::{Keys, PersonaId};
 use crate::redis::functions;
@@ -118,10 +120,20 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         .duration
         .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let (mut sent, mut refused) = (0u64, 0u64);
-    tracing::info!(personas = ?args.personas, rate = args.rate, "simulating monitors");
+    let running = if args.task_rate > 0.0 { args.tasks } else { 0 };
+    let mut tasks = tasks::Tasks::new(&args.task_namespace, running);
+    // A line every 1/task_rate s, beside the persona events.
+    let task_period = Duration::from_secs_f64(1.0 / args.task_rate.clamp(1e-3, 1e5));
+    let mut task_tick = tokio::time::interval(task_period);
+    task_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::info!(personas = ?args.personas, rate = args.rate, tasks = args.tasks, "simulating monitors");
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            _ = task_tick.tick() => {
+                tasks.step(&client, &keys, &mut rng).await;
+                continue;
+            }
             _ = tokio::signal::ctrl_c() => break,
         }
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d)

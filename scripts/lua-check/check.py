@@ -359,7 +359,9 @@ def t_version(c):
     for f in dict(zip(lst[0][0::2], lst[0][1::2]))["functions"]:
         fd = dict(zip(f[0::2], f[1::2]))
         names[fd["name"]] = fd["flags"]
-    eq(sorted(names), ["pulse_ingest", "pulse_snapshot", "pulse_variant", "pulse_version"], "registered functions")
+    eq(sorted(names), ["pulse_ingest", "pulse_publish", "pulse_snapshot", "pulse_variant", "pulse_version"],
+       "registered functions")
+    eq(names.get("pulse_publish"), [], "pulse_publish flags")
     eq(names.get("pulse_snapshot"), ["no-writes"], "pulse_snapshot flags")
     eq(names.get("pulse_variant"), ["no-writes"], "pulse_variant flags")
     eq(names.get("pulse_ingest"), [], "pulse_ingest flags")
@@ -1094,6 +1096,60 @@ def t_timestamps(c):
               .replace(tzinfo=datetime.timezone.utc).timestamp() - time.time()) < 60, "ts defaults to TIME")
 
 
+def t_publish(c):
+    """pulse_publish, with the library loaded as a gateway declaring two namespaces."""
+    def publish(base, msg):
+        return c.r.call("FCALL", "pulse_publish", 1, base, msg if isinstance(msg, (str, bytes)) else json.dumps(msg))
+
+    refused = publish("pulse:{task:1}", {"a": 1})
+    check(isinstance(refused, RespError) and "field=namespace" in refused.msg,
+          "the built-in library knows no namespace: %r" % refused)
+    with open(c.lib, "r") as f:
+        first, rest = f.read().split("\n", 1)
+    conf = "local CONFIGURED = {['channels'] = {['task'] = 50, ['live'] = 0}, ['max_publish_bytes'] = 2048};"
+    eq(c.r.ok("FUNCTION", "LOAD", "REPLACE", first + "\n" + conf + rest), "pulse", "load with channels")
+    base = "pulse:{task:t-1}"
+    s = c.sub(base + ":events")
+    ids = [publish(base, {"type": "task_output", "data": {"seq": k}}) for k in range(3)]
+    check(all(isinstance(i, str) for i in ids), "ids returned: %r" % ids)
+    check(all(id_tuple(a) < id_tuple(b) for a, b in zip(ids, ids[1:])), "ids increasing")
+    got = [json.loads(m) for m in s.drain()]
+    eq([m["offset"] for m in got], ids, "published with their offsets, in order")
+    eq(got[0], {"offset": ids[0], "type": "task_output", "data": {"seq": 0}}, "the message with its offset first")
+    eq(c.msg(base, ids[1])["data"]["seq"], 1, "stored in the stream")
+    entry = c.r.ok("XRANGE", base + ":stream", ids[0], ids[0])[0][1]
+    eq(dict(zip(entry[0::2], entry[1::2]))["t"], "task_output", "t = the message's type")
+    empty = publish(base, "  {  }  ")
+    eq(c.msg(base, empty), {"offset": empty}, "an empty object gets its offset")
+    s.close()
+    # errors name the field and write nothing
+    n = c.r.ok("XLEN", base + ":stream")
+    for msg, field in [("nope", "message"), ("[1]", "message"), ('{"offset":"1-0"}', "offset"),
+                       ('{"a":1e}', "message"), ('{"x":"%s"}' % ("y" * 3000), "message"),
+                       (b'{"a":"\xff"}', "message.a")]:
+        r = publish(base, msg)
+        check(isinstance(r, RespError) and ("field=" + field) in r.msg, "%r refused naming %s: %r" % (msg, field, r))
+    for key, field in [("pulse:{chat:1}", "namespace"), ("pulse:{persona:1}", "namespace"),
+                       ("pulse:{task:a b}", "id"), ("pulse:{task}", "key"), ("pulse:task:1", "key")]:
+        r = publish(key, {})
+        check(isinstance(r, RespError) and ("field=" + field) in r.msg, "%s refused naming %s: %r" % (key, field, r))
+    eq(c.r.ok("XLEN", base + ":stream"), n, "nothing written by refused calls")
+    # trimmed to about the history
+    for k in range(400):
+        publish(base, {"k": k})
+    n = c.r.ok("XLEN", base + ":stream")
+    check(50 <= n < 300, "stream trimmed by MAXLEN ~ 50 (len=%d)" % n)
+    # no history: published as given, nothing stored, nil returned
+    live = "pulse:{live:x}"
+    s = c.sub(live + ":events")
+    eq(publish(live, '{"n":1}'), None, "no history: nil")
+    eq(s.drain(), ['{"n":1}'], "published verbatim")
+    eq(c.r.ok("EXISTS", live + ":stream"), 0, "no stream without history")
+    s.close()
+    with open(c.lib, "rb") as f:
+        c.r.ok("FUNCTION", "LOAD", "REPLACE", f.read())
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
@@ -1107,7 +1163,7 @@ def main():
         eq(c.r.ok("FUNCTION", "LOAD", "REPLACE", f.read()), "pulse", "FUNCTION LOAD")
     tests = [t_version, t_event_types, t_aggregates, t_windows, t_random_model, t_out_of_order,
              t_validation, t_json_text, t_duplicates_and_kills, t_fatigue, t_snapshot_shape, t_ids, t_keys_and_prefix,
-             t_timestamps]
+             t_timestamps, t_publish]
     for tfn in tests:
         n = len(FAILS)
         try:

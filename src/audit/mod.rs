@@ -5,6 +5,7 @@
 //! owns the schema, [`status`] the lag figures. docs/audit.md states the
 //! guarantees and how they are tested.
 
+pub mod channels;
 pub mod consumer;
 pub mod discover;
 pub mod entry;

@@ -20,6 +20,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{accepts, to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::NoTls;
 
+use super::channels;
 use super::entry::AuditRow;
 
 pub type PgPool = Pool<PostgresConnectionManager<NoTls>>;
@@ -161,6 +162,22 @@ async fn write_with(pool: &PgPool, rows: &[AuditRow], statement: &str) -> Result
         .map_err(|e| WriteError::Pool(e.to_string()))?;
     // Dropped without commit (any error below), it rolls back.
     let tx = conn.transaction().await?;
+    // Channel entries go to their own table; a batch mixing both copies
+    // its persona rows (batches are per worker, not per stream).
+    let mixed;
+    let (rows, channel_new) = if rows.iter().any(channels::is_channel) {
+        let (chan, persona): (Vec<&AuditRow>, Vec<&AuditRow>) =
+            rows.iter().partition(|r| channels::is_channel(r));
+        let inserted = channels::insert(&tx, &chan).await?;
+        mixed = persona.into_iter().cloned().collect::<Vec<_>>();
+        (&mixed[..], inserted)
+    } else {
+        (rows, 0)
+    };
+    if rows.is_empty() {
+        tx.commit().await?;
+        return Ok(channel_new);
+    }
     tx.batch_execute(STAGE).await?;
     let sink = tx.copy_in(COPY).await?;
     let writer = BinaryCopyInWriter::new(sink, &STAGE_TYPES);
@@ -187,7 +204,7 @@ async fn write_with(pool: &PgPool, rows: &[AuditRow], statement: &str) -> Result
     let row = tx.query_typed_one(statement, &[]).await?;
     tx.commit().await?;
     let inserted: i64 = row.get(0);
-    Ok(inserted.max(0) as u64)
+    Ok(inserted.max(0) as u64 + channel_new)
 }
 
 /// Which rows of a batch the derived tables take, per variant: its first
@@ -238,7 +255,7 @@ pub(crate) fn flags(rows: &[AuditRow]) -> Vec<Flags> {
 
 /// Clamped to years 1–9999: Postgres refuses a timestamp out of its range,
 /// and one refused row would fail its whole batch.
-fn time_of(ms: i64) -> SystemTime {
+pub(super) fn time_of(ms: i64) -> SystemTime {
     let ms = ms.clamp(-62_135_596_800_000, 253_402_300_799_999);
     let d = Duration::from_millis(ms.unsigned_abs());
     if ms >= 0 {

@@ -10,6 +10,7 @@
 
 mod audit;
 mod auth;
+mod channels;
 mod http;
 mod ingest;
 mod limits;
@@ -24,7 +25,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use audit::{AuditConfig, DatabaseConfig};
-pub use auth::{AuthConfig, AuthMode, DecodingKeys};
+pub use auth::{AuthConfig, AuthMode, DecodingKeys, Role};
+pub use channels::{Grant, NamespaceConfig};
 pub use http::HttpConfig;
 pub use ingest::{IngestConfig, OptimizationConfig};
 pub use limits::{LimitsConfig, Rate};
@@ -66,6 +68,8 @@ pub struct Config {
     pub audit: AuditConfig,
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
+    /// `[[channels]]`: the namespaces besides `persona` (`config/channels.rs`).
+    pub channels: Vec<NamespaceConfig>,
 }
 
 impl Default for Config {
@@ -83,6 +87,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
+            channels: channels::defaults(),
         }
     }
 }
@@ -144,7 +149,13 @@ impl Config {
         }
         self.limits.validate()?;
         self.auth.validate()?;
+        channels::validate(&self.channels, &self.ws)?;
         Ok(())
+    }
+
+    /// The `[[channels]]` namespace called `name`.
+    pub fn namespace(&self, name: &str) -> Option<&NamespaceConfig> {
+        self.channels.iter().find(|n| n.name == name)
     }
 }
 

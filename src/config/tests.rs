@@ -13,6 +13,9 @@ fn defaults() -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let value = serde_json::to_value(Config::default()).expect("the defaults serialize");
     flatten("", &value, &mut out);
+    // What a `[[channels]]` entry gets for a key it leaves out.
+    let entry = serde_json::to_value(super::NamespaceConfig::default()).expect("serializes");
+    flatten("channels[]", &entry, &mut out);
     out
 }
 
@@ -42,6 +45,11 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
         }
         Value::Array(a) if a.is_empty() => {
             out.insert(prefix.to_owned(), "none".to_owned());
+        }
+        // A list of tables (`[[channels]]`): the names of the default entries.
+        Value::Array(a) if a.iter().all(|e| e.get("name").is_some()) => {
+            let names: Vec<&str> = a.iter().filter_map(|e| e["name"].as_str()).collect();
+            out.insert(prefix.to_owned(), names.join(", "));
         }
         Value::String(s) => {
             out.insert(prefix.to_owned(), s.clone());

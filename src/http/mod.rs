@@ -5,6 +5,7 @@ pub mod api;
 pub mod body;
 pub mod health;
 pub mod history;
+pub mod publish;
 pub mod response;
 pub mod routes;
 pub mod ui;
@@ -103,6 +104,10 @@ async fn route(app: &Arc<App>, mut req: Request<Incoming>) -> (&'static str, Res
             history::variant_history(app, persona, variant, query).await
         }
         Handler::Ingest(event_type) => api::ingest_event(app, event_type, req).await,
+        Handler::Publish => {
+            let channel = params.get("channel").unwrap_or_default().to_owned();
+            publish::handle(app, &channel, req).await
+        }
     };
     (route.pattern, res)
 }

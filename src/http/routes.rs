@@ -36,6 +36,8 @@ pub enum Handler {
     VariantHistory,
     /// HTTP ingest of one event type.
     Ingest(&'static str),
+    /// `POST /api/channels/{channel}/publish`: a `[[channels]]` message.
+    Publish,
 }
 
 /// Who may call a route, checked before it runs.
@@ -70,7 +72,7 @@ const fn route(method: Method, pattern: &'static str, access: Access, handler: H
 use Access::{Public, Rest, WebSocket};
 
 /// Every route. `docs/api.md` and `docs/protocol.md` describe them.
-pub static ROUTES: [Route; 18] = [
+pub static ROUTES: [Route; 19] = [
     route(Method::GET, "/", Public, Handler::Index),
     route(Method::GET, "/healthz", Public, Handler::Healthz),
     route(Method::GET, "/readyz", Public, Handler::Readyz),
@@ -149,9 +151,15 @@ pub static ROUTES: [Route; 18] = [
         Rest(Role::Publisher),
         Handler::Ingest("early_kill"),
     ),
+    route(
+        Method::POST,
+        "/api/channels/{channel}/publish",
+        Rest(Role::Publisher),
+        Handler::Publish,
+    ),
 ];
 
-/// The path parameters of a match (`persona_id`, `variant_id`, `asset`).
+/// The path parameters of a match (`persona_id`, `variant_id`, `asset`, `channel`).
 #[derive(Debug, Default)]
 pub struct Params(Vec<(&'static str, String)>);
 
@@ -218,7 +226,7 @@ impl Table {
                     .params
                     .iter()
                     .filter_map(|(k, v)| {
-                        let name = ["persona_id", "variant_id", "asset"]
+                        let name = ["persona_id", "variant_id", "asset", "channel"]
                             .into_iter()
                             .find(|n| *n == k)?;
                         Some((name, v.to_owned()))

@@ -48,6 +48,14 @@ pub(super) fn lock(flow: &Mutex<Flow>) -> MutexGuard<'_, Flow> {
 }
 
 impl Flow {
+    /// A channel without a stream to repair from: forwards at once.
+    pub(super) fn live() -> Self {
+        Self {
+            repairing: false,
+            ..Self::new()
+        }
+    }
+
     /// A new channel starts repairing: its first repair finds its position.
     pub(super) fn new() -> Self {
         Self {
@@ -101,8 +109,8 @@ impl Hub {
     /// true if it was not already.
     pub fn begin_repair(&self, channel: &str) -> bool {
         let flow = match self.lock().get(channel) {
-            Some(c) => c.flow.clone(),
-            None => return false,
+            Some(c) if c.persona.is_some() => c.flow.clone(),
+            _ => return false,
         };
         let mut flow = lock(&flow);
         flow.begin()
@@ -110,7 +118,7 @@ impl Hub {
 
     /// Marks every channel for repair (after a lagged broadcast channel).
     pub fn begin_repair_all(&self) {
-        for c in self.lock().values() {
+        for c in self.lock().values().filter(|c| c.persona.is_some()) {
             lock(&c.flow).begin();
         }
     }
@@ -120,7 +128,7 @@ impl Hub {
         let (persona, flow) = {
             let channels = self.lock();
             let c = channels.get(channel)?;
-            (c.persona.clone(), c.flow.clone())
+            (c.persona.clone()?, c.flow.clone())
         };
         let flow = lock(&flow);
         (flow.repairing && flow.subscribed).then(|| RepairFrom {

@@ -19,6 +19,7 @@ impl Hub {
         channel: &str,
         payload: &[u8],
         reason: message::RejectReason,
+        conflate: Option<&[String]>,
     ) -> Option<(String, message::Inspected)> {
         // Only bytes that are not UTF-8 can be repaired; an oversized or
         // deeply nested payload is dropped without another pass over it.
@@ -29,7 +30,7 @@ impl Hub {
         if !text.replaced {
             return None;
         }
-        let meta = message::inspect(text.text.as_bytes(), self.bounds).ok();
+        let meta = message::inspect_keyed(text.text.as_bytes(), self.bounds, conflate).ok();
         let action = match meta {
             Some(_) => Repair::Replaced,
             None => Repair::Skipped,
@@ -61,6 +62,7 @@ impl Hub {
             channel: name.clone(),
             fanout: c.fanout.clone(),
             ws_name: c.ws_name.clone(),
+            conflate: c.conflate.clone(),
             flow: c.flow.clone(),
         })
     }
@@ -71,9 +73,10 @@ impl Hub {
     pub(super) fn forward(&self, route: &Route, flow: &mut continuity::Flow, payload: &[u8]) {
         let channel = &*route.channel;
         let repaired;
-        let (payload, meta) = match message::inspect(payload, self.bounds) {
+        let conflate = route.conflate.as_deref();
+        let (payload, meta) = match message::inspect_keyed(payload, self.bounds, conflate) {
             Ok(m) => (payload, m),
-            Err(reason) => match self.repair(channel, payload, reason) {
+            Err(reason) => match self.repair(channel, payload, reason, conflate) {
                 Some((text, m)) => {
                     repaired = text;
                     (repaired.as_bytes(), m)
@@ -145,5 +148,6 @@ pub(super) struct Route {
     pub(super) channel: Arc<str>,
     pub(super) fanout: Arc<Mutex<Fanout>>,
     pub(super) ws_name: Arc<str>,
+    pub(super) conflate: Option<Arc<[String]>>,
     pub(super) flow: Arc<Mutex<continuity::Flow>>,
 }

@@ -65,6 +65,18 @@ pub struct Inspected {
 /// needs. The size and depth are checked first, so an oversized or deeply
 /// nested payload costs one flat scan and is never copied or parsed.
 pub fn inspect(payload: &[u8], bounds: Bounds) -> Result<Inspected, RejectReason> {
+    inspect_keyed(payload, bounds, None)
+}
+
+/// [`inspect`] for a channel whose namespace conflates (`[[channels]].conflate`):
+/// the value (a string or a number) at the field path `conflate` keys the
+/// publication's latest-wins slot; without it, or without that field, it is
+/// lossless. Persona channels (`conflate` None) conflate performance updates.
+pub fn inspect_keyed(
+    payload: &[u8],
+    bounds: Bounds,
+    conflate: Option<&[String]>,
+) -> Result<Inspected, RejectReason> {
     if payload.len() > bounds.max_bytes {
         return Err(RejectReason::TooLarge);
     }
@@ -79,6 +91,18 @@ pub fn inspect(payload: &[u8], bounds: Bounds) -> Result<Inspected, RejectReason
         offset: value.get_str("offset").and_then(parse_offset),
         ..Default::default()
     };
+    if let Some(path) = conflate {
+        let mut at = Some(&value);
+        for field in path {
+            at = at.and_then(|v| v.get(field.as_str()));
+        }
+        out.conflation_variant = at.and_then(|v| match v.as_str() {
+            Some(s) => Some(s.to_owned()),
+            None if v.is_number() => Some(v.encode()),
+            None => None,
+        });
+        return Ok(out);
+    }
     if value.get_str("type") == Some("variant_update") {
         if let Some(data) = value.get("data") {
             if data.get_str("event_type") == Some("performance_update") {
@@ -190,6 +214,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.conflation_variant, None);
+    }
+
+    #[test]
+    fn a_namespace_conflates_on_its_field_path() {
+        let path = ["data".to_owned(), "task_id".to_owned()];
+        let keyed = |p: &[u8]| super::inspect_keyed(p, Bounds::default(), Some(&path));
+        let m = keyed(br#"{"type":"task_status","data":{"task_id":"t1"}}"#).unwrap();
+        assert_eq!(m.conflation_variant.as_deref(), Some("t1"));
+        let m = keyed(br#"{"data":{"task_id":42}}"#).unwrap();
+        assert_eq!(m.conflation_variant.as_deref(), Some("42"));
+        for lossless in [
+            &br#"{"data":{}}"#[..],
+            br#"{"data":{"task_id":{}}}"#,
+            br#"{"data":7}"#,
+        ] {
+            assert_eq!(keyed(lossless).unwrap().conflation_variant, None);
+        }
+        // A persona-style update is not conflated in a namespace with a path.
+        let p = br#"{"type":"variant_update","data":{"event_type":"performance_update","variant_id":"v1"}}"#;
+        assert_eq!(keyed(p).unwrap().conflation_variant, None);
     }
 
     #[test]

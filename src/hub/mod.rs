@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, watch};
 
+use crate::channel_name::ChannelId;
 use crate::keys::{ws_channel_name, Keys, PersonaId};
 use crate::metrics::Metrics;
 use crate::stream::Offset;
@@ -55,8 +56,13 @@ struct Subscriber {
 }
 
 struct Channel {
-    persona: PersonaId,
+    /// `None` for a `[[channels]]` channel: gap repair (which reads a
+    /// persona's stream) covers persona channels only.
+    persona: Option<PersonaId>,
     ws_name: Arc<str>,
+    /// The namespace's conflation field path (`[[channels]].conflate`);
+    /// `None` for personas (performance updates) and lossless namespaces.
+    conflate: Option<Arc<[String]>>,
     /// The last offset forwarded and the publications held while a gap
     /// repair runs (`continuity.rs`); locked while forwarding, so the
     /// receiver and a repair never interleave one channel's messages.
@@ -96,6 +102,16 @@ pub struct Hub {
     bounds: message::Bounds,
     /// How much of each channel's recent publications to keep.
     recent: recent::Limits,
+}
+
+/// Where a subscriber is added: the Redis channel, the `/ws` name and the
+/// namespace's rules.
+struct Target {
+    redis: Arc<str>,
+    ws_name: Arc<str>,
+    persona: Option<PersonaId>,
+    conflate: Option<Arc<[String]>>,
+    max_subscribers: usize,
 }
 
 /// A client's subscription; dropping it unsubscribes.
@@ -176,16 +192,73 @@ impl Hub {
     }
 
     fn add(self: &Arc<Self>, persona: &PersonaId, sink: Sink) -> Subscription {
-        let name: Arc<str> = self.keys.channel(persona).into();
+        let target = Target {
+            redis: self.keys.channel(persona).into(),
+            ws_name: ws_channel_name(persona).into(),
+            persona: Some(persona.clone()),
+            conflate: None,
+            max_subscribers: 0,
+        };
+        // No bound: it cannot refuse.
+        self.add_to(target, sink)
+            .unwrap_or_else(|| unreachable!("a persona channel has no subscriber bound"))
+    }
+
+    /// Adds a `/ws` subscriber to a `[[channels]]` channel: `conflate` is
+    /// its namespace's field path, `max_subscribers` (0: none) the most
+    /// subscribers it may have in this process. `None`: that many already.
+    pub fn subscribe_channel(
+        self: &Arc<Self>,
+        channel: &ChannelId,
+        conflate: Option<Arc<[String]>>,
+        max_subscribers: usize,
+        outbox: Arc<Outbox>,
+    ) -> Option<Subscription> {
+        let target = Target {
+            redis: self.keys.channel_events(channel.as_str()).into(),
+            ws_name: channel.as_str().into(),
+            persona: None,
+            conflate,
+            max_subscribers,
+        };
+        let sink = Sink::Client {
+            outbox,
+            mode: Mode::Wrapped,
+        };
+        self.add_to(target, sink)
+    }
+
+    fn add_to(self: &Arc<Self>, target: Target, sink: Sink) -> Option<Subscription> {
+        let Target {
+            redis: name,
+            ws_name,
+            persona,
+            conflate,
+            max_subscribers,
+        } = target;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut channels = self.lock();
+        if max_subscribers > 0
+            && channels
+                .get(&name)
+                .is_some_and(|c| lock_fanout(&c.fanout).subscribers.len() >= max_subscribers)
+        {
+            return None;
+        }
         let channel = channels.entry(name.clone()).or_insert_with(|| {
             let _ = self.changes.send(name.clone());
             self.metrics.redis_channels_active.inc();
+            // A persona channel starts with the repair that finds where its
+            // stream stands; another channel forwards from the start.
+            let flow = match persona {
+                Some(_) => continuity::Flow::new(),
+                None => continuity::Flow::live(),
+            };
             Channel {
-                persona: persona.clone(),
-                ws_name: ws_channel_name(persona).into(),
-                flow: Arc::new(Mutex::new(continuity::Flow::new())),
+                persona,
+                ws_name,
+                conflate,
+                flow: Arc::new(Mutex::new(flow)),
                 fanout: Arc::default(),
                 ready: watch::channel(false).0,
             }
@@ -200,12 +273,12 @@ impl Hub {
         let ready = channel.ready.subscribe();
         drop(channels);
         self.metrics.subscriptions_active.inc();
-        Subscription {
+        Some(Subscription {
             hub: self.clone(),
             channel: name,
             id,
             ready,
-        }
+        })
     }
 
     fn unsubscribe(&self, name: &Arc<str>, id: u64) {
@@ -262,7 +335,9 @@ impl Hub {
             c.ready.send_replace(false);
             let mut flow = continuity::lock(&c.flow);
             flow.subscribed = false;
-            flow.begin();
+            if c.persona.is_some() {
+                flow.begin();
+            }
         }
     }
 

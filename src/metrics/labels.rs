@@ -198,9 +198,43 @@ impl IngestRejection {
     }
 }
 
+/// Why a `POST /api/channels/{channel}/publish` was refused
+/// (`pulsegate_publish_rejected_total`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum PublishRejection {
+    InvalidChannel,
+    UnknownNamespace,
+    Forbidden,
+    Invalid,
+    AuditBacklogFull,
+    Unavailable,
+}
+
+impl PublishRejection {
+    pub const ALL: [PublishRejection; 6] = [
+        Self::InvalidChannel,
+        Self::UnknownNamespace,
+        Self::Forbidden,
+        Self::Invalid,
+        Self::AuditBacklogFull,
+        Self::Unavailable,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::InvalidChannel => "invalid_channel",
+            Self::UnknownNamespace => "unknown_namespace",
+            Self::Forbidden => "forbidden",
+            Self::Invalid => "invalid",
+            Self::AuditBacklogFull => "audit_backlog_full",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{IngestRejection, Rejection};
+    use super::{IngestRejection, PublishRejection, Rejection};
 
     /// The `reason` values docs/architecture.md lists for `metric`.
     fn documented(metric: &str) -> Vec<String> {
@@ -236,6 +270,10 @@ mod tests {
         assert_eq!(
             documented("pulsegate_ingest_rejected_total"),
             sorted(IngestRejection::ALL.iter().map(|r| r.label()))
+        );
+        assert_eq!(
+            documented("pulsegate_publish_rejected_total"),
+            sorted(PublishRejection::ALL.iter().map(|r| r.label()))
         );
     }
 }

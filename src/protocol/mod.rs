@@ -68,6 +68,14 @@ pub mod error_code {
     pub const AUTH_DISABLED: &str = "auth_disabled";
     /// A `subscribe` whose `since` is not a stream offset `<ms>-<seq>`.
     pub const INVALID_SINCE: &str = "invalid_since";
+    /// A well-formed channel of a namespace no `[[channels]]` entry declares.
+    pub const UNKNOWN_NAMESPACE: &str = "unknown_namespace";
+    /// A channel of a reserved namespace (`system:`) this gateway does not serve.
+    pub const UNKNOWN_CHANNEL: &str = "unknown_channel";
+    /// `since` on a namespace that keeps no history (`history = 0`).
+    pub const NO_HISTORY: &str = "no_history";
+    /// The channel has `max_subscribers` subscribers on this gateway already.
+    pub const CHANNEL_FULL: &str = "channel_full";
 }
 
 /// A message from a client, parsed.

@@ -85,7 +85,26 @@ pub fn configured_library(config: &Config) -> String {
     let audit_group = (config.database.url.is_some() && config.audit.enabled)
         .then_some(config.audit.group.as_str());
     let sharded = config.redis.topology() == Topology::Cluster;
-    library_with(&options(config), audit_group, sharded)
+    library_with(&configured(config), audit_group, sharded)
+}
+
+/// What the library is loaded with: [`options`], and what no call passes:
+/// `pulse_publish` takes no options argument, so the `[[channels]]`
+/// namespaces' history lengths (`channels`) and the publication bound
+/// (`max_publish_bytes`) reach it only here.
+pub fn configured(config: &Config) -> serde_json::Map<String, serde_json::Value> {
+    let mut configured = options(config);
+    let channels: serde_json::Map<String, serde_json::Value> = config
+        .channels
+        .iter()
+        .map(|ns| (ns.name.clone(), ns.history.into()))
+        .collect();
+    configured.insert("channels".into(), channels.into());
+    configured.insert(
+        "max_publish_bytes".into(),
+        config.redis.max_message_bytes.into(),
+    );
+    configured
 }
 
 /// A Lua table constructor, on one line, of `options` and the audit group.
@@ -296,7 +315,12 @@ mod tests {
         let (first, rest) = lib.split_once('\n').unwrap();
         assert_eq!(first, "#!lua name=pulse");
         assert_eq!(first, LIBRARY.lines().next().unwrap());
-        let table = configured_table(&options(&config), Some("audit"));
+        let table = configured_table(&configured(&config), Some("audit"));
+        assert!(
+            table.contains("['channels'] = {['task'] = 10000}"),
+            "{table}"
+        );
+        assert!(table.contains("['max_publish_bytes'] = 1048576"), "{table}");
         let second = LIBRARY.lines().nth(1).unwrap();
         assert_eq!(
             rest.lines().next().unwrap(),

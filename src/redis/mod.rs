@@ -4,6 +4,7 @@
 pub mod functions;
 pub mod gap;
 pub mod health;
+pub mod recent;
 pub mod replay;
 pub mod slots;
 pub mod subscriber;

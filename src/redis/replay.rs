@@ -43,7 +43,8 @@ pub enum Replayed {
 
 /// Replays in flight, shared by the resumes that asked before they were sent.
 pub struct Replays {
-    flights: Flights<(PersonaId, Offset), Shared>,
+    /// Keyed by stream key and offset.
+    flights: Flights<(String, Offset), Shared>,
     keys: Keys,
     /// `ws.max_replay`: most events a replay may hold.
     max: usize,
@@ -69,18 +70,31 @@ impl Replays {
     /// this was called (another resume's, if it was not sent yet). An entry
     /// that was not UTF-8 is counted once per replay, not per resume.
     pub async fn since(&self, client: &Client, persona: &PersonaId, since: Offset) -> Shared {
-        let key = (persona.clone(), since);
+        self.since_in(client, self.keys.stream(persona), persona.as_str(), since)
+            .await
+    }
+
+    /// [`Replays::since`] for any stream (a `[[channels]]` channel's
+    /// history); `label` names it in logs and metrics.
+    pub async fn since_in(
+        &self,
+        client: &Client,
+        stream: String,
+        label: &str,
+        since: Offset,
+    ) -> Shared {
+        let key = (stream.clone(), since);
         let (replayed, role) = self
             .flights
             .run(key, || {
                 let (client, metrics) = (client.clone(), self.metrics.clone());
-                let (stream, persona) = (self.keys.stream(persona), persona.clone());
+                let label = label.to_owned();
                 let (max, bounds) = (self.max, self.bounds);
                 async move {
                     metrics.reads.sent(metrics::Read::Replay);
                     let replay = self::since(&client, &stream, since, max, bounds).await;
                     replay
-                        .map(|r| Arc::new(encode(r, &metrics, &persona)))
+                        .map(|r| Arc::new(encode(r, &metrics, &label)))
                         .map_err(Arc::new)
                 }
             })
@@ -93,7 +107,7 @@ impl Replays {
 }
 
 /// Encodes a replay's messages once, counting the entries that were not UTF-8.
-fn encode(replay: Replay, metrics: &Metrics, persona: &PersonaId) -> Replayed {
+fn encode(replay: Replay, metrics: &Metrics, label: &str) -> Replayed {
     match replay {
         Replay::Complete {
             messages,
@@ -101,8 +115,7 @@ fn encode(replay: Replay, metrics: &Metrics, persona: &PersonaId) -> Replayed {
             undecodable,
         } => {
             for (id, action) in &undecodable {
-                let p = persona.as_str();
-                undecodable::report(metrics, ReadPath::Replay, *action, p, Some(id));
+                undecodable::report(metrics, ReadPath::Replay, *action, label, Some(id));
             }
             let frames = messages
                 .iter()

@@ -3,6 +3,7 @@
 mod api;
 mod audit;
 mod bad_bytes;
+mod channels;
 mod clientlog;
 mod cluster;
 mod common;

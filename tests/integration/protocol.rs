@@ -223,7 +223,7 @@ async fn multiplexed_endpoint_subscribes_and_unsubscribes() {
         next_json(&mut ws, T).await["code"],
         "too_many_subscriptions"
     );
-    send_json(&mut ws, json!({"type": "subscribe", "channel": "room:c"})).await;
+    send_json(&mut ws, json!({"type": "subscribe", "channel": "persona"})).await;
     assert_eq!(next_json(&mut ws, T).await["code"], "invalid_channel");
     send_json(&mut ws, json!({"type": "subscribe"})).await;
     assert_eq!(next_json(&mut ws, T).await["code"], "invalid_message");

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use super::initial::snapshot_frame;
 use super::{Endpoint, Session};
 use crate::app::App;
+use crate::channel_name::Channel;
 use crate::hub::outbox::{Outbox, Pushed};
-use crate::hub::Mode;
-use crate::keys::{parse_ws_channel, ws_channel_name, PersonaId};
+use crate::keys::PersonaId;
 use crate::protocol::{error_code, ClientMessage, ServerMessage};
 use crate::stream::Offset;
 
@@ -81,17 +81,18 @@ impl Session {
             }
         }
         // Subscriptions the new token no longer grants end now.
-        let revoked: Vec<PersonaId> = self
-            .subscriptions
-            .keys()
-            .filter(|p| {
-                matches!(self.endpoint, Endpoint::Multiplex) && !claims.allows_persona(p.as_str())
-            })
-            .cloned()
-            .collect();
-        for persona in revoked {
-            self.leave(&persona);
-            let name = ws_channel_name(&persona);
+        let revoked: Vec<Channel> = match self.endpoint {
+            Endpoint::Multiplex => self
+                .subscriptions
+                .keys()
+                .filter(|c| !self.still_granted(&claims, c))
+                .cloned()
+                .collect(),
+            Endpoint::Dashboard { .. } => Vec::new(),
+        };
+        for channel in revoked {
+            self.leave(&channel);
+            let name = channel.name();
             self.reply(&ServerMessage::Unsubscribed { channel: &name });
         }
         let expires_at = claims.exp;
@@ -99,21 +100,15 @@ impl Session {
         self.reply(&ServerMessage::Authenticated { expires_at });
     }
 
-    fn subscribe(&mut self, channel: &str, since: Option<Offset>) {
-        let Some(persona) = self.channel_persona(channel) else {
+    fn subscribe(&mut self, name: &str, since: Option<Offset>) {
+        let Some(channel) = self.resolve(name) else {
             return;
         };
-        if let Some(c) = &self.claims {
-            if !c.allows_persona(persona.as_str()) {
-                self.app.metrics.auth_failure("forbidden");
-                return self.error(
-                    error_code::FORBIDDEN,
-                    &format!("this token does not grant {channel}"),
-                );
-            }
+        if !self.admit(&channel, since) {
+            return;
         }
-        let name = ws_channel_name(&persona);
-        if !self.subscriptions.contains_key(&persona) {
+        let name = channel.name();
+        if !self.subscriptions.contains_key(&channel) {
             let max = self.app.config.ws.max_subscriptions;
             if self.subscriptions.len() >= max {
                 return self.error(
@@ -124,57 +119,41 @@ impl Session {
             // Held before the hub knows the subscriber: none of the channel's
             // messages may reach the queue ahead of its ack.
             let hold = self.outbox.hold_channel(&name);
-            let sub = self
-                .app
-                .hub
-                .subscribe(&persona, self.outbox.clone(), Mode::Wrapped);
-            self.subscriptions.insert(persona.clone(), sub);
-            self.start_channel(&persona, hold, since, true);
+            let Some(sub) = self.join(&channel) else {
+                self.outbox.drop_channel(&name);
+                return;
+            };
+            self.subscriptions.insert(channel.clone(), sub);
+            self.start_channel(&channel, hold, since, true);
         } else {
             // Subscribing again restarts the channel (a client catching up
             // with `since` after a resync): a start still under way is
             // superseded and sends nothing.
             let hold = self.outbox.hold_channel(&name);
-            self.start_channel(&persona, hold, since, true);
+            self.start_channel(&channel, hold, since, true);
         }
     }
 
-    /// The persona of a `/ws` channel name, or `None` after answering
-    /// `invalid_channel`.
-    fn channel_persona(&self, channel: &str) -> Option<PersonaId> {
-        let max_len = self.app.config.ws.max_persona_id_len;
-        match parse_ws_channel(channel, max_len) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                self.error(
-                    error_code::INVALID_CHANNEL,
-                    &format!("`persona:<id>` expected: {e}"),
-                );
-                None
-            }
-        }
-    }
-
-    /// Ends `persona`'s subscription and forgets its channel in the outbox.
-    fn leave(&mut self, persona: &PersonaId) -> bool {
-        let left = self.subscriptions.remove(persona).is_some();
+    /// Ends `channel`'s subscription and forgets it in the outbox.
+    fn leave(&mut self, channel: &Channel) -> bool {
+        let left = self.subscriptions.remove(channel).is_some();
         if left {
-            self.outbox.drop_channel(&ws_channel_name(persona));
+            self.outbox.drop_channel(&channel.name());
         }
         left
     }
 
-    fn unsubscribe(&mut self, channel: &str) {
-        let Some(persona) = self.channel_persona(channel) else {
+    fn unsubscribe(&mut self, name: &str) {
+        let Some(channel) = self.resolve(name) else {
             return;
         };
-        if !self.leave(&persona) {
+        if !self.leave(&channel) {
             return self.error(
                 error_code::NOT_SUBSCRIBED,
-                &format!("not subscribed to {channel}"),
+                &format!("not subscribed to {name}"),
             );
         }
-        self.reply(&ServerMessage::Unsubscribed { channel });
+        self.reply(&ServerMessage::Unsubscribed { channel: name });
     }
 
     /// Sends the dashboard's persona a fresh `initial_data`, from a task.

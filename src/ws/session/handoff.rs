@@ -14,17 +14,17 @@ use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
 
 use super::initial::first;
-use super::Session;
+use super::{history, Session};
 use crate::app::App;
+use crate::channel_name::Channel;
 use crate::hub::outbox::{HoldId, Outbox};
-use crate::keys::{ws_channel_name, PersonaId};
 use crate::protocol::{frame, ServerMessage};
 use crate::stream::Offset;
 
 /// One start of a channel.
 struct Start {
-    persona: PersonaId,
-    /// `persona:<id>`, as the outbox holds it.
+    target: Channel,
+    /// `<namespace>:<id>`, as the outbox holds it.
     channel: String,
     /// Resume after this offset instead of sending a snapshot.
     since: Option<Offset>,
@@ -38,21 +38,21 @@ struct Start {
 }
 
 impl Session {
-    /// Starts `persona`'s channel, already held with `hold` (before the hub
+    /// Starts `channel`, already held with `hold` (before the hub
     /// subscription existed, for a new one) and in `subscriptions`.
     pub(super) fn start_channel(
         &self,
-        persona: &PersonaId,
+        channel: &Channel,
         hold: HoldId,
         since: Option<Offset>,
         ack: bool,
     ) {
-        let Some(sub) = self.subscriptions.get(persona) else {
+        let Some(sub) = self.subscriptions.get(channel) else {
             return;
         };
         let start = Start {
-            persona: persona.clone(),
-            channel: ws_channel_name(persona),
+            target: channel.clone(),
+            channel: channel.name(),
             since,
             ack,
             hold,
@@ -66,13 +66,13 @@ impl Session {
     /// started like a subscribe (so it is exact too), except channels whose
     /// start is still under way: their first frames are coming anyway.
     pub(super) fn refresh_channels(&self) {
-        for persona in self.subscriptions.keys() {
-            let channel = ws_channel_name(persona);
-            if self.outbox.is_held(&channel) {
+        for channel in self.subscriptions.keys() {
+            let name = channel.name();
+            if self.outbox.is_held(&name) {
                 continue;
             }
-            let hold = self.outbox.hold_channel(&channel);
-            self.start_channel(persona, hold, None, false);
+            let hold = self.outbox.hold_channel(&name);
+            self.start_channel(channel, hold, None, false);
         }
     }
 }
@@ -97,7 +97,12 @@ async fn handoff(app: &App, outbox: &Outbox, reads: &Semaphore, start: &mut Star
         // Unsubscribed, or subscribed again, meanwhile.
         return;
     }
-    let first = first(app, &start.persona, start.since, Some(&start.channel)).await;
+    let first = match &start.target {
+        Channel::Persona(persona) => first(app, persona, start.since, Some(&start.channel)).await,
+        Channel::Named(channel) => history::first(app, channel, start.since).await,
+        // Never subscribed (`admit.rs`).
+        Channel::System(_) => return,
+    };
     let mut frames = Vec::with_capacity(first.frames.len() + 1);
     if start.ack {
         let ack = ServerMessage::Subscribed {

@@ -3,8 +3,10 @@
 //! What each message does is `commands.rs`; the first frames, `initial.rs`;
 //! the gap-free start of each `/ws` channel, `handoff.rs`.
 
+mod admit;
 mod commands;
 mod handoff;
+mod history;
 mod initial;
 
 use std::collections::HashMap;
@@ -18,6 +20,7 @@ use tokio::time::Instant;
 use super::reader::{Inbound, InboundStream, ReadError};
 use crate::app::App;
 use crate::auth::Claims;
+use crate::channel_name::Channel;
 use crate::hub::outbox::Outbox;
 use crate::hub::registry::Registration;
 use crate::hub::{Mode, Subscription};
@@ -50,7 +53,7 @@ pub struct Session {
     outbox: Arc<Outbox>,
     inbound: InboundStream,
     endpoint: Endpoint,
-    subscriptions: HashMap<PersonaId, Subscription>,
+    subscriptions: HashMap<Channel, Subscription>,
     /// The token's claims (auth on): what may be subscribed, and when the
     /// connection must close with 4001 unless an `auth` message renews them.
     claims: Option<Claims>,
@@ -115,7 +118,8 @@ impl Session {
             if tokio::time::timeout(READY_WAIT, sub.ready()).await.is_err() {
                 tracing::warn!(%persona, "Redis subscription not confirmed; reading anyway");
             }
-            self.subscriptions.insert(persona.clone(), sub);
+            self.subscriptions
+                .insert(Channel::Persona(persona.clone()), sub);
             let first = first(&self.app, &persona, since, None).await;
             self.outbox.release(first.frames, first.covered);
         } else {
