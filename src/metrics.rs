@@ -9,8 +9,10 @@ use prometheus_client::registry::Registry;
 
 mod labels;
 mod reads;
+pub mod transport;
 pub use labels::*;
 pub use reads::{Read, Reads};
+pub use transport::{SseError, Transport, Transports};
 
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~3.3 s
@@ -71,6 +73,8 @@ pub struct Metrics {
     pub auth_failures: Family<ReasonLabel, Counter>,
     /// Snapshot and replay reads sent to Redis, and the callers that shared one.
     pub reads: Reads,
+    /// Connections by transport, and the SSE errors.
+    pub transports: Transports,
 }
 
 impl Default for Metrics {
@@ -124,6 +128,7 @@ impl Metrics {
             ratelimit_keys: Gauge::default(),
             auth_failures: Family::default(),
             reads: Reads::default(),
+            transports: Transports::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -219,12 +224,12 @@ impl Metrics {
         );
         r.register(
             "connections_active",
-            "Open WebSocket connections",
+            "Open client connections (WebSocket and SSE; transport_connections_active splits them)",
             m.connections_active.clone(),
         );
         r.register(
             "connections",
-            "WebSocket connections accepted",
+            "Client connections accepted (WebSocket and SSE)",
             m.connections_total.clone(),
         );
         r.register(
@@ -328,6 +333,7 @@ impl Metrics {
             m.auth_failures.clone(),
         );
         m.reads.register(r);
+        m.transports.register(r);
         Self { registry, ..m }
     }
 

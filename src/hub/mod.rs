@@ -29,6 +29,10 @@ pub enum Mode {
     Verbatim,
     /// `/ws`: wrapped in a `message` envelope naming the channel.
     Wrapped,
+    /// `/sse/{persona}`: the payload verbatim as a Server-Sent Event.
+    SseVerbatim,
+    /// `/sse?channel=`: the `message` envelope as a Server-Sent Event.
+    SseWrapped,
 }
 
 /// Something other than a WebSocket that wants to know when a channel
@@ -281,6 +285,9 @@ impl Hub {
         };
         let mut verbatim = None;
         let mut wrapped = None;
+        // Encoded on first use too: a process without SSE clients never pays.
+        let mut sse_verbatim = None;
+        let mut sse_wrapped = None;
         for sub in subscribers.iter() {
             let (outbox, delivery) = match &sub.sink {
                 Sink::Client {
@@ -296,6 +303,22 @@ impl Hub {
                 } => (
                     outbox,
                     wrapped.get_or_insert_with(|| message::wrapped(payload, &meta, &ws_name)),
+                ),
+                Sink::Client {
+                    outbox,
+                    mode: Mode::SseVerbatim,
+                } => (
+                    outbox,
+                    sse_verbatim
+                        .get_or_insert_with(|| message::sse_verbatim(payload, &meta, channel)),
+                ),
+                Sink::Client {
+                    outbox,
+                    mode: Mode::SseWrapped,
+                } => (
+                    outbox,
+                    sse_wrapped
+                        .get_or_insert_with(|| message::sse_wrapped(payload, &meta, &ws_name)),
                 ),
                 Sink::Observer(observer) => {
                     // Publications without an offset are not stream events:

@@ -18,3 +18,4 @@ mod resume;
 mod security;
 mod shared_reads;
 mod shutdown;
+mod sse;
