@@ -565,6 +565,7 @@ async fn a_client_that_does_not_read_is_disconnected() {
     );
     let big = "x".repeat(4000);
     let start = Instant::now();
+    let mut n = 0;
     while !gw
         .app
         .metrics
@@ -572,8 +573,10 @@ async fn a_client_that_does_not_read_is_disconnected() {
         .contains("pulsegate_slow_disconnects_total 1")
     {
         assert!(start.elapsed() < 3 * T, "never disconnected");
-        for i in 0..20 {
-            let mut e = posted(&format!("v{i}"), 0.05, "hook");
+        for _ in 0..20 {
+            // New variants each time: a repeated post is stale, not published.
+            n += 1;
+            let mut e = posted(&format!("v{n}"), 0.05, &format!("pattern{n}"));
             e["content"] = json!(big);
             ingest(&publisher, "p1", e).await.unwrap();
         }
