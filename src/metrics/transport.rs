@@ -55,6 +55,15 @@ pub enum SseError {
 }
 
 impl SseError {
+    pub const ALL: [SseError; 6] = [
+        Self::InvalidChannel,
+        Self::NoChannel,
+        Self::TooManyChannels,
+        Self::InvalidSince,
+        Self::TokenExpired,
+        Self::SlowConsumer,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidChannel => "invalid_channel",
@@ -126,5 +135,30 @@ pub struct Open(Gauge);
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SseError;
+
+    #[test]
+    fn every_sse_error_is_documented() {
+        let doc = include_str!("../../docs/architecture.md");
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with("| `pulsegate_sse_errors_total`"))
+            .expect("docs/architecture.md has a row for pulsegate_sse_errors_total");
+        let labels = row.split('|').nth(3).unwrap_or_default();
+        let mut documented: Vec<&str> = labels
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| *s != "reason")
+            .collect();
+        documented.sort_unstable();
+        let mut code: Vec<&str> = SseError::ALL.iter().map(|e| e.as_str()).collect();
+        code.sort_unstable();
+        assert_eq!(documented, code);
     }
 }
