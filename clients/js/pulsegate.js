@@ -388,9 +388,14 @@ export class Client {
     return true;
   }
 
-  /** Asks for `initial_data` (on /ws: one per subscription). */
+  /** Asks for `initial_data` (on /ws: one per subscription). Over SSE: the stream again, without `since`. */
   refresh() {
-    return this.send({ type: 'refresh' });
+    if (!this.#sse) return this.send({ type: 'refresh' });
+    if (!this.#running) return false;
+    // Fresh snapshots: the server drops what they cover, so no duplicate.
+    this.#offsets.clear();
+    this.#reopen();
+    return true;
   }
 
   /** /ws: follows `channel` (`persona:<id>`), now and after every reconnect, resuming after `since`. */

@@ -40,7 +40,7 @@ class Blocked extends WebSocket {
 }
 
 describe('the client over Server-Sent Events', () => {
-  test("transport: 'sse': initial_data, live messages, then a resume with ?since= that gets every event once", async () => {
+  test("transport: 'sse': initial_data, live messages, a resume with ?since= that gets every event once, refresh()", async () => {
     const p = new Persona(resp, `live_${run}`);
     await p.post('s0');
     const client = new Client({ ...fast, url: gateway.base, persona: p.id, transport: 'sse' });
@@ -62,6 +62,9 @@ describe('the client over Server-Sent Events', () => {
     await sleep(300); // keep-alives meanwhile; nothing else
     assert.deepEqual(log.offsets(), offsets, 'each event once, in order');
     assert.equal(log.of('initial_data').length, 1, 'a complete resume sends no snapshot');
+    assert.equal(client.refresh(), true, 'over SSE: the stream again, without since');
+    await until('a fresh snapshot', () => log.of('initial_data').length === 2);
+    assert.equal(log.of('initial_data')[1].offset, offsets.at(-1));
     client.close();
   });
 
