@@ -298,7 +298,9 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>) {
                 _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
                 _ = &mut abandon => return,
             }
-            // An SSE stream ends only when the drain closes it.
+            // An SSE response is the request in flight: it runs on until the
+            // drain closes its stream (and a client that does not read even
+            // that is dropped a grace later).
             tokio::select! {
                 _ = conn => {}
                 _ = abandon => {}
