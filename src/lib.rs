@@ -1,7 +1,8 @@
 //! pulsegate: a Redis-backed real-time pub/sub gateway.
 //!
 //! Data flows Redis → [`redis::subscriber`] → [`hub`] → per-connection
-//! [`ws::outbox`] → [`ws::writer`] → WebSocket; [`http`] serves REST beside it.
+//! [`hub::outbox`] → [`ws::writer`] → WebSocket (or [`sse`] → Server-Sent
+//! Events); [`http`] serves REST beside it.
 //! `docs/architecture.md` draws the same map.
 #![forbid(unsafe_code)]
 
@@ -29,6 +30,7 @@ pub mod shutdown;
 pub mod simulate;
 pub mod singleflight;
 pub mod snapshot;
+pub mod sse;
 pub mod stream;
 pub mod telemetry;
 pub mod time;

@@ -12,9 +12,11 @@ mod labels;
 mod publish;
 mod reads;
 pub use continuity::{Continuity, LossLabel, NodeLabel};
+pub mod transport;
 pub use labels::*;
 pub use publish::Publish;
 pub use reads::{Read, Reads};
+pub use transport::{SseError, Transport, Transports};
 
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~3.3 s
@@ -79,6 +81,8 @@ pub struct Metrics {
     pub reads: Reads,
     /// Gap repairs and the Redis nodes connected to.
     pub continuity: Continuity,
+    /// Connections by transport, and the SSE errors.
+    pub transports: Transports,
 }
 
 impl Default for Metrics {
@@ -134,6 +138,7 @@ impl Metrics {
             auth_failures: Family::default(),
             reads: Reads::default(),
             continuity: Continuity::default(),
+            transports: Transports::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -229,12 +234,12 @@ impl Metrics {
         );
         r.register(
             "connections_active",
-            "Open WebSocket connections",
+            "Open client connections (WebSocket and SSE; transport_connections_active splits them)",
             m.connections_active.clone(),
         );
         r.register(
             "connections",
-            "WebSocket connections accepted",
+            "Client connections accepted (WebSocket and SSE)",
             m.connections_total.clone(),
         );
         r.register(
@@ -340,6 +345,7 @@ impl Metrics {
         m.reads.register(r);
         m.continuity.register(r);
         m.publish.register(r);
+        m.transports.register(r);
         Self { registry, ..m }
     }
 

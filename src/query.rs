@@ -10,6 +10,19 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// Every value of `name`, decoded, in order; at most `max` of them (the
+/// caller refuses a request that reaches it, so `max + 1` is asked for).
+pub fn query_params(query: Option<&str>, name: &str, max: usize) -> Vec<String> {
+    let Some(query) = query else {
+        return Vec::new();
+    };
+    url::form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == name)
+        .take(max)
+        .map(|(_, v)| v.into_owned())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use crate::query::query_param;
@@ -22,5 +35,9 @@ mod tests {
         assert_eq!(query_param(q, "sp").as_deref(), Some("a b"));
         assert_eq!(query_param(q, "nope"), None);
         assert_eq!(query_param(None, "since"), None);
+        use crate::query::query_params;
+        assert_eq!(query_params(q, "token", 5), ["a+b", "x"]);
+        assert_eq!(query_params(q, "token", 1), ["a+b"]);
+        assert!(query_params(None, "token", 5).is_empty());
     }
 }

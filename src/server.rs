@@ -24,6 +24,7 @@ use crate::answers::{self, cache::ApiCache};
 use crate::app::App;
 use crate::auth::Authenticator;
 use crate::config::{AuthMode, Config};
+use crate::http::sse::StreamClosing;
 use crate::hub::registry::Connections;
 use crate::hub::Hub;
 use crate::keys::Keys;
@@ -293,22 +294,40 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>) {
         }
         let _ = stream.set_nodelay(true);
         let app2 = app.clone();
+        // Fires when an SSE stream on this connection asks to close: the
+        // connection is dropped a grace later, read or not (`sse/`).
+        let stream_closing = CancellationToken::new();
+        let closing = StreamClosing(stream_closing.clone());
         let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let app = app2.clone();
             req.extensions_mut().insert(crate::http::Peer(peer));
+            req.extensions_mut().insert(closing.clone());
             async move { Ok::<_, Infallible>(crate::http::handle(app, req).await) }
         });
         let conn = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let shutdown = app.shutdown.clone();
+        let grace = app.config.ws.slow_close_grace;
         app.tasks.spawn(async move {
             tokio::pin!(conn);
+            let abandon = async move {
+                stream_closing.cancelled().await;
+                tokio::time::sleep(grace).await;
+            };
+            tokio::pin!(abandon);
             tokio::select! {
                 r = conn.as_mut() => { if let Err(e) = r { tracing::debug!(error = %e, "http connection ended"); } return; }
                 _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+                _ = &mut abandon => return,
             }
-            let _ = conn.await;
+            // An SSE response is the request in flight: it runs on until the
+            // drain closes its stream (and a client that does not read even
+            // that is dropped a grace later).
+            tokio::select! {
+                _ = conn => {}
+                _ = abandon => {}
+            }
         });
     }
 }

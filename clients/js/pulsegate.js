@@ -1,10 +1,13 @@
 // pulsegate's JavaScript client: one WebSocket to a pulsegate gateway that
 // reconnects by itself and resumes where it left off, so every event arrives
-// once. clients/js/README.md has the API; docs/protocol.md the wire contract.
+// once; where WebSockets cannot get through (a proxy that breaks them), the
+// same over Server-Sent Events. clients/js/README.md has the API;
+// docs/protocol.md the wire contract.
 //
 // The gateway serves this file at /client/pulsegate.js (embedded at compile
 // time: this is the only copy). No dependency, no build step: browsers, and
-// Node 18+ with a WebSocket constructor passed in (the `ws` package).
+// Node 18+ with a WebSocket constructor passed in (the `ws` package) or
+// Server-Sent Events alone (read with fetch).
 
 export const DEFAULTS = Object.freeze({
   /** Backoff: attempt n waits d/2 + random·d/2, d = min(maxDelayMs, baseDelayMs·2ⁿ). */
@@ -25,6 +28,10 @@ export const DEFAULTS = Object.freeze({
   authCloseCodes: Object.freeze([1008, 4001, 4003, 4401]),
   /** In a browser: retry at once when it goes back online or the tab becomes visible. */
   retryOnWake: true,
+  /** `auto` (WebSocket, falling back to SSE), `websocket` or `sse`. */
+  transport: 'auto',
+  /** `auto`: this many WebSocket attempts in a row that never opened, none ever having opened, switch to SSE. */
+  sseAfterFailures: 2,
 });
 
 /** A draining gateway closes with this; its reason is `{"reconnect_ms":n}`. */
@@ -32,6 +39,7 @@ export const SERVICE_RESTART = 1012;
 const GOING_AWAY = 1001;
 const CONNECTING = 0;
 const OPEN = 1;
+const CLOSED = 3;
 /** Messages the gateway itself sends; on /dashboard/ws everything else is a publication. */
 const GATEWAY_TYPES = new Set(['initial_data', 'pong', 'status', 'error', 'subscribed', 'unsubscribed', 'authenticated']);
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -102,6 +110,125 @@ function wsBase(url) {
   return `${scheme}//${u.host}${u.pathname.replace(/\/+$/, '')}`;
 }
 
+/**
+ * A Server-Sent Events stream (`/sse/...`) that looks like the part of a
+ * WebSocket the client uses: `readyState`, `onopen`, `onmessage({data})`,
+ * `onclose({code, reason})`, `close()`. Read with fetch rather than
+ * EventSource: fetch gives the HTTP status of a refusal (401, 403, 503),
+ * which EventSource hides, and exists in Node 18+. The stream's last event
+ * becomes the close a WebSocket would have had: `event: reconnect` is 1012
+ * with the same `{"reconnect_ms":n}` reason, `event: close` its `code` and
+ * `reason`; a refusal maps 401 → 4401 and 403 → 4003 (stop until connect()),
+ * 400 → 1008, anything else → 1013 or 1006 (retry). Comments (keep-alives)
+ * reach `onmessage` with `data: null`: traffic for the silence check.
+ */
+export class EventStreamSocket {
+  readyState = CONNECTING;
+  onopen = null;
+  onmessage = null;
+  onclose = null;
+  onerror = null;
+  #abort = new AbortController();
+
+  constructor(url, { fetch: f = globalThis.fetch } = {}) {
+    if (typeof f !== 'function') throw new TypeError('pulsegate: no fetch here for Server-Sent Events');
+    this.url = url;
+    this.#run(f);
+  }
+
+  send() {
+    return false;
+  }
+
+  close() {
+    this.readyState = CLOSED;
+    this.#abort.abort();
+  }
+
+  async #run(f) {
+    let res;
+    try {
+      res = await f(this.url, { headers: { accept: 'text/event-stream' }, cache: 'no-store', signal: this.#abort.signal });
+    } catch (e) {
+      this.#end(1006, `cannot open the event stream: ${e?.message ?? e}`);
+      return;
+    }
+    if (this.readyState === CLOSED) return;
+    if (res.status !== 200 || !res.body) {
+      let reason = `HTTP ${res.status}`;
+      try {
+        reason = (await res.json())?.error?.code ?? reason;
+      } catch {
+        // not the gateway's JSON
+      }
+      const code = { 400: 1008, 401: 4401, 403: 4003, 429: 1013, 503: 1013 }[res.status] ?? 1006;
+      this.#end(code, reason);
+      return;
+    }
+    this.readyState = OPEN;
+    this.onopen?.();
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let rest = '';
+    const event = { type: null, data: [] };
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || this.readyState === CLOSED) break;
+        const lines = (rest + value).split('\n');
+        rest = lines.pop();
+        for (const raw of lines) {
+          if (this.#line(raw.endsWith('\r') ? raw.slice(0, -1) : raw, event)) return;
+        }
+      }
+    } catch {
+      // aborted, or the connection broke: the close below says so
+    }
+    this.#end(1006, 'the event stream ended');
+  }
+
+  /** One line of the stream; true once the stream's last event was handled. */
+  #line(line, event) {
+    if (line === '') {
+      const { type, data } = event;
+      event.type = null;
+      event.data = [];
+      if (!data.length) return false;
+      const text = data.join('\n');
+      if (type === 'reconnect') return this.#end(SERVICE_RESTART, text);
+      if (type === 'close') {
+        let c = {};
+        try {
+          c = JSON.parse(text) ?? {};
+        } catch {
+          // keep the defaults
+        }
+        return this.#end(Number.isInteger(c.code) ? c.code : 1006, typeof c.reason === 'string' ? c.reason : '');
+      }
+      this.onmessage?.({ data: text });
+      return this.readyState === CLOSED;
+    }
+    if (line.startsWith(':')) {
+      this.onmessage?.({ data: null });
+      return false;
+    }
+    const i = line.indexOf(':');
+    const field = i < 0 ? line : line.slice(0, i);
+    let value = i < 0 ? '' : line.slice(i + 1);
+    if (value.startsWith(' ')) value = value.slice(1);
+    if (field === 'data') event.data.push(value);
+    else if (field === 'event') event.type = value;
+    return false;
+  }
+
+  #end(code, reason) {
+    if (this.readyState === CLOSED) return true;
+    this.readyState = CLOSED;
+    this.#abort.abort();
+    this.onclose?.({ code, reason });
+    return true;
+  }
+}
+
 export class Client {
   /** The options merged over DEFAULTS. */
   #o;
@@ -139,6 +266,13 @@ export class Client {
   #listeners = new Map();
   /** Removes the browser's online/visibility listeners. */
   #unwake = null;
+  /** Server-Sent Events instead of a WebSocket (chosen, or fallen back to). */
+  #sse = false;
+  /** `auto`: WebSocket attempts in a row that never opened. */
+  #wsFailures = 0;
+  /** `auto`: a WebSocket opened once, so it works here: never fall back. */
+  #wsOpened = false;
+  #fetch;
 
   /**
    * @param {object} [options]
@@ -147,12 +281,19 @@ export class Client {
    * @param {string} [options.since]  with `persona`: resume after this offset on the first connection
    * @param {() => (string|null|Promise<string|null>)} [options.getToken]  a token for each connection and renewal
    * @param {typeof WebSocket} [options.WebSocket]  default globalThis.WebSocket (Node 18–21: the `ws` package)
+   * @param {'auto'|'websocket'|'sse'} [options.transport]  default `auto`: WebSocket, Server-Sent Events after `sseAfterFailures`
+   * @param {typeof fetch} [options.fetch]  what reads Server-Sent Events; default globalThis.fetch
    * @param {() => number} [options.random]  the jitter's source (tests seed it); default Math.random
    */
   constructor(options = {}) {
     this.#o = { ...DEFAULTS, ...options };
     this.#WebSocket = options.WebSocket ?? globalThis.WebSocket;
-    if (typeof this.#WebSocket !== 'function') {
+    this.#fetch = options.fetch ?? globalThis.fetch;
+    const transport = this.#o.transport;
+    if (!['auto', 'websocket', 'sse'].includes(transport)) throw new TypeError(`pulsegate: unknown transport ${transport}`);
+    // `auto` without a WebSocket constructor (Node before 22, no `ws`): SSE from the start.
+    this.#sse = transport === 'sse' || (transport === 'auto' && typeof this.#WebSocket !== 'function' && typeof this.#fetch === 'function');
+    if (!this.#sse && typeof this.#WebSocket !== 'function') {
       throw new TypeError('pulsegate: no WebSocket here; pass options.WebSocket (in Node: the `ws` package)');
     }
     this.#base = wsBase(options.url);
@@ -170,6 +311,11 @@ export class Client {
 
   get isOpen() {
     return this.#ws?.readyState === OPEN;
+  }
+
+  /** `websocket` or `sse`: what the client uses now. */
+  get transport() {
+    return this.#sse ? 'sse' : 'websocket';
   }
 
   /** The newest offset delivered on `channel` (default: the persona's). */
@@ -235,16 +381,21 @@ export class Client {
     this.#setState('closed');
   }
 
-  /** Sends a client message; false when not connected. */
+  /** Sends a client message; false when not connected (always over SSE, which is one-way). */
   send(msg) {
-    if (!this.isOpen) return false;
+    if (!this.isOpen || this.#sse) return false;
     this.#ws.send(JSON.stringify(msg));
     return true;
   }
 
-  /** Asks for `initial_data` (on /ws: one per subscription). */
+  /** Asks for `initial_data` (on /ws: one per subscription). Over SSE: the stream again, without `since`. */
   refresh() {
-    return this.send({ type: 'refresh' });
+    if (!this.#sse) return this.send({ type: 'refresh' });
+    if (!this.#running) return false;
+    // Fresh snapshots: the server drops what they cover, so no duplicate.
+    this.#offsets.clear();
+    this.#reopen();
+    return true;
   }
 
   /** /ws: follows `channel` (`persona:<id>`), now and after every reconnect, resuming after `since`. */
@@ -252,8 +403,12 @@ export class Client {
     if (this.#persona != null) throw new Error('pulsegate: subscribe is for /ws (a client without `persona`)');
     if (typeof channel !== 'string' || !channel) throw new TypeError('pulsegate: a channel such as persona:<id>');
     if (since != null) this.#offsets.set(channel, checkedOffset(since));
+    const added = !this.#channels.has(channel);
     this.#channels.add(channel);
-    if (this.isOpen) this.#subscribe(channel);
+    if (this.#sse) {
+      // An event stream's channels are in its URL: open it again with them.
+      if (added && this.#running) this.#reopen();
+    } else if (this.isOpen) this.#subscribe(channel);
     return this;
   }
 
@@ -261,8 +416,16 @@ export class Client {
   unsubscribe(channel) {
     if (!this.#channels.delete(channel)) return false;
     this.#offsets.delete(channel);
-    if (this.send({ type: 'unsubscribe', channel })) this.#leaving.set(channel, (this.#leaving.get(channel) ?? 0) + 1);
+    if (this.#sse) {
+      if (this.#running) this.#reopen();
+    } else if (this.send({ type: 'unsubscribe', channel })) this.#leaving.set(channel, (this.#leaving.get(channel) ?? 0) + 1);
     return true;
+  }
+
+  /** Over SSE: the stream again, at once, resuming every channel (its channels or token changed). */
+  #reopen() {
+    this.#detach('reopening');
+    this.#open();
   }
 
   // ----- the connection ------------------------------------------------------
@@ -287,12 +450,28 @@ export class Client {
     const since = this.#own ? this.offset() : null;
     const query = new URLSearchParams();
     if (since) query.set('since', since);
+    let path = this.#persona == null ? '/ws' : `/dashboard/ws/${encodeURIComponent(this.#persona)}`;
+    if (this.#sse) {
+      path = this.#persona == null ? '/sse' : `/sse/${encodeURIComponent(this.#persona)}`;
+      if (this.#persona == null) {
+        if (!this.#channels.size) {
+          // /sse needs a channel: wait for subscribe().
+          this.#setState('waiting', { attempt: this.#attempt });
+          return;
+        }
+        for (const channel of this.#channels) {
+          query.append('channel', channel);
+          const at = this.#offsets.get(channel);
+          if (at != null) query.append('since', `${channel}@${at}`);
+        }
+      }
+    }
     if (token) query.set('token', token);
-    const path = this.#persona == null ? '/ws' : `/dashboard/ws/${encodeURIComponent(this.#persona)}`;
     const q = query.toString();
     let ws;
     try {
-      ws = new this.#WebSocket(`${this.#base}${path}${q ? `?${q}` : ''}`);
+      const url = `${this.#sse ? this.#base.replace(/^ws/, 'http') : this.#base}${path}${q ? `?${q}` : ''}`;
+      ws = this.#sse ? new EventStreamSocket(url, { fetch: this.#fetch }) : new this.#WebSocket(url);
     } catch (e) {
       this.#localError('cannot_connect', `cannot open the WebSocket: ${e?.message ?? e}`);
       this.#retry(null);
@@ -308,6 +487,7 @@ export class Client {
       if (ws !== this.#ws) return;
       clearTimeout(this.#connectTimer);
       this.#openedAt = this.#lastSeen = Date.now();
+      if (!this.#sse) this.#wsOpened = true;
       this.#pinger = setInterval(() => this.#heartbeat(ws), this.#o.pingEveryMs);
       for (const channel of this.#channels) this.#subscribe(channel);
       this.#scheduleRenewal();
@@ -347,6 +527,7 @@ export class Client {
       this.#lost(ws, 1006, `no message for ${this.#o.silenceMs} ms`, true);
       return;
     }
+    // Over SSE the gateway's keep-alive comments are the traffic.
     this.send({ type: 'ping' });
   }
 
@@ -374,7 +555,17 @@ export class Client {
   #lost(ws, code, reason, local) {
     if (ws !== this.#ws) return;
     const lived = this.#openedAt ? Date.now() - this.#openedAt : 0;
+    const neverOpened = !this.#openedAt;
     this.#detach(local ? reason : '');
+    if (!this.#sse && this.#o.transport === 'auto' && !this.#wsOpened && neverOpened) {
+      this.#wsFailures += 1;
+      if (this.#wsFailures >= this.#o.sseAfterFailures && typeof this.#fetch === 'function') {
+        // WebSockets do not get through from here: Server-Sent Events from now on.
+        this.#sse = true;
+        this.#attempt = 0;
+        this.#emit('transport', { transport: 'sse', failures: this.#wsFailures });
+      }
+    }
     const auth = this.#o.authCloseCodes.includes(code);
     const hinted = restartDelay(code, reason, this.#random, this.#o);
     // A long-lived connection, or a server going away on purpose (with or
@@ -481,6 +672,12 @@ export class Client {
     const exp = tokenExpiry(token);
     if (exp != null && this.#tokenExp != null && exp <= this.#tokenExp) {
       this.#scheduleRenewal(); // the same token again: ask later
+      return;
+    }
+    if (this.#sse) {
+      // No `auth` message over SSE: the stream again with the new token
+      // (#open asks getToken once more), resuming where it was.
+      this.#reopen();
       return;
     }
     // The new expiry comes with `authenticated`.

@@ -18,6 +18,7 @@ const SECTIONS: &[&str] = &[
     "database",
     "log",
     "ws",
+    "sse",
     "http",
     "shutdown",
     "ingest",

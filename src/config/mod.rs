@@ -17,6 +17,7 @@ mod limits;
 mod load;
 mod redis;
 mod shutdown;
+mod sse;
 mod ws;
 
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ pub use limits::{LimitsConfig, Rate};
 pub use load::{Overrides, DEFAULT_CONFIG_PATH};
 pub use redis::{RedisConfig, Topology};
 pub use shutdown::ShutdownConfig;
+pub use sse::SseConfig;
 pub use ws::WsConfig;
 
 /// A bad value, and the key that holds it.
@@ -61,6 +63,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub log: LogConfig,
     pub ws: WsConfig,
+    pub sse: SseConfig,
     pub http: HttpConfig,
     pub shutdown: ShutdownConfig,
     pub ingest: IngestConfig,
@@ -80,6 +83,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             log: LogConfig::default(),
             ws: WsConfig::default(),
+            sse: SseConfig::default(),
             http: HttpConfig::default(),
             shutdown: ShutdownConfig::default(),
             ingest: IngestConfig::default(),
@@ -136,6 +140,7 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
         self.ws.validate()?;
+        self.sse.validate()?;
         self.http.validate()?;
         self.shutdown.validate()?;
         self.ingest.validate()?;

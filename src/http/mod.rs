@@ -1,6 +1,7 @@
-//! HTTP routing: health, metrics, and the WebSocket upgrade endpoints.
+//! HTTP routing: health, metrics, the WebSocket upgrade and SSE endpoints.
 //! Every request is counted by route and status, with its latency.
 
+pub mod admit;
 pub mod api;
 pub mod body;
 pub mod health;
@@ -8,6 +9,7 @@ pub mod history;
 pub mod publish;
 pub mod response;
 pub mod routes;
+pub mod sse;
 pub mod ui;
 pub mod upgrade;
 
@@ -91,6 +93,8 @@ async fn route(app: &Arc<App>, mut req: Request<Incoming>) -> (&'static str, Res
             Ok(endpoint) => upgrade::handle(app, req, endpoint),
             Err(res) => res,
         },
+        Handler::SseMultiplex => sse::multiplex(app, &req, query),
+        Handler::SseDashboard => sse::dashboard(app, &req, persona, query),
         Handler::DashboardPage => ui::dashboard(app, persona, req.headers()),
         Handler::UiAsset => ui::asset(params.get("asset").unwrap_or_default(), req.headers()),
         Handler::ClientLibrary => ui::client_library(req.headers()),

@@ -1,12 +1,22 @@
 //! Response helpers: every answer, error or not, is JSON with a clear message.
 
+use std::convert::Infallible;
+
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
-pub type Body = Full<Bytes>;
+/// Every response body: a whole one ([`full`]), or the stream of an SSE
+/// response (`http/sse.rs`). Boxed once per response.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A body sent at once.
+pub fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).boxed_unsync()
+}
 
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_default();
@@ -18,7 +28,7 @@ pub fn with_type(
     body: impl Into<Bytes>,
     content_type: &'static str,
 ) -> Response<Body> {
-    let mut res = Response::new(Full::new(body.into()));
+    let mut res = Response::new(full(body));
     *res.status_mut() = status;
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -22,6 +22,10 @@ pub enum Handler {
     Multiplex,
     /// `/dashboard/ws/{persona_id}`: one persona's WebSocket.
     DashboardWs,
+    /// `/sse?channel=…`: the multiplexed Server-Sent Events stream.
+    SseMultiplex,
+    /// `/sse/{persona_id}`: one persona's Server-Sent Events stream.
+    SseDashboard,
     /// `/dashboard/{persona_id}`: the dashboard page.
     DashboardPage,
     UiAsset,
@@ -47,6 +51,9 @@ pub enum Access {
     Public,
     /// Checked at the upgrade (`http/upgrade.rs`), which keeps the claims.
     WebSocket,
+    /// A Server-Sent Events stream: checked as a WebSocket upgrade is
+    /// (`http/admit.rs`), in `http/sse.rs`.
+    EventStream,
     /// A REST call: the REST rate applies, and with auth on a token holding
     /// at least this role (and the route's `persona_id`, when it has one).
     Rest(Role),
@@ -69,10 +76,10 @@ const fn route(method: Method, pattern: &'static str, access: Access, handler: H
     }
 }
 
-use Access::{Public, Rest, WebSocket};
+use Access::{EventStream, Public, Rest, WebSocket};
 
 /// Every route. `docs/api.md` and `docs/protocol.md` describe them.
-pub static ROUTES: [Route; 19] = [
+pub static ROUTES: [Route; 21] = [
     route(Method::GET, "/", Public, Handler::Index),
     route(Method::GET, "/healthz", Public, Handler::Healthz),
     route(Method::GET, "/readyz", Public, Handler::Readyz),
@@ -83,6 +90,13 @@ pub static ROUTES: [Route; 19] = [
         "/dashboard/ws/{persona_id}",
         WebSocket,
         Handler::DashboardWs,
+    ),
+    route(Method::GET, "/sse", EventStream, Handler::SseMultiplex),
+    route(
+        Method::GET,
+        "/sse/{persona_id}",
+        EventStream,
+        Handler::SseDashboard,
     ),
     route(
         Method::GET,
@@ -289,6 +303,8 @@ mod tests {
             found(Method::GET, "/dashboard/ws/p1").0,
             "/dashboard/ws/{persona_id}"
         );
+        assert_eq!(found(Method::GET, "/sse/p1").0, "/sse/{persona_id}");
+        assert_eq!(found(Method::GET, "/sse").0, "/sse");
         assert_eq!(
             found(Method::GET, "/dashboard/p1").0,
             "/dashboard/{persona_id}"

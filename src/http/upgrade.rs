@@ -1,11 +1,10 @@
-//! The WebSocket handshake: checks the request, reserves a connection slot,
-//! answers 101, and hands the upgraded socket to a session and a writer.
+//! The WebSocket handshake: checks the request (the checks both transports
+//! share are `admit.rs`), reserves a connection slot, answers 101, and hands the upgraded socket to a session and a writer.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use fastwebsockets::Role;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, SEC_WEBSOCKET_VERSION};
 use hyper::upgrade::Upgraded;
@@ -16,10 +15,11 @@ use tokio::net::TcpStream;
 
 use crate::app::App;
 use crate::auth::Claims;
-use crate::http::response::{error, Body};
+use crate::http::admit::{admit, Admitted};
+use crate::http::response::{error, full, Body};
 use crate::hub::outbox::Outbox;
 use crate::hub::registry::Registration;
-use crate::metrics::Rejection;
+use crate::metrics::{Rejection, Transport};
 use crate::ws::reader::MessageReader;
 use crate::ws::session::{Endpoint, Session};
 use crate::ws::writer;
@@ -49,72 +49,26 @@ pub fn handle(app: &Arc<App>, mut req: Request<Incoming>, endpoint: Endpoint) ->
             .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         return res;
     }
-    let origin = req
-        .headers()
-        .get(hyper::header::ORIGIN)
-        .map(|v| v.to_str().unwrap_or("\u{0}"));
-    if !app.config.auth.origin_allowed(origin) {
-        app.metrics.rejected(Rejection::Origin);
-        app.metrics.auth_failure("origin");
-        return error(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            "this Origin may not open WebSockets here",
-        );
-    }
-    let claims = match crate::http::authenticate(app, &req) {
-        Ok(c) => c,
-        Err(res) => {
-            app.metrics.rejected(Rejection::Unauthorized);
-            return res;
-        }
+    let personas = match &endpoint {
+        Endpoint::Dashboard { persona, .. } => std::slice::from_ref(persona),
+        Endpoint::Multiplex => &[],
     };
-    if let (Some(c), Endpoint::Dashboard { persona, .. }) = (&claims, &endpoint) {
-        if !c.allows_persona(persona.as_str()) {
-            app.metrics.rejected(Rejection::Forbidden);
-            return crate::http::forbidden(app, "this token does not grant this persona");
-        }
-    }
-    let ip = crate::http::client_ip(app, &req);
-    if app.limits.is_trusted_proxy(
-        req.extensions()
-            .get::<crate::http::Peer>()
-            .map_or(ip, |p| p.0.ip()),
+    let admitted = match admit(
+        app,
+        &req,
+        personas,
+        Transport::WebSocket,
+        tokio_util::sync::CancellationToken::new(),
     ) {
-        // Behind a proxy the accept loop saw the proxy; the client's own
-        // connection rate is checked here.
-        if let Err(l) = app.limits.check_connection_ip(ip) {
-            app.metrics.rejected(Rejection::RateLimited);
-            return crate::http::too_many_requests(&l);
-        }
-    }
-    let Some(ip_slot) = app.limits.open_connection(ip) else {
-        app.metrics.rejected(Rejection::MaxConnectionsPerIp);
-        return crate::http::too_many_requests(&crate::ratelimit::Limited {
-            limit: "max_connections_per_ip",
-            retry_after: std::time::Duration::from_secs(1),
-        });
+        Ok(a) => a,
+        Err(res) => return res,
     };
-    if app.is_draining() {
-        app.metrics.rejected(Rejection::Draining);
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "server is shutting down",
-        );
-    }
-    let outbox = Arc::new(Outbox::new(app.queue_limits(), app.metrics.clone()));
-    let Some(registration) = app
-        .connections
-        .register(outbox.clone(), app.config.ws.max_connections)
-    else {
-        app.metrics.rejected(Rejection::MaxConnections);
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            "connection limit reached; retry later",
-        );
-    };
+    let Admitted {
+        claims,
+        outbox,
+        registration,
+        ip_slot,
+    } = admitted;
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
         Err(e) => {
@@ -134,7 +88,7 @@ pub fn handle(app: &Arc<App>, mut req: Request<Incoming>, endpoint: Endpoint) ->
         }
     });
     let (parts, _) = response.into_parts();
-    Response::from_parts(parts, Full::new(Bytes::new()))
+    Response::from_parts(parts, full(Bytes::new()))
 }
 
 /// Splits the socket so reads and writes never wait on each other. The

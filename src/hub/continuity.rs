@@ -212,8 +212,9 @@ impl Hub {
         for sub in subscribers.iter() {
             if let Sink::Client { outbox, mode } = &sub.sink {
                 let frame = match mode {
-                    super::Mode::Verbatim => verbatim.clone(),
-                    super::Mode::Wrapped => wrapped.clone(),
+                    // SSE streams turn frames into events as they send them.
+                    super::Mode::Verbatim | super::Mode::SseVerbatim => verbatim.clone(),
+                    super::Mode::Wrapped | super::Mode::SseWrapped => wrapped.clone(),
                 };
                 outbox.push_frame(frame);
             }

@@ -110,6 +110,9 @@ impl Hub {
         let ws_name = &route.ws_name;
         let mut verbatim = None;
         let mut wrapped = None;
+        // Encoded on first use too: a process without SSE clients never pays.
+        let mut sse_verbatim = None;
+        let mut sse_wrapped = None;
         for sub in subscribers.iter() {
             let (outbox, delivery) = match &sub.sink {
                 Sink::Client {
@@ -125,6 +128,22 @@ impl Hub {
                 } => (
                     outbox,
                     wrapped.get_or_insert_with(|| message::wrapped(payload, &meta, ws_name)),
+                ),
+                Sink::Client {
+                    outbox,
+                    mode: Mode::SseVerbatim,
+                } => (
+                    outbox,
+                    sse_verbatim
+                        .get_or_insert_with(|| message::sse_verbatim(payload, &meta, channel)),
+                ),
+                Sink::Client {
+                    outbox,
+                    mode: Mode::SseWrapped,
+                } => (
+                    outbox,
+                    sse_wrapped
+                        .get_or_insert_with(|| message::sse_wrapped(payload, &meta, ws_name)),
                 ),
                 Sink::Observer(observer) => {
                     // Publications without an offset are not stream events:

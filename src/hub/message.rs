@@ -6,7 +6,7 @@ use std::sync::Arc;
 use simd_json::prelude::*;
 
 use crate::hub::outbox::Delivery;
-use crate::protocol::frame;
+use crate::protocol::{frame, sse};
 use crate::stream::{format_offset, parse_offset, Offset};
 
 /// Why a Redis payload was not forwarded.
@@ -138,6 +138,34 @@ pub fn wrapped(payload: &[u8], meta: &Inspected, ws_channel: &Arc<str>) -> Deliv
 /// resume). `offset` sits at the top level beside `channel` and `data`
 /// (DECISIONS #6), left out for a publication without one (a raw PUBLISH).
 pub fn wrap(payload: &[u8], offset: Option<Offset>, ws_channel: &str) -> bytes::Bytes {
+    frame::text(&envelope(payload, offset, ws_channel))
+}
+
+/// The event for `/sse/{persona}` clients: the payload verbatim, named by
+/// its `type`, with its offset as the event id.
+pub fn sse_verbatim(payload: &[u8], meta: &Inspected, channel: &str) -> Delivery {
+    Delivery {
+        frame: sse::event(payload, sse::Ids::Offset),
+        conflation_key: conflation_key(meta, channel),
+        offset: meta.offset,
+        channel: None,
+    }
+}
+
+/// The event for `/sse?channel=` clients: the `/ws` envelope, with
+/// `<channel>@<offset>` as the event id.
+pub fn sse_wrapped(payload: &[u8], meta: &Inspected, ws_channel: &Arc<str>) -> Delivery {
+    let body = envelope(payload, meta.offset, ws_channel);
+    Delivery {
+        frame: sse::event(&body, sse::Ids::ChannelOffset),
+        conflation_key: conflation_key(meta, ws_channel),
+        offset: meta.offset,
+        channel: Some(ws_channel.clone()),
+    }
+}
+
+/// The JSON of the `message` envelope (see [`wrap`]).
+fn envelope(payload: &[u8], offset: Option<Offset>, ws_channel: &str) -> Vec<u8> {
     let mut body = Vec::with_capacity(payload.len() + ws_channel.len() + 72);
     body.extend_from_slice(b"{\"type\":\"message\",\"channel\":");
     // Channel names are validated ([A-Za-z0-9_.:-]) and need no escaping,
@@ -152,7 +180,7 @@ pub fn wrap(payload: &[u8], offset: Option<Offset>, ws_channel: &str) -> bytes::
     body.extend_from_slice(b",\"data\":");
     body.extend_from_slice(payload);
     body.push(b'}');
-    frame::text(&body)
+    body
 }
 
 fn conflation_key(meta: &Inspected, channel: &str) -> Option<Arc<str>> {

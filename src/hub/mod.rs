@@ -33,6 +33,10 @@ pub enum Mode {
     Verbatim,
     /// `/ws`: wrapped in a `message` envelope naming the channel.
     Wrapped,
+    /// `/sse/{persona}`: the payload verbatim as a Server-Sent Event.
+    SseVerbatim,
+    /// `/sse?channel=`: the `message` envelope as a Server-Sent Event.
+    SseWrapped,
 }
 
 /// Something other than a WebSocket that wants to know when a channel

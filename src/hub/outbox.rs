@@ -26,6 +26,7 @@ use crate::protocol::frame;
 use crate::stream::Offset;
 
 mod channels;
+mod drain;
 pub use channels::HoldId;
 
 /// One message as the hub hands it to every subscriber: encoded once, shared.
@@ -161,6 +162,13 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(limits: Limits, metrics: Arc<Metrics>) -> Self {
+        Self::with_closing(limits, metrics, CancellationToken::new())
+    }
+
+    /// An outbox whose [`Outbox::closing`] is `closing`: whoever holds the
+    /// token learns when a close is asked for (an SSE stream's HTTP
+    /// connection, to drop a client that does not read, `server.rs`).
+    pub fn with_closing(limits: Limits, metrics: Arc<Metrics>, closing: CancellationToken) -> Self {
         Self {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -178,7 +186,7 @@ impl Outbox {
             }),
             wake: Notify::new(),
             limits,
-            closing: CancellationToken::new(),
+            closing,
             metrics,
             room: Notify::new(),
         }
@@ -338,55 +346,6 @@ impl Outbox {
 
     pub fn closing(&self) -> &CancellationToken {
         &self.closing
-    }
-
-    /// Moves queued frames into `buf` until it holds about `max_bytes`.
-    pub fn drain(&self, buf: &mut Vec<u8>, max_bytes: usize) -> Drained {
-        let mut s = self.lock();
-        if s.close_sent {
-            return Drained::Finished;
-        }
-        if let Some(c) = s.close.clone() {
-            if !s.flush_before_close || s.queue.is_empty() {
-                s.close_sent = true;
-                return Drained::Close(c);
-            }
-        }
-        if s.held {
-            return Drained::Empty;
-        }
-        let mut n = 0;
-        while buf.len() < max_bytes {
-            let Some(slot) = s.queue.pop_front() else {
-                break;
-            };
-            s.head_seq = s.head_seq.wrapping_add(1);
-            match &slot.key {
-                Some(key) => {
-                    s.conflated.remove(key);
-                }
-                None if slot.frame.is_some() => s.lossless -= 1,
-                None => {}
-            }
-            if let Some(f) = slot.frame {
-                buf.extend_from_slice(&f);
-                n += 1;
-            }
-        }
-        if n > 0 {
-            drop(s);
-            self.room.notify_waiters();
-            return Drained::Frames(n);
-        }
-        // A close waiting for the queue: the queue held only emptied slots,
-        // so the close is next.
-        match s.close.clone() {
-            Some(c) if s.queue.is_empty() => {
-                s.close_sent = true;
-                Drained::Close(c)
-            }
-            _ => Drained::Empty,
-        }
     }
 
     /// Waits until something may have been queued.

@@ -2,6 +2,7 @@
 //! codes. `docs/protocol.md` documents the same.
 
 pub mod frame;
+pub mod sse;
 
 use serde::Serialize;
 use serde_json::Value;

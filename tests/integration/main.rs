@@ -22,4 +22,5 @@ mod resume;
 mod security;
 mod shared_reads;
 mod shutdown;
+mod sse;
 mod topology;

@@ -1,11 +1,12 @@
 // The library's pure functions: backoff (with a seeded random), the server's
-// reconnect hint, offsets, token expiry, URLs.
+// reconnect hint, offsets, token expiry, URLs; the SSE reader over a scripted fetch.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import {
   Client, DEFAULTS, backoff, compareOffsets, parseOffset, restartDelay, tokenExpiry,
+  EventStreamSocket,
 } from '../pulsegate.js';
 import { fakeJwt, seeded } from './util.mjs';
 
@@ -146,7 +147,60 @@ describe('the client', () => {
     const one = new Client({ url: 'http://x', persona: 'p', WebSocket: Fake });
     assert.throws(() => one.subscribe('persona:a'), /\/ws/);
     if (typeof globalThis.WebSocket === 'undefined') {
-      assert.throws(() => new Client({ url: 'http://x' }), /options\.WebSocket/);
+      assert.throws(() => new Client({ url: 'http://x', transport: 'websocket' }), /options\.WebSocket/);
+      // `auto` with no WebSocket: Server-Sent Events from the start.
+      assert.equal(new Client({ url: 'http://x' }).transport, 'sse');
     }
+    assert.throws(() => new Client({ url: 'http://x', WebSocket: Fake, transport: 'carrier-pigeon' }), /transport/);
+  });
+});
+
+/** A fetch answering `status` with `chunks` as the body, one read each. */
+function fakeFetch(status, chunks, seen = []) {
+  return async (url, init) => {
+    seen.push({ url, init });
+    const body = new ReadableStream({
+      start(c) {
+        for (const chunk of chunks) c.enqueue(new TextEncoder().encode(chunk));
+        c.close();
+      },
+    });
+    return new Response(body, { status, headers: { 'content-type': status === 200 ? 'text/event-stream' : 'application/json' } });
+  };
+}
+
+/** Runs an EventStreamSocket to its close; resolves with what it reported. */
+function drive(fetch) {
+  return new Promise((resolve) => {
+    const got = { open: 0, messages: [], activity: 0 };
+    const s = new EventStreamSocket('http://x/sse/p', { fetch });
+    s.onopen = () => (got.open += 1);
+    s.onmessage = (ev) => (ev.data == null ? (got.activity += 1) : got.messages.push(ev.data));
+    s.onclose = (ev) => resolve({ ...got, close: ev });
+  });
+}
+
+describe('EventStreamSocket', () => {
+  test('events split anywhere across reads, multi-line data, comments, and the drain hint as a 1012 close', async () => {
+    const r = await drive(fakeFetch(200, [
+      ': pulsegate\n\nid: 1-0\nevent: initial_',
+      'data\ndata: {"type":"initial_data",\r\ndata: "offset":"1-0"}\n\n: keep-alive\n\n',
+      'data: {"type":"x"}\n\nevent: reconnect\ndata: {"reconnect_ms":1500}\nretry: 1500\n\ndata: {"late":1}\n\n',
+    ]));
+    assert.equal(r.open, 1);
+    assert.deepEqual(r.messages, ['{"type":"initial_data",\n"offset":"1-0"}', '{"type":"x"}']);
+    assert.equal(r.activity, 2);
+    assert.deepEqual(r.close, { code: 1012, reason: '{"reconnect_ms":1500}' });
+  });
+
+  test('event: close carries the code; refusals map to close codes; an end without a last event is 1006', async () => {
+    const closed = await drive(fakeFetch(200, ['event: close\ndata: {"code":4008,"reason":"slow consumer"}\n\n']));
+    assert.deepEqual(closed.close, { code: 4008, reason: 'slow consumer' });
+    for (const [status, code] of [[401, 4401], [403, 4003], [400, 1008], [503, 1013], [500, 1006]]) {
+      const r = await drive(fakeFetch(status, ['{"error":{"code":"nope","message":"no"}}']));
+      assert.deepEqual([r.open, r.close.code, r.close.reason], [0, code, 'nope'], `HTTP ${status}`);
+    }
+    const ended = await drive(fakeFetch(200, ['data: {}\n\n']));
+    assert.deepEqual([ended.messages, ended.close.code], [['{}'], 1006]);
   });
 });

@@ -21,20 +21,21 @@ use crate::hub::outbox::{HoldId, Outbox};
 use crate::protocol::{frame, ServerMessage};
 use crate::stream::Offset;
 
-/// One start of a channel.
-struct Start {
-    target: Channel,
+/// One start of a channel (also of each channel of a `/sse?channel=`
+/// stream, `sse/`).
+pub(crate) struct Start {
+    pub target: Channel,
     /// `<namespace>:<id>`, as the outbox holds it.
-    channel: String,
+    pub channel: String,
     /// Resume after this offset instead of sending a snapshot.
-    since: Option<Offset>,
+    pub since: Option<Offset>,
     /// A `subscribe` sends its `subscribed` ack first; a `refresh` does not.
-    ack: bool,
+    pub ack: bool,
     /// The hold this start releases; a newer one makes it a no-op.
-    hold: HoldId,
+    pub hold: HoldId,
     /// Whether Redis confirmed the channel's subscription: reading before
     /// that could miss a publication made between the read and the SUBSCRIBE.
-    live: watch::Receiver<bool>,
+    pub live: watch::Receiver<bool>,
 }
 
 impl Session {
@@ -58,8 +59,7 @@ impl Session {
             hold,
             live: sub.live(),
         };
-        let (app, outbox, reads) = (self.app.clone(), self.outbox.clone(), self.reads.clone());
-        self.app.tasks.spawn(run(app, outbox, reads, start));
+        spawn(&self.app, self.outbox.clone(), self.reads.clone(), start);
     }
 
     /// `refresh` on `/ws`: a fresh `initial_data` per subscription, each
@@ -75,6 +75,12 @@ impl Session {
             self.start_channel(channel, hold, None, false);
         }
     }
+}
+
+/// Runs `start` on the connection's `outbox` in a task of its own, one
+/// Redis read at a time per connection (`reads`).
+pub(crate) fn spawn(app: &Arc<App>, outbox: Arc<Outbox>, reads: Arc<Semaphore>, start: Start) {
+    app.tasks.spawn(run(app.clone(), outbox, reads, start));
 }
 
 async fn run(app: Arc<App>, outbox: Arc<Outbox>, reads: Arc<Semaphore>, mut start: Start) {

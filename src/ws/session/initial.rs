@@ -16,7 +16,7 @@ use crate::snapshot;
 use crate::stream::{format_offset, Offset};
 
 /// A channel's first frames and the point they are current to.
-pub(super) struct First {
+pub(crate) struct First {
     /// The snapshot, or the missed events in order.
     pub frames: Vec<Bytes>,
     /// Publications at or before this offset are in `frames` already.
@@ -30,7 +30,7 @@ pub(super) struct First {
 
 /// The snapshot, or with `since` the events missed since then (a fresh
 /// snapshot marked `recovered: false` when they cannot all be had).
-pub(super) async fn first(
+pub(crate) async fn first(
     app: &App,
     persona: &PersonaId,
     since: Option<Offset>,

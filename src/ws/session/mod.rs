@@ -5,9 +5,9 @@
 
 mod admit;
 mod commands;
-mod handoff;
+pub(crate) mod handoff;
 mod history;
-mod initial;
+pub(crate) mod initial;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,7 +31,7 @@ use crate::stream::Offset;
 use initial::first;
 
 /// How long a subscription may wait for Redis before the snapshot is sent anyway.
-const READY_WAIT: Duration = Duration::from_secs(3);
+pub(crate) const READY_WAIT: Duration = Duration::from_secs(3);
 /// How long to wait for the client's close reply after ours.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -101,6 +101,9 @@ impl Session {
         let metrics = self.app.metrics.clone();
         metrics.connections_total.inc();
         metrics.connections_active.inc();
+        let _open = metrics
+            .transports
+            .open(crate::metrics::Transport::WebSocket);
         self.start().await;
         self.read_loop().await;
         self.subscriptions.clear();

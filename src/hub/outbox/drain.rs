@@ -1,0 +1,67 @@
+//! The consumer side of the outbox: what the connection sends next. A
+//! WebSocket writer copies the queued frames as they are ([`Outbox::drain`]);
+//! an SSE stream turns each into its event as it copies it
+//! ([`Outbox::drain_with`], `protocol/sse.rs`).
+
+use super::{Drained, Outbox};
+
+impl Outbox {
+    /// Moves queued frames into `buf` until it holds about `max_bytes`.
+    pub fn drain(&self, buf: &mut Vec<u8>, max_bytes: usize) -> Drained {
+        self.drain_with(buf, max_bytes, |buf, frame| buf.extend_from_slice(frame))
+    }
+
+    /// [`Outbox::drain`], with `put` appending each queued frame to `buf`.
+    pub fn drain_with(
+        &self,
+        buf: &mut Vec<u8>,
+        max_bytes: usize,
+        mut put: impl FnMut(&mut Vec<u8>, &[u8]),
+    ) -> Drained {
+        let mut s = self.lock();
+        if s.close_sent {
+            return Drained::Finished;
+        }
+        if let Some(c) = s.close.clone() {
+            if !s.flush_before_close || s.queue.is_empty() {
+                s.close_sent = true;
+                return Drained::Close(c);
+            }
+        }
+        if s.held {
+            return Drained::Empty;
+        }
+        let mut n = 0;
+        while buf.len() < max_bytes {
+            let Some(slot) = s.queue.pop_front() else {
+                break;
+            };
+            s.head_seq = s.head_seq.wrapping_add(1);
+            match &slot.key {
+                Some(key) => {
+                    s.conflated.remove(key);
+                }
+                None if slot.frame.is_some() => s.lossless -= 1,
+                None => {}
+            }
+            if let Some(f) = slot.frame {
+                put(buf, &f);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            drop(s);
+            self.room.notify_waiters();
+            return Drained::Frames(n);
+        }
+        // A close waiting for the queue: the queue held only emptied slots,
+        // so the close is next.
+        match s.close.clone() {
+            Some(c) if s.queue.is_empty() => {
+                s.close_sent = true;
+                Drained::Close(c)
+            }
+            _ => Drained::Empty,
+        }
+    }
+}
