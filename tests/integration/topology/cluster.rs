@@ -129,6 +129,24 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
     )
     .await;
     wait_http_ok(gw.local_addr, "/readyz", Duration::from_secs(15)).await;
+    // /readyz names the nodes: every primary answering, the dead one down.
+    let (_, ready) = http_json(gw.local_addr, "GET", "/readyz", None).await;
+    assert_eq!(ready["redis_topology"], "cluster", "{ready}");
+    let nodes = ready["redis_nodes"].as_array().cloned().unwrap_or_default();
+    let up = |conn: &str| {
+        nodes
+            .iter()
+            .filter(|n| n["conn"] == conn && n["up"] == true)
+            .count()
+    };
+    assert!(up("command") >= 3, "{ready}");
+    let dead = cluster.nodes[victim].addr();
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["node"] != dead.as_str() || n["up"] == false),
+        "{ready}"
+    );
     // Ingest goes on for a while after the failover.
     tokio::time::sleep(Duration::from_secs(3)).await;
     running.store(false, Ordering::Relaxed);
@@ -186,6 +204,10 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
         }
     }
     let (_, metrics) = http_get(gw.local_addr, "/metrics").await;
+    assert!(
+        metrics.contains("pulsegate_redis_node_up{"),
+        "per-node gauge"
+    );
     let repairs = metrics
         .lines()
         .find(|l| l.starts_with("pulsegate_redis_gap_repairs_total"))
