@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
-use fred::util::redis_keyslot;
 
+use super::cluster_personas::slot;
 use super::servers::{cli, RedisCluster};
 use super::*;
 
@@ -21,25 +21,8 @@ const CLIENTS_PER_PERSONA: usize = 4;
 /// Pause between ingests (about 100 events/s in all).
 const INGEST_EVERY: Duration = Duration::from_millis(10);
 
-fn slot(persona: &str) -> u16 {
-    redis_keyslot(format!("pulse:{{{persona}}}:events").as_bytes())
-}
-
-/// Persona ids, `PERSONAS_PER_PRIMARY` on each primary, by owner index.
 fn personas_covering(cluster: &RedisCluster) -> HashMap<usize, Vec<String>> {
-    let mut by_owner: HashMap<usize, Vec<String>> = HashMap::new();
-    for i in 0.. {
-        let p = format!("c{i}");
-        let owner = cluster.owner(slot(&p)).expect("an owner");
-        let list = by_owner.entry(owner).or_default();
-        if list.len() < PERSONAS_PER_PRIMARY {
-            list.push(p);
-        }
-        if by_owner.len() == 3 && by_owner.values().all(|l| l.len() == PERSONAS_PER_PRIMARY) {
-            return by_owner;
-        }
-    }
-    unreachable!()
+    super::cluster_personas::personas_covering(cluster, PERSONAS_PER_PRIMARY)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
