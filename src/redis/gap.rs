@@ -8,7 +8,7 @@
 //! get a fresh `initial_data` with `"recovered": false`, counted in
 //! `pulsegate_redis_history_lost_total` and logged once per persona.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,24 +57,36 @@ impl GapRepair {
     ) {
         // Personas whose loss was logged: once each, however many repairs.
         let mut logged: HashSet<PersonaId> = HashSet::new();
+        // Channels whose repair failed, retried after the others (one whose
+        // node is unreachable must not hold up the rest).
+        let mut again: VecDeque<Arc<str>> = VecDeque::new();
         loop {
-            let channel = tokio::select! {
-                _ = cancel.cancelled() => return,
-                c = requests.recv() => match c { Some(c) => c, None => return },
+            let channel = match again.pop_front() {
+                Some(c) => c,
+                None => tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    c = requests.recv() => match c { Some(c) => c, None => return },
+                },
             };
-            loop {
+            let result = loop {
                 match self.repair(&channel, &mut logged).await {
-                    Ok(true) => break,
+                    Ok(true) => break Ok(()),
                     Ok(false) => continue,
-                    Err(failed) => {
-                        if let Failed::Redis(e) = &failed {
-                            tracing::debug!(%channel, error = %e, "gap repair failed; retrying");
-                        }
-                        tokio::select! {
-                            _ = cancel.cancelled() => return,
-                            _ = tokio::time::sleep(RETRY_DELAY) => {}
-                        }
-                    }
+                    Err(failed) => break Err(failed),
+                }
+            };
+            if let Err(failed) = result {
+                if let Failed::Redis(e) = &failed {
+                    tracing::debug!(%channel, error = %e, "gap repair failed; retrying");
+                }
+                again.push_back(channel);
+                // Requests that came meanwhile go first.
+                while let Ok(c) = requests.try_recv() {
+                    again.push_front(c);
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY_DELAY) => {}
                 }
             }
         }

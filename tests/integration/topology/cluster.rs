@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
-use fred::util::redis_keyslot;
 
+use super::cluster_personas::slot;
 use super::servers::{cli, RedisCluster};
 use super::*;
 
@@ -21,25 +21,8 @@ const CLIENTS_PER_PERSONA: usize = 4;
 /// Pause between ingests (about 100 events/s in all).
 const INGEST_EVERY: Duration = Duration::from_millis(10);
 
-fn slot(persona: &str) -> u16 {
-    redis_keyslot(format!("pulse:{{{persona}}}:events").as_bytes())
-}
-
-/// Persona ids, `PERSONAS_PER_PRIMARY` on each primary, by owner index.
 fn personas_covering(cluster: &RedisCluster) -> HashMap<usize, Vec<String>> {
-    let mut by_owner: HashMap<usize, Vec<String>> = HashMap::new();
-    for i in 0.. {
-        let p = format!("c{i}");
-        let owner = cluster.owner(slot(&p)).expect("an owner");
-        let list = by_owner.entry(owner).or_default();
-        if list.len() < PERSONAS_PER_PRIMARY {
-            list.push(p);
-        }
-        if by_owner.len() == 3 && by_owner.values().all(|l| l.len() == PERSONAS_PER_PRIMARY) {
-            return by_owner;
-        }
-    }
-    unreachable!()
+    super::cluster_personas::personas_covering(cluster, PERSONAS_PER_PRIMARY)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,6 +112,24 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
     )
     .await;
     wait_http_ok(gw.local_addr, "/readyz", Duration::from_secs(15)).await;
+    // /readyz names the nodes: every primary answering, the dead one down.
+    let (_, ready) = http_json(gw.local_addr, "GET", "/readyz", None).await;
+    assert_eq!(ready["redis_topology"], "cluster", "{ready}");
+    let nodes = ready["redis_nodes"].as_array().cloned().unwrap_or_default();
+    let up = |conn: &str| {
+        nodes
+            .iter()
+            .filter(|n| n["conn"] == conn && n["up"] == true)
+            .count()
+    };
+    assert!(up("command") >= 3, "{ready}");
+    let dead = cluster.nodes[victim].addr();
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["node"] != dead.as_str() || n["up"] == false),
+        "{ready}"
+    );
     // Ingest goes on for a while after the failover.
     tokio::time::sleep(Duration::from_secs(3)).await;
     running.store(false, Ordering::Relaxed);
@@ -186,6 +187,10 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
         }
     }
     let (_, metrics) = http_get(gw.local_addr, "/metrics").await;
+    assert!(
+        metrics.contains("pulsegate_redis_node_up{"),
+        "per-node gauge"
+    );
     let repairs = metrics
         .lines()
         .find(|l| l.starts_with("pulsegate_redis_gap_repairs_total"))
@@ -325,16 +330,26 @@ async fn a_slot_migrated_under_watching_clients_loses_and_repeats_nothing() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // As a raw publisher would: redis-cli following the redirect.
     for p in &personas {
-        let _: i64 = publisher
-            .spublish(format!("pulse:{{{p}}}:events"), r#"{"type":"test_end"}"#)
-            .await
-            .expect("SPUBLISH");
+        let ch = format!("pulse:{{{p}}}:events");
+        let out = cli(
+            cluster.nodes[from].port,
+            &["-c", "SPUBLISH", &ch, r#"{"type":"test_end"}"#],
+        );
+        assert_eq!(out.trim(), "1", "SPUBLISH {ch}");
     }
+    // Read with redis-cli: the publisher's fred client times out on the
+    // moved slot after this hand-made migration (the gateway's does not:
+    // its repairs read there).
     let mut updates = 0;
     for (p, h) in clients {
         let seen = h.await.expect("client");
-        let stream = stream_offsets(&publisher, &p).await;
+        let key = format!("pulse:{{{p}}}:stream");
+        let stream: Vec<Off> = cli(cluster.nodes[to].port, &["-c", "XRANGE", &key, "-", "+"])
+            .lines()
+            .filter_map(|l| offset(&serde_json::Value::String(l.trim().to_owned())))
+            .collect();
         check(&p, &seen, &stream);
         assert_eq!(
             seen.initials.len(),

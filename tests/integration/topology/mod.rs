@@ -1,7 +1,9 @@
 //! Redis beyond one node: a Cluster with sharded pub/sub, and Sentinel
 //! failover (docs/redis.md, "Topologies"), each on real servers.
 
+mod audit;
 mod cluster;
+mod cluster_personas;
 mod sentinel;
 pub mod servers;
 
