@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Autobahn|Testsuite fuzzing client, cases 1-10 without 9.* (the performance
+# Autobahn|Testsuite fuzzing client, cases 1-13 without 9.* (the performance
 # cases: 64 KiB-16 MiB messages, over ws.max_message_bytes by design; with
 # the limit wstest keeps sending after our 1009 close and stalls), against the gateway's
-# WebSocket reader and frame encoder (examples/autobahn_echo.rs), then a diff
-# of each case's behavior against tests/autobahn/expected.json.
+# WebSocket reader, frame encoder and permessage-deflate (cases 12 and 13;
+# examples/autobahn_echo.rs), then a diff of each case's behavior against
+# tests/autobahn/expected.json.
 #
 #   scripts/autobahn.sh            run and diff (exit 1 on any difference)
 #   scripts/autobahn.sh --update   run and rewrite the expected results
@@ -26,7 +27,7 @@ for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break;
 cat > "$OUT/spec.json" <<JSON
 {"outdir": "$OUT/reports",
  "servers": [{"agent": "pulsegate", "url": "ws://127.0.0.1:$PORT/"}],
- "cases": ["1.*","2.*","3.*","4.*","5.*","6.*","7.*","8.*","9.*","10.*"],
+ "cases": ["1.*","2.*","3.*","4.*","5.*","6.*","7.*","8.*","9.*","10.*","12.*","13.*"],
  "exclude-cases": ["9.*"], "exclude-agent-cases": {}}
 JSON
 (cd "$OUT" && PYTHONUSERBASE=/tmp/ab timeout 600 "$WSTEST" -m fuzzingclient -s spec.json > wstest.log 2>&1)

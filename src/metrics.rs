@@ -7,8 +7,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+mod compression;
 mod labels;
 mod reads;
+pub use compression::Compressions;
 pub use labels::*;
 pub use reads::{Read, Reads};
 
@@ -71,6 +73,8 @@ pub struct Metrics {
     pub auth_failures: Family<ReasonLabel, Counter>,
     /// Snapshot and replay reads sent to Redis, and the callers that shared one.
     pub reads: Reads,
+    /// permessage-deflate runs and bytes.
+    pub compressions: Compressions,
 }
 
 impl Default for Metrics {
@@ -124,6 +128,7 @@ impl Metrics {
             ratelimit_keys: Gauge::default(),
             auth_failures: Family::default(),
             reads: Reads::default(),
+            compressions: Compressions::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -328,6 +333,7 @@ impl Metrics {
             m.auth_failures.clone(),
         );
         m.reads.register(r);
+        m.compressions.register(r);
         Self { registry, ..m }
     }
 

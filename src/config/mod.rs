@@ -31,7 +31,7 @@ pub use limits::{LimitsConfig, Rate};
 pub use load::{Overrides, DEFAULT_CONFIG_PATH};
 pub use redis::RedisConfig;
 pub use shutdown::ShutdownConfig;
-pub use ws::WsConfig;
+pub use ws::{Compression, WsConfig};
 
 /// A bad value, and the key that holds it.
 #[derive(Debug, thiserror::Error)]

@@ -36,6 +36,17 @@ pub struct WsConfig {
     pub max_replay: usize,
     /// Persona ids longer than this are refused with 400. Default: 64.
     pub max_persona_id_len: usize,
+    /// permessage-deflate (RFC 7692) for clients that offer it: `on` or
+    /// `off`. Default: on.
+    pub compression: Compression,
+}
+
+/// `ws.compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Off,
+    On,
 }
 
 impl Default for WsConfig {
@@ -50,6 +61,7 @@ impl Default for WsConfig {
             slow_close_grace: Duration::from_secs(5),
             max_replay: 2000,
             max_persona_id_len: 64,
+            compression: Compression::On,
         }
     }
 }

@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, watch};
 
 use crate::keys::{ws_channel_name, Keys, PersonaId};
-use crate::metrics::{Metrics, ReadPath, ReasonLabel, Repair};
+use crate::metrics::{Compressed, Metrics, ReadPath, ReasonLabel, Repair};
 use crate::stream::Offset;
 use crate::undecodable;
-use outbox::{Outbox, Pushed};
+use outbox::{Delivery, Outbox, Pushed};
 
 /// How a subscriber wants publications framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +249,32 @@ impl Hub {
         Some((text.text.into_owned(), meta?))
     }
 
+    /// What `outbox` gets of `plain`: its compressed form (made at most
+    /// once, in `cache`) when the client negotiated permessage-deflate and
+    /// compression pays, else `plain` itself.
+    fn deflated<'a>(
+        &self,
+        outbox: &Outbox,
+        plain: &'a Delivery,
+        cache: &'a mut Option<Option<Delivery>>,
+    ) -> &'a Delivery {
+        let eligible = outbox
+            .deflate()
+            .is_some_and(|d| outbox::deflate::may_compress(d, &plain.frame));
+        if !eligible {
+            return plain;
+        }
+        let compressed = cache.get_or_insert_with(|| {
+            let frame =
+                outbox::deflate::compress(&plain.frame, &self.metrics, Compressed::Broadcast)?;
+            Some(Delivery {
+                frame,
+                ..plain.clone()
+            })
+        });
+        compressed.as_ref().unwrap_or(plain)
+    }
+
     /// Fans a publication out to the channel's subscribers.
     pub fn dispatch(&self, channel: &str, payload: &[u8]) {
         self.metrics.redis_messages_received.inc();
@@ -281,22 +307,30 @@ impl Hub {
         };
         let mut verbatim = None;
         let mut wrapped = None;
+        // The compressed forms, made on first need: once per publication
+        // and framing, whatever the number of compressing subscribers.
+        let mut verbatim_deflated = None;
+        let mut wrapped_deflated = None;
         for sub in subscribers.iter() {
             let (outbox, delivery) = match &sub.sink {
                 Sink::Client {
                     outbox,
                     mode: Mode::Verbatim,
-                } => (
-                    outbox,
-                    verbatim.get_or_insert_with(|| message::verbatim(payload, &meta, channel)),
-                ),
+                } => {
+                    let plain =
+                        verbatim.get_or_insert_with(|| message::verbatim(payload, &meta, channel));
+                    let d = self.deflated(outbox, plain, &mut verbatim_deflated);
+                    (outbox, d)
+                }
                 Sink::Client {
                     outbox,
                     mode: Mode::Wrapped,
-                } => (
-                    outbox,
-                    wrapped.get_or_insert_with(|| message::wrapped(payload, &meta, &ws_name)),
-                ),
+                } => {
+                    let plain =
+                        wrapped.get_or_insert_with(|| message::wrapped(payload, &meta, &ws_name));
+                    let d = self.deflated(outbox, plain, &mut wrapped_deflated);
+                    (outbox, d)
+                }
                 Sink::Observer(observer) => {
                     // Publications without an offset are not stream events:
                     // they change no aggregate.

@@ -6,6 +6,7 @@ mod bad_bytes;
 mod clientlog;
 mod cluster;
 mod common;
+mod compression;
 mod config;
 mod fanout;
 mod faults;
