@@ -10,10 +10,10 @@ permessage-deflate, as browsers do), ROUNDS rounds of:
             /dashboard/ws/persona_beta, each reading its `initial_data` and
             closing; persona_beta was filled once with FILL events.
 
-Per round it reads the gateway's CPU time (/proc/PID/stat utime+stime), the
-bytes it wrote (/proc/PID/io wchar: every byte handed to write(), i.e. the
-frames on the wire plus the 101 answers) and its frames_sent counter, and
-prints the medians per million deliveries.
+Per round it reads the gateway's CPU time (/proc/PID/stat utime+stime) and
+its frames_sent counter, and counts every byte the clients' sockets
+received (the frames, and for `initial` the 101 answers too), and prints
+the medians per million deliveries.
 
     python3 bench-compression.py GATEWAY_BIN REDIS_URL PORT
 """
@@ -27,6 +27,19 @@ import time
 import urllib.request
 
 import websockets
+from websockets.legacy.protocol import WebSocketCommonProtocol
+
+# Every byte that reaches a client socket (TCP payload), counted before parsing.
+RECEIVED = [0]
+_data_received = WebSocketCommonProtocol.data_received
+
+
+def _counting(self, data):
+    RECEIVED[0] += len(data)
+    return _data_received(self, data)
+
+
+WebSocketCommonProtocol.data_received = _counting
 
 BIN, REDIS_URL, PORT = sys.argv[1], sys.argv[2], int(sys.argv[3])
 CLIENTS = int(os.environ.get("CLIENTS", 50))
@@ -45,13 +58,6 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def wchar(pid):
-    for line in open(f"/proc/{pid}/io"):
-        if line.startswith("wchar:"):
-            return int(line.split()[1])
-    raise RuntimeError("no wchar")
-
-
 def metric(name):
     text = urllib.request.urlopen(f"http://{BASE}/metrics", timeout=5).read().decode()
     return sum(float(l.split()[-1]) for l in text.splitlines()
@@ -59,7 +65,7 @@ def metric(name):
 
 
 def sample(pid):
-    return (cpu_s(pid), wchar(pid), metric("pulsegate_frames_sent_total"),
+    return (cpu_s(pid), RECEIVED[0], metric("pulsegate_frames_sent_total"),
             metric("pulsegate_ws_compressions_total"))
 
 
