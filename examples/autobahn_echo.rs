@@ -1,7 +1,9 @@
 //! A test-only echo server for the Autobahn|Testsuite (scripts/autobahn.sh):
 //! the gateway's own WebSocket reading (`ws::reader`: fragment assembly,
-//! size limit, UTF-8 and close validation) and frame encoding (`ws::frame`),
-//! echoing each text message back. Binary messages are not part of the
+//! size limit, UTF-8 and close validation, inflation), frame encoding
+//! (`protocol::frame`) and permessage-deflate negotiation and compression
+//! (`protocol::extension`, `protocol::deflate`, with the gateway's rules of
+//! `hub::outbox::deflate`), echoing each text message back. Binary messages are not part of the
 //! protocol: the reader drops their payload, so they are not echoed.
 //!
 //! `cargo run --example autobahn_echo -- 127.0.0.1:9001 [max_message_bytes]`
@@ -9,14 +11,15 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use fastwebsockets::Role;
 use futures_util::StreamExt;
 use http_body_util::Empty;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use pulsegate::protocol::frame;
+use pulsegate::hub::outbox::deflate::may_compress;
+use pulsegate::protocol::extension::{self, Deflate};
+use pulsegate::protocol::{deflate, frame};
 use pulsegate::ws::reader::{Inbound, MessageReader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -35,6 +38,12 @@ async fn main() -> anyhow::Result<()> {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(async move {
             let service = service_fn(move |mut req| async move {
+                let agreed = extension::negotiate(
+                    req.headers()
+                        .get_all(hyper::header::SEC_WEBSOCKET_EXTENSIONS)
+                        .iter()
+                        .map(|v| v.as_bytes()),
+                );
                 let Ok((res, upgrade)) = fastwebsockets::upgrade::upgrade(&mut req) else {
                     let res = hyper::Response::builder()
                         .status(400)
@@ -42,12 +51,18 @@ async fn main() -> anyhow::Result<()> {
                         .unwrap_or_default();
                     return Ok::<_, Infallible>(res);
                 };
+                let deflate = agreed.as_ref().map(|a| a.deflate);
                 tokio::spawn(async move {
                     if let Ok(ws) = upgrade.await {
-                        echo(ws.into_inner().into_inner(), max).await;
+                        echo(ws.into_inner().into_inner(), max, deflate).await;
                     }
                 });
-                let (parts, _) = res.into_parts();
+                let (mut parts, _) = res.into_parts();
+                if let Some(v) = agreed.and_then(|a| a.response.parse().ok()) {
+                    parts
+                        .headers
+                        .insert(hyper::header::SEC_WEBSOCKET_EXTENSIONS, v);
+                }
                 Ok(hyper::Response::from_parts(parts, Empty::new()))
             });
             let _ = http1::Builder::new()
@@ -58,17 +73,22 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn echo(upgraded: Upgraded, max: usize) {
+async fn echo(upgraded: Upgraded, max: usize, deflate: Option<Deflate>) {
     let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
         return;
     };
     let (r, mut w) = parts.io.into_inner().into_split();
     let r = std::io::Cursor::new(parts.read_buf).chain(r);
-    let (ws_read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), Role::Server);
-    let mut inbound = MessageReader::new(ws_read, max).into_stream();
+    let mut inbound = MessageReader::new(r, max, deflate.is_some()).into_stream();
     while let Some(item) = inbound.next().await {
         let out = match item {
-            Ok(Inbound::Text(t)) => frame::text(&t),
+            Ok(Inbound::Text(t)) => {
+                let plain = frame::text(&t);
+                match deflate.filter(|d| may_compress(*d, &plain)) {
+                    Some(_) => deflate::compress_frame(&plain).map_or(plain, |(f, _, _)| f),
+                    None => plain,
+                }
+            }
             Ok(Inbound::Binary) | Ok(Inbound::Pong) => continue,
             Ok(Inbound::Ping(p)) => frame::pong(&p),
             Ok(Inbound::Close { echo }) => {

@@ -27,7 +27,7 @@ cd "$REPO_ROOT"
 SECONDS=0
 step() { printf '\n==> [%4ds] %s\n' "$SECONDS" "$*"; }
 
-step "system dependencies (redis-server, postgresql, haproxy)"
+step "system dependencies (redis-server, postgresql, haproxy, python3-websockets)"
 bash "$SCRIPT_DIR/ensure-redis.sh" --install-only
 PULSEGATE_PG_BIN="$(bash "$SCRIPT_DIR/ensure-postgres.sh" --install-only)"
 PULSEGATE_REDIS_SERVER="$(redis_server_bin)" || die "redis-server not found"
@@ -38,6 +38,9 @@ command -v redis-cli >/dev/null 2>&1 || apt_install redis-tools
 # The scale-out tests put gateways behind a real HAProxy.
 PULSEGATE_HAPROXY="$(bash "$SCRIPT_DIR/ensure-haproxy.sh")" || die "HAProxy could not be installed"
 export PULSEGATE_HAPROXY
+# The compression tests drive standard clients: Python `websockets`.
+PULSEGATE_PYTHON="$(bash "$SCRIPT_DIR/ensure-python.sh")" || die "python3 with websockets could not be installed"
+export PULSEGATE_PYTHON
 [[ -x "$PULSEGATE_PG_BIN/postgres" && -x "$PULSEGATE_PG_BIN/initdb" ]] ||
   die "no postgres/initdb in '$PULSEGATE_PG_BIN'"
 export PULSEGATE_REDIS_SERVER PULSEGATE_PG_BIN

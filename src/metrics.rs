@@ -7,12 +7,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+mod compression;
 mod continuity;
 mod labels;
 mod publish;
 mod reads;
 pub use continuity::{Continuity, LossLabel, NodeLabel};
 pub mod transport;
+pub use compression::Compressions;
 pub use labels::*;
 pub use publish::Publish;
 pub use reads::{Read, Reads};
@@ -83,6 +85,8 @@ pub struct Metrics {
     pub continuity: Continuity,
     /// Connections by transport, and the SSE errors.
     pub transports: Transports,
+    /// permessage-deflate runs and bytes.
+    pub compressions: Compressions,
 }
 
 impl Default for Metrics {
@@ -139,6 +143,7 @@ impl Metrics {
             reads: Reads::default(),
             continuity: Continuity::default(),
             transports: Transports::default(),
+            compressions: Compressions::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -346,6 +351,7 @@ impl Metrics {
         m.continuity.register(r);
         m.publish.register(r);
         m.transports.register(r);
+        m.compressions.register(r);
         Self { registry, ..m }
     }
 

@@ -35,7 +35,7 @@ pub use load::{Overrides, DEFAULT_CONFIG_PATH};
 pub use redis::{RedisConfig, Topology};
 pub use shutdown::ShutdownConfig;
 pub use sse::SseConfig;
-pub use ws::WsConfig;
+pub use ws::{Compression, WsConfig};
 
 /// A bad value, and the key that holds it.
 #[derive(Debug, thiserror::Error)]

@@ -43,6 +43,17 @@ pub struct WsConfig {
     /// Bytes of publications kept per watched channel, at most. Default:
     /// 32768 (32 KiB).
     pub recent_bytes: usize,
+    /// permessage-deflate (RFC 7692) for clients that offer it: `on` or
+    /// `off`. Default: on.
+    pub compression: Compression,
+}
+
+/// `ws.compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Off,
+    On,
 }
 
 impl Default for WsConfig {
@@ -59,6 +70,7 @@ impl Default for WsConfig {
             max_persona_id_len: 64,
             recent_entries: 32,
             recent_bytes: 32 * 1024,
+            compression: Compression::On,
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::hub::outbox::Outbox;
 use crate::hub::registry::Registration;
 use crate::keys::PersonaId;
 use crate::metrics::{Rejection, Transport};
+use crate::protocol::extension::Deflate;
 use crate::ratelimit::IpSlot;
 
 /// A client let in: its claims (auth on), its outbox, and the slots it
@@ -37,6 +38,7 @@ pub fn admit<B>(
     personas: &[PersonaId],
     transport: Transport,
     closing: CancellationToken,
+    deflate: Option<Deflate>,
 ) -> Result<Admitted, Response<Body>> {
     let origin = req
         .headers()
@@ -96,11 +98,10 @@ pub fn admit<B>(
             "server is shutting down",
         ));
     }
-    let outbox = Arc::new(Outbox::with_closing(
-        app.queue_limits(),
-        app.metrics.clone(),
-        closing,
-    ));
+    let outbox = Arc::new(
+        Outbox::with_closing(app.queue_limits(), app.metrics.clone(), closing)
+            .with_deflate(deflate),
+    );
     let Some(registration) = app
         .connections
         .register(outbox.clone(), app.config.ws.max_connections)

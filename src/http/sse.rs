@@ -131,7 +131,7 @@ fn open<B>(
         .extensions()
         .get::<StreamClosing>()
         .map_or_else(CancellationToken::new, |c| c.0.clone());
-    let admitted = match admit(app, req, personas, Transport::Sse, closing) {
+    let admitted = match admit(app, req, personas, Transport::Sse, closing, None) {
         Ok(a) => a,
         Err(res) => return res,
     };

@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fastwebsockets::Role;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, SEC_WEBSOCKET_VERSION};
+use hyper::header::{HeaderValue, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_VERSION};
 use hyper::upgrade::Upgraded;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -15,11 +14,13 @@ use tokio::net::TcpStream;
 
 use crate::app::App;
 use crate::auth::Claims;
+use crate::config::Compression;
 use crate::http::admit::{admit, Admitted};
 use crate::http::response::{error, full, Body};
 use crate::hub::outbox::Outbox;
 use crate::hub::registry::Registration;
 use crate::metrics::{Rejection, Transport};
+use crate::protocol::extension;
 use crate::ws::reader::MessageReader;
 use crate::ws::session::{Endpoint, Session};
 use crate::ws::writer;
@@ -53,12 +54,23 @@ pub fn handle(app: &Arc<App>, mut req: Request<Incoming>, endpoint: Endpoint) ->
         Endpoint::Dashboard { persona, .. } => std::slice::from_ref(persona),
         Endpoint::Multiplex => &[],
     };
+    let agreed = match app.config.ws.compression {
+        Compression::On => extension::negotiate(
+            req.headers()
+                .get_all(SEC_WEBSOCKET_EXTENSIONS)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        ),
+        Compression::Off => None,
+    };
+    let deflate = agreed.as_ref().map(|a| a.deflate);
     let admitted = match admit(
         app,
         &req,
         personas,
         Transport::WebSocket,
         tokio_util::sync::CancellationToken::new(),
+        deflate,
     ) {
         Ok(a) => a,
         Err(res) => return res,
@@ -87,7 +99,10 @@ pub fn handle(app: &Arc<App>, mut req: Request<Incoming>, endpoint: Endpoint) ->
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
     });
-    let (parts, _) = response.into_parts();
+    let (mut parts, _) = response.into_parts();
+    if let Some(value) = agreed.and_then(|a| HeaderValue::from_str(&a.response).ok()) {
+        parts.headers.insert(SEC_WEBSOCKET_EXTENSIONS, value);
+    }
     Response::from_parts(parts, full(Bytes::new()))
 }
 
@@ -128,8 +143,8 @@ async fn drive<R, W>(
 {
     let grace = app.config.ws.slow_close_grace;
     let writer = tokio::spawn(writer::run(outbox.clone(), w, grace, app.metrics.clone()));
-    let (ws_read, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), Role::Server);
-    let inbound = MessageReader::new(ws_read, app.config.ws.max_message_bytes).into_stream();
+    let inflate = outbox.deflate().is_some();
+    let inbound = MessageReader::new(r, app.config.ws.max_message_bytes, inflate).into_stream();
     Session::new(app, outbox.clone(), inbound, endpoint, claims)
         .run(registration)
         .await;

@@ -4,9 +4,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::outbox::Pushed;
+use super::outbox::{self, Delivery, Outbox, Pushed};
 use super::{continuity, lock_fanout, message, Fanout, Hub, Mode, Sink};
-use crate::metrics::{ReadPath, ReasonLabel, Repair};
+use crate::metrics::{Compressed, ReadPath, ReasonLabel, Repair};
 use crate::undecodable;
 
 impl Hub {
@@ -37,6 +37,32 @@ impl Hub {
         };
         undecodable::report(&self.metrics, ReadPath::Live, action, channel, None);
         Some((text.text.into_owned(), meta?))
+    }
+
+    /// What `outbox` gets of `plain`: its compressed form (made at most
+    /// once, in `cache`) when the client negotiated permessage-deflate and
+    /// compression pays, else `plain` itself.
+    fn deflated<'a>(
+        &self,
+        outbox: &Outbox,
+        plain: &'a Delivery,
+        cache: &'a mut Option<Option<Delivery>>,
+    ) -> &'a Delivery {
+        let eligible = outbox
+            .deflate()
+            .is_some_and(|d| outbox::deflate::may_compress(d, &plain.frame));
+        if !eligible {
+            return plain;
+        }
+        let compressed = cache.get_or_insert_with(|| {
+            let frame =
+                outbox::deflate::compress(&plain.frame, &self.metrics, Compressed::Broadcast)?;
+            Some(Delivery {
+                frame,
+                ..plain.clone()
+            })
+        });
+        compressed.as_ref().unwrap_or(plain)
     }
 
     /// Fans a publication out to the channel's subscribers, unless its
@@ -110,6 +136,10 @@ impl Hub {
         let ws_name = &route.ws_name;
         let mut verbatim = None;
         let mut wrapped = None;
+        // The compressed forms, made on first need: once per publication
+        // and framing, whatever the number of compressing subscribers.
+        let mut verbatim_deflated = None;
+        let mut wrapped_deflated = None;
         // Encoded on first use too: a process without SSE clients never pays.
         let mut sse_verbatim = None;
         let mut sse_wrapped = None;
@@ -118,23 +148,27 @@ impl Hub {
                 Sink::Client {
                     outbox,
                     mode: Mode::Verbatim,
-                } => (
-                    outbox,
-                    verbatim.get_or_insert_with(|| message::verbatim(payload, &meta, channel)),
-                ),
+                } => {
+                    let plain =
+                        verbatim.get_or_insert_with(|| message::verbatim(payload, &meta, channel));
+                    let d = self.deflated(outbox, plain, &mut verbatim_deflated);
+                    (outbox, d)
+                }
                 Sink::Client {
                     outbox,
                     mode: Mode::Wrapped,
-                } => (
-                    outbox,
-                    wrapped.get_or_insert_with(|| message::wrapped(payload, &meta, ws_name)),
-                ),
+                } => {
+                    let plain =
+                        wrapped.get_or_insert_with(|| message::wrapped(payload, &meta, ws_name));
+                    let d = self.deflated(outbox, plain, &mut wrapped_deflated);
+                    (outbox, d)
+                }
                 Sink::Client {
                     outbox,
                     mode: Mode::SseVerbatim,
                 } => (
                     outbox,
-                    sse_verbatim
+                    &*sse_verbatim
                         .get_or_insert_with(|| message::sse_verbatim(payload, &meta, channel)),
                 ),
                 Sink::Client {
@@ -142,7 +176,7 @@ impl Hub {
                     mode: Mode::SseWrapped,
                 } => (
                     outbox,
-                    sse_wrapped
+                    &*sse_wrapped
                         .get_or_insert_with(|| message::sse_wrapped(payload, &meta, ws_name)),
                 ),
                 Sink::Observer(observer) => {

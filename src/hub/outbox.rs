@@ -20,12 +20,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::protocol::close;
-use crate::protocol::frame;
-
+use crate::protocol::extension::Deflate;
+use crate::protocol::{close, frame};
 use crate::stream::Offset;
 
 mod channels;
+pub mod deflate;
 mod drain;
 pub use channels::HoldId;
 
@@ -158,6 +158,8 @@ pub struct Outbox {
     /// Woken when the writer took frames: a channel waiting to queue its
     /// replay waits for room ([`Outbox::wait_room`]).
     room: Notify,
+    /// permessage-deflate, when this connection negotiated it (`deflate.rs`).
+    deflate: Option<Deflate>,
 }
 
 impl Outbox {
@@ -189,6 +191,7 @@ impl Outbox {
             closing,
             metrics,
             room: Notify::new(),
+            deflate: None,
         }
     }
 
@@ -244,20 +247,11 @@ impl Outbox {
         self.close(close::SLOW_CONSUMER, reason);
     }
 
-    /// Queues a reply or control frame (lossless, counted against the bound).
-    pub fn push_frame(&self, frame: Bytes) -> Pushed {
-        self.push(&Delivery {
-            frame,
-            conflation_key: None,
-            offset: None,
-            channel: None,
-        })
-    }
-
     /// Puts `first` (the snapshot, or the replayed events) ahead of everything
     /// queued, drops queued messages it already covers (offset at or before
     /// `covered`), and lets the writer start.
     pub fn release(&self, first: Vec<Bytes>, covered: Option<Offset>) {
+        let first: Vec<Bytes> = first.into_iter().map(|f| self.deflated(f)).collect();
         let mut s = self.lock();
         s.floor = covered;
         if let Some(covered) = covered {

@@ -277,3 +277,33 @@ mod tests {
         );
     }
 }
+
+/// What a permessage-deflate run compressed
+/// (`pulsegate_ws_compressions_total{kind}`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Compressed {
+    /// A publication, compressed once for every compressing subscriber.
+    Broadcast,
+    /// A frame for one connection: a reply, `initial_data`, a replayed event.
+    Connection,
+}
+
+impl Compressed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Broadcast => "broadcast",
+            Self::Connection => "connection",
+        }
+    }
+}
+
+impl EncodeLabelValue for Compressed {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CompressedLabel {
+    pub kind: Compressed,
+}

@@ -9,10 +9,13 @@ const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
 
-fn encode(opcode: u8, payload: &[u8]) -> Bytes {
+/// RSV1: the frame's message is compressed (permessage-deflate, RFC 7692).
+const RSV1: u8 = 0x40;
+
+fn encode(first: u8, payload: &[u8]) -> Bytes {
     let len = payload.len();
     let mut out = BytesMut::with_capacity(len + 10);
-    out.put_u8(0x80 | opcode);
+    out.put_u8(0x80 | first);
     if len < 126 {
         out.put_u8(len as u8);
     } else if len <= u16::MAX as usize {
@@ -29,6 +32,25 @@ fn encode(opcode: u8, payload: &[u8]) -> Bytes {
 /// A complete text frame carrying `payload` (which must be UTF-8).
 pub fn text(payload: &[u8]) -> Bytes {
     encode(OP_TEXT, payload)
+}
+
+/// A complete text frame whose payload is a permessage-deflate message.
+pub fn compressed_text(deflated: &[u8]) -> Bytes {
+    encode(RSV1 | OP_TEXT, deflated)
+}
+
+/// The payload of a complete, uncompressed text frame encoded here.
+pub fn text_payload(frame: &[u8]) -> Option<&[u8]> {
+    let (&first, rest) = frame.split_first()?;
+    if first != 0x80 | OP_TEXT {
+        return None;
+    }
+    let header = match rest.first()? & 0x7f {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    frame.get(header..)
 }
 
 /// A close frame; the reason is cut to fit the 125-byte control payload.
@@ -71,5 +93,10 @@ mod tests {
         let c = close(4008, &"x".repeat(500));
         assert_eq!(c.len(), 2 + 125);
         assert_eq!(&c[2..4], &4008u16.to_be_bytes());
+        assert_eq!(text_payload(&text(b"hi")), Some(&b"hi"[..]));
+        assert_eq!(text_payload(&mid).map(<[u8]>::len), Some(300));
+        assert_eq!(text_payload(&big).map(<[u8]>::len), Some(70_000));
+        assert_eq!(text_payload(&pong(b"x")), None);
+        assert_eq!(&compressed_text(b"z")[..], &[0xC1, 1, b'z']);
     }
 }

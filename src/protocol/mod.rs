@@ -1,6 +1,8 @@
 //! The WebSocket wire contract: client messages, server messages and close
 //! codes. `docs/protocol.md` documents the same.
 
+pub mod deflate;
+pub mod extension;
 pub mod frame;
 pub mod sse;
 

@@ -2,6 +2,7 @@
 //! the session that reads and answers the client, and the writer that
 //! drains the connection's outbox (`hub/outbox.rs`) in batches.
 
+mod frames;
 pub mod reader;
 pub mod session;
 pub mod writer;

@@ -1,17 +1,21 @@
-//! Reads client frames (fastwebsockets) and assembles whole messages.
+//! Assembles whole client messages from frames (`frames.rs`).
 //!
-//! fastwebsockets bounds single frames but not a message assembled from
-//! continuation frames, so the size limit is enforced here across fragments
-//! (close 1009), as are fragment order and UTF-8 of fragmented text.
+//! The size limit is enforced across fragments (close 1009), as are fragment
+//! order and UTF-8 of text. A compressed message (permessage-deflate, RSV1
+//! on its first frame, only when negotiated) is inflated fragment by
+//! fragment into a buffer bounded by the same limit, so the limit holds for
+//! the inflated size and a deflate bomb costs at most that much memory.
 
 use std::pin::Pin;
 
 use bytes::BytesMut;
-use fastwebsockets::{CloseCode, OpCode, WebSocketError, WebSocketRead};
+use fastwebsockets::CloseCode;
 use futures_util::Stream;
 use tokio::io::AsyncRead;
 
-use crate::protocol::close;
+pub use super::frames::ReadError;
+use super::frames::{self as f, FrameReader};
+use crate::protocol::deflate::{InflateError, Inflater};
 
 /// A whole inbound message or control frame.
 #[derive(Debug)]
@@ -26,40 +30,30 @@ pub enum Inbound {
     },
 }
 
-/// Why reading stopped; `close_code` is what to tell the client, if anything.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("message larger than {0} bytes")]
-    TooBig(usize),
-    #[error("protocol error: {0}")]
-    Protocol(&'static str),
-    #[error("text is not valid UTF-8")]
-    InvalidUtf8,
-    #[error("connection closed: {0}")]
-    Gone(String),
+/// A message being assembled from fragments.
+struct Partial {
+    text: bool,
+    body: Body,
+    /// Payload bytes received so far, as sent.
+    wire: usize,
 }
 
-impl ReadError {
-    pub fn close_code(&self) -> Option<u16> {
-        match self {
-            Self::TooBig(_) => Some(close::TOO_BIG),
-            Self::Protocol(_) => Some(close::PROTOCOL_ERROR),
-            Self::InvalidUtf8 => Some(close::INVALID_PAYLOAD),
-            Self::Gone(_) => None,
-        }
-    }
+enum Body {
+    Plain(BytesMut),
+    Compressed(Inflater),
 }
 
 pub struct MessageReader<R> {
-    ws: WebSocketRead<R>,
+    frames: FrameReader<R>,
     max_bytes: usize,
-    /// Message being assembled from fragments: (is_text, bytes).
-    partial: Option<(bool, BytesMut)>,
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    inflate: bool,
+    partial: Option<Partial>,
 }
 
 /// Inbound messages as a stream. A read in progress lives in the stream, not
 /// in the `next()` future, so a `select!` that picks another branch never
-/// drops half a frame (fastwebsockets' reads are not cancel-safe).
+/// drops half a frame (the frame reader is not cancel-safe).
 pub type InboundStream = Pin<Box<dyn Stream<Item = Result<Inbound, ReadError>> + Send>>;
 
 impl<R: AsyncRead + Unpin + Send + 'static> MessageReader<R> {
@@ -77,84 +71,110 @@ impl<R: AsyncRead + Unpin + Send + 'static> MessageReader<R> {
     }
 }
 
+/// The most compressed bytes one message may take on the wire: the limit
+/// plus what deflate adds to data it cannot shrink (5 bytes per stored
+/// block of at most 64 KiB) and some slack.
+fn wire_limit(max_bytes: usize) -> usize {
+    max_bytes.saturating_add(max_bytes / 1024 * 5 + 64)
+}
+
 impl<R: AsyncRead + Unpin> MessageReader<R> {
-    pub fn new(mut ws: WebSocketRead<R>, max_bytes: usize) -> Self {
-        // Pongs and close replies go through the connection's outbox, in
-        // order with everything else, so fastwebsockets must not send them.
-        ws.set_auto_close(false);
-        ws.set_auto_pong(false);
-        // fastwebsockets rejects frames of `len >= max`.
-        ws.set_max_message_size(max_bytes.saturating_add(1));
+    /// `inflate`: the connection negotiated permessage-deflate.
+    pub fn new(io: R, max_bytes: usize, inflate: bool) -> Self {
+        let max_frame = if inflate {
+            wire_limit(max_bytes)
+        } else {
+            max_bytes
+        };
         Self {
-            ws,
+            frames: FrameReader::new(io, max_frame),
             max_bytes,
+            inflate,
             partial: None,
         }
     }
 
     pub async fn next(&mut self) -> Result<Inbound, ReadError> {
         loop {
-            let frame = self
-                .ws
-                .read_frame(&mut |_| async { Ok::<(), std::convert::Infallible>(()) })
-                .await
-                .map_err(|e| map_error(e, self.max_bytes))?;
-            match frame.opcode {
-                OpCode::Text | OpCode::Binary => {
+            let frame = self.frames.next().await?;
+            if frame.rsv1 && !(self.inflate && matches!(frame.opcode, f::OP_TEXT | f::OP_BINARY)) {
+                return Err(ReadError::Protocol("reserved bits set"));
+            }
+            let partial = match frame.opcode {
+                f::OP_TEXT | f::OP_BINARY => {
                     if self.partial.is_some() {
                         return Err(ReadError::Protocol(
                             "new message before the previous one ended",
                         ));
                     }
-                    let text = frame.opcode == OpCode::Text;
-                    if frame.fin {
-                        return Ok(if text {
-                            Inbound::Text(frame.payload.to_vec())
-                        } else {
-                            Inbound::Binary
-                        });
-                    }
-                    self.partial = Some((text, BytesMut::from(&frame.payload[..])));
-                }
-                OpCode::Continuation => {
-                    let Some((text, buf)) = self.partial.as_mut() else {
-                        return Err(ReadError::Protocol("continuation without a message"));
+                    let body = if frame.rsv1 {
+                        Body::Compressed(Inflater::new(self.max_bytes))
+                    } else {
+                        Body::Plain(BytesMut::new())
                     };
-                    if buf.len() + frame.payload.len() > self.max_bytes {
+                    self.partial.insert(Partial {
+                        text: frame.opcode == f::OP_TEXT,
+                        body,
+                        wire: 0,
+                    })
+                }
+                f::OP_CONTINUATION => match self.partial.as_mut() {
+                    Some(p) => p,
+                    None => return Err(ReadError::Protocol("continuation without a message")),
+                },
+                f::OP_PING => return Ok(Inbound::Ping(frame.payload.to_vec())),
+                f::OP_PONG => return Ok(Inbound::Pong),
+                _ => return validate_close(&frame.payload),
+            };
+            partial.wire += frame.payload.len();
+            match &mut partial.body {
+                Body::Plain(buf) => {
+                    if partial.wire > self.max_bytes {
                         return Err(ReadError::TooBig(self.max_bytes));
                     }
-                    buf.extend_from_slice(&frame.payload);
-                    if frame.fin {
-                        let text = *text;
-                        let Some((_, buf)) = self.partial.take() else {
-                            continue;
-                        };
-                        if !text {
-                            return Ok(Inbound::Binary);
-                        }
-                        if simdutf8::basic::from_utf8(&buf).is_err() {
-                            return Err(ReadError::InvalidUtf8);
-                        }
-                        return Ok(Inbound::Text(buf.to_vec()));
+                    // Binary messages are refused whole: their bytes are not kept.
+                    if partial.text {
+                        buf.extend_from_slice(&frame.payload);
                     }
                 }
-                OpCode::Ping => return Ok(Inbound::Ping(frame.payload.to_vec())),
-                OpCode::Pong => return Ok(Inbound::Pong),
-                OpCode::Close => return validate_close(&frame.payload),
+                Body::Compressed(inflater) => {
+                    if partial.wire > wire_limit(self.max_bytes) {
+                        return Err(ReadError::TooBig(self.max_bytes));
+                    }
+                    if partial.text {
+                        inflater
+                            .push(&frame.payload)
+                            .map_err(inflate_error(self.max_bytes))?;
+                    }
+                }
             }
+            if !frame.fin {
+                continue;
+            }
+            let Some(done) = self.partial.take() else {
+                continue;
+            };
+            if !done.text {
+                return Ok(Inbound::Binary);
+            }
+            let text = match done.body {
+                Body::Plain(buf) => buf.to_vec(),
+                Body::Compressed(inflater) => {
+                    inflater.finish().map_err(inflate_error(self.max_bytes))?
+                }
+            };
+            if simdutf8::basic::from_utf8(&text).is_err() {
+                return Err(ReadError::InvalidUtf8);
+            }
+            return Ok(Inbound::Text(text));
         }
     }
 }
 
-fn map_error(e: WebSocketError, max_bytes: usize) -> ReadError {
-    match e {
-        WebSocketError::FrameTooLarge => ReadError::TooBig(max_bytes),
-        WebSocketError::InvalidUTF8 => ReadError::InvalidUtf8,
-        WebSocketError::ReservedBitsNotZero => ReadError::Protocol("reserved bits set"),
-        WebSocketError::ControlFrameFragmented => ReadError::Protocol("fragmented control frame"),
-        WebSocketError::PingFrameTooLarge => ReadError::Protocol("control frame too large"),
-        WebSocketError::InvalidValue => ReadError::Protocol("unknown opcode"),
-        other => ReadError::Gone(other.to_string()),
+fn inflate_error(max_bytes: usize) -> impl Fn(InflateError) -> ReadError {
+    move |e| match e {
+        InflateError::TooBig => ReadError::TooBig(max_bytes),
+        InflateError::Corrupt => ReadError::Protocol("invalid compressed data"),
     }
 }
 

@@ -7,6 +7,7 @@ mod channels;
 mod clientlog;
 mod cluster;
 mod common;
+mod compression;
 mod config;
 mod container;
 mod fanout;

@@ -103,6 +103,7 @@ impl Outbox {
         first: Vec<Bytes>,
         covered: Option<Offset>,
     ) -> bool {
+        let first: Vec<Bytes> = first.into_iter().map(|f| self.deflated(f)).collect();
         let mut s = self.lock();
         if s.close.is_some() {
             return false;
