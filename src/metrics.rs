@@ -9,8 +9,10 @@ use prometheus_client::registry::Registry;
 
 mod labels;
 mod reads;
+mod runtime;
 pub use labels::*;
 pub use reads::{Read, Reads};
+pub use runtime::RuntimeMetrics;
 
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~3.3 s
@@ -71,6 +73,8 @@ pub struct Metrics {
     pub auth_failures: Family<ReasonLabel, Counter>,
     /// Snapshot and replay reads sent to Redis, and the callers that shared one.
     pub reads: Reads,
+    /// `system:runtime`: the sampler's counters and the running totals it reads.
+    pub runtime: RuntimeMetrics,
 }
 
 impl Default for Metrics {
@@ -124,6 +128,7 @@ impl Metrics {
             ratelimit_keys: Gauge::default(),
             auth_failures: Family::default(),
             reads: Reads::default(),
+            runtime: RuntimeMetrics::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -328,6 +333,7 @@ impl Metrics {
             m.auth_failures.clone(),
         );
         m.reads.register(r);
+        m.runtime.register(r);
         Self { registry, ..m }
     }
 
@@ -351,6 +357,7 @@ impl Metrics {
     }
 
     pub fn client_error(&self, code: &'static str) {
+        self.runtime.errors.inc();
         self.client_errors.get_or_create(&ErrorLabel { code }).inc();
     }
 
@@ -366,6 +373,7 @@ impl Metrics {
     }
 
     pub fn rate_limited(&self, limit: &'static str) {
+        self.runtime.refusals.inc();
         self.rate_limited.get_or_create(&LimitLabel { limit }).inc();
     }
 

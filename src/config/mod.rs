@@ -15,6 +15,7 @@ mod ingest;
 mod limits;
 mod load;
 mod redis;
+mod runtime;
 mod shutdown;
 mod ws;
 
@@ -30,6 +31,7 @@ pub use ingest::{IngestConfig, OptimizationConfig};
 pub use limits::{LimitsConfig, Rate};
 pub use load::{Overrides, DEFAULT_CONFIG_PATH};
 pub use redis::RedisConfig;
+pub use runtime::RuntimeConfig;
 pub use shutdown::ShutdownConfig;
 pub use ws::WsConfig;
 
@@ -66,6 +68,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
+    pub runtime: RuntimeConfig,
 }
 
 impl Default for Config {
@@ -83,6 +86,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
+            runtime: RuntimeConfig::default(),
         }
     }
 }
@@ -144,6 +148,7 @@ impl Config {
         }
         self.limits.validate()?;
         self.auth.validate()?;
+        self.runtime.validate()?;
         Ok(())
     }
 }

@@ -27,6 +27,9 @@ pub enum Handler {
     UiAsset,
     /// `/client/pulsegate.js`: the JavaScript client library (`clients/js/`).
     ClientLibrary,
+    /// `/system`: the gateway's runtime page, and its assets.
+    SystemPage,
+    SystemAsset,
     ApiMetrics,
     ActiveVariants,
     Optimization,
@@ -70,7 +73,7 @@ const fn route(method: Method, pattern: &'static str, access: Access, handler: H
 use Access::{Public, Rest, WebSocket};
 
 /// Every route. `docs/api.md` and `docs/protocol.md` describe them.
-pub static ROUTES: [Route; 18] = [
+pub static ROUTES: [Route; 20] = [
     route(Method::GET, "/", Public, Handler::Index),
     route(Method::GET, "/healthz", Public, Handler::Healthz),
     route(Method::GET, "/readyz", Public, Handler::Readyz),
@@ -95,6 +98,8 @@ pub static ROUTES: [Route; 18] = [
         Public,
         Handler::ClientLibrary,
     ),
+    route(Method::GET, "/system", Public, Handler::SystemPage),
+    route(Method::GET, "/system/{asset}", Public, Handler::SystemAsset),
     route(
         Method::GET,
         "/api/metrics/{persona_id}",

@@ -6,6 +6,7 @@
 //! is inspected and encoded once, then handed to every subscriber's bounded
 //! outbox without waiting on any of them.
 
+mod local;
 pub mod message;
 pub mod outbox;
 pub mod registry;
@@ -69,7 +70,8 @@ pub struct Hub {
     changes: mpsc::UnboundedSender<Arc<str>>,
     next_id: AtomicU64,
     /// What a publication may be; anyone with access to Redis can PUBLISH.
-    bounds: message::Bounds,
+    bounds: message::Bounds,    /// Channels the gateway publishes itself (`local.rs`).
+    local: local::Locals,
 }
 
 /// A client's subscription; dropping it unsubscribes.
@@ -114,6 +116,7 @@ impl Hub {
             changes: tx,
             next_id: AtomicU64::new(1),
             bounds,
+            local: local::Locals::default(),
         });
         (hub, rx)
     }
@@ -176,6 +179,10 @@ impl Hub {
     }
 
     fn unsubscribe(&self, name: &Arc<str>, id: u64) {
+        if self.local.remove(name, id) {
+            self.metrics.subscriptions_active.dec();
+            return;
+        }
         let mut channels = self.lock();
         let Some(channel) = channels.get_mut(name) else {
             return;
@@ -269,6 +276,7 @@ impl Hub {
                 }
                 None => {
                     tracing::debug!(channel, %reason, "dropping publication");
+                    self.metrics.runtime.errors.inc();
                     self.metrics
                         .redis_messages_dropped
                         .get_or_create(&ReasonLabel {

@@ -22,10 +22,10 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use crate::protocol::close;
 use crate::protocol::frame;
-
 use crate::stream::Offset;
 
 mod channels;
+mod depth;
 pub use channels::HoldId;
 
 /// One message as the hub hands it to every subscriber: encoded once, shared.

@@ -15,6 +15,7 @@ mod outages;
 mod pg;
 mod protocol;
 mod resume;
+mod runtime;
 mod security;
 mod shared_reads;
 mod shutdown;

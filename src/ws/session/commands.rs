@@ -28,6 +28,7 @@ impl Session {
     pub(super) fn on_message(&mut self, m: ClientMessage) {
         match (m, self.endpoint.clone()) {
             (ClientMessage::Ping, _) => self.reply(&ServerMessage::Pong),
+            (ClientMessage::RequestMetrics, _) => self.request_metrics(),
             (ClientMessage::Auth { token }, _) => self.reauthenticate(&token),
             (ClientMessage::Refresh, Endpoint::Dashboard { persona, .. }) => self.refresh(persona),
             (ClientMessage::Refresh, Endpoint::Multiplex) => self.refresh_channels(),
@@ -94,12 +95,16 @@ impl Session {
             let name = ws_channel_name(&persona);
             self.reply(&ServerMessage::Unsubscribed { channel: &name });
         }
+        self.recheck_runtime(&claims);
         let expires_at = claims.exp;
         self.claims = Some(claims);
         self.reply(&ServerMessage::Authenticated { expires_at });
     }
 
     fn subscribe(&mut self, channel: &str, since: Option<Offset>) {
+        if channel == crate::runtime::CHANNEL {
+            return self.watch_runtime();
+        }
         let Some(persona) = self.channel_persona(channel) else {
             return;
         };
@@ -165,6 +170,9 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, channel: &str) {
+        if channel == crate::runtime::CHANNEL {
+            return self.unwatch_runtime();
+        }
         let Some(persona) = self.channel_persona(channel) else {
             return;
         };
