@@ -48,7 +48,13 @@ mod tests {
 
     #[test]
     fn the_interval_is_bounded() {
-        for (ms, ok) in [(99, false), (100, true), (1000, true), (60_000, true), (60_001, false)] {
+        for (ms, ok) in [
+            (99, false),
+            (100, true),
+            (1000, true),
+            (60_000, true),
+            (60_001, false),
+        ] {
             let c = RuntimeConfig {
                 interval: Duration::from_millis(ms),
             };

@@ -70,7 +70,8 @@ pub struct Hub {
     changes: mpsc::UnboundedSender<Arc<str>>,
     next_id: AtomicU64,
     /// What a publication may be; anyone with access to Redis can PUBLISH.
-    bounds: message::Bounds,    /// Channels the gateway publishes itself (`local.rs`).
+    bounds: message::Bounds,
+    /// Channels the gateway publishes itself (`local.rs`).
     local: local::Locals,
 }
 

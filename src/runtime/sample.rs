@@ -152,7 +152,7 @@ impl Sample {
         let now = OffsetDateTime::now_utc();
         // Milliseconds are enough, and keep the timestamp short.
         let now = now
-            .replace_nanosecond(now.millisecond() as u32 * 1_000_000)
+            .replace_nanosecond(u32::from(now.millisecond()) * 1_000_000)
             .unwrap_or(now);
         let envelope = Envelope {
             kind: "runtime",

@@ -132,8 +132,9 @@ fn on_message(
     match msg.get("type").and_then(|t| t.as_str()) {
         Some("runtime") => {
             view.update(msg);
-            if !tty {
-                draw(&format!("{msg}\n"));
+            if !tty && !draw(&format!("{msg}\n")) {
+                // The reader went away (`top | head`): done.
+                bail!("stdout closed");
             }
         }
         Some("error") => {
@@ -146,10 +147,12 @@ fn on_message(
     Ok(())
 }
 
-fn draw(s: &str) {
+/// Writes `s` to stdout; false when stdout is closed.
+fn draw(s: &str) -> bool {
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(s.as_bytes());
-    let _ = out.flush();
+    out.write_all(s.as_bytes())
+        .and_then(|()| out.flush())
+        .is_ok()
 }
 
 fn lost(url: &str, e: &WebSocketError) -> anyhow::Error {
@@ -204,10 +207,7 @@ impl Target {
         Ok(Self { host, port, path })
     }
 
-    async fn connect(
-        &self,
-        token: Option<&str>,
-    ) -> anyhow::Result<Socket> {
+    async fn connect(&self, token: Option<&str>) -> anyhow::Result<Socket> {
         let addr = (self.host.trim_matches(['[', ']']), self.port);
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
@@ -232,7 +232,10 @@ impl Target {
         let (ws, _) = match tokio::time::timeout(CONNECT_TIMEOUT, upgrade).await {
             Err(_) => bail!("no WebSocket upgrade within {CONNECT_TIMEOUT:?}"),
             Ok(Err(WebSocketError::InvalidStatusCode(status))) => {
-                bail!("the WebSocket upgrade was refused with HTTP {status}{}", hint(status))
+                bail!(
+                    "the WebSocket upgrade was refused with HTTP {status}{}",
+                    hint(status)
+                )
             }
             Ok(r) => r?,
         };

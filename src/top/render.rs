@@ -61,19 +61,74 @@ impl View {
             let spark = series.map(|i| self.spark(i)).unwrap_or_default();
             let _ = writeln!(out, "  {label:<18} {value:>16}  {spark}");
         };
-        line(&mut out, "CPU", format!("{} %", fixed(d, "cpu_percent", 1)), Some(0));
-        line(&mut out, "Memory", format!("{} MB", fixed(d, "memory_mb", 1)), Some(1));
-        line(&mut out, "Memory of machine", format!("{} %", fixed(d, "memory_percent", 2)), None);
+        line(
+            &mut out,
+            "CPU",
+            format!("{} %", fixed(d, "cpu_percent", 1)),
+            Some(0),
+        );
+        line(
+            &mut out,
+            "Memory",
+            format!("{} MB", fixed(d, "memory_mb", 1)),
+            Some(1),
+        );
+        line(
+            &mut out,
+            "Memory of machine",
+            format!("{} %", fixed(d, "memory_percent", 2)),
+            None,
+        );
         line(&mut out, "Threads", fixed(d, "thread_count", 0), None);
         line(&mut out, "Connections", fixed(d, "connections", 0), None);
-        line(&mut out, "Subscriptions", fixed(d, "subscriptions", 0), None);
-        line(&mut out, "Messages in", format!("{} /s", fixed(d, "messages_in_per_s", 1)), Some(2));
-        line(&mut out, "Deliveries", format!("{} /s", fixed(d, "deliveries_per_s", 1)), Some(3));
-        line(&mut out, "Outbox depth max", fixed(d, "outbox_depth_max", 0), Some(4));
-        line(&mut out, "Outbox depth mean", fixed(d, "outbox_depth_mean", 2), None);
-        line(&mut out, "Slow disconnects", fixed(d, "slow_disconnects", 0), None);
-        line(&mut out, "Rate limited", format!("{} /s", fixed(d, "rate_limited_per_s", 1)), None);
-        line(&mut out, "Errors", format!("{} /s", fixed(d, "errors_per_s", 1)), None);
+        line(
+            &mut out,
+            "Subscriptions",
+            fixed(d, "subscriptions", 0),
+            None,
+        );
+        line(
+            &mut out,
+            "Messages in",
+            format!("{} /s", fixed(d, "messages_in_per_s", 1)),
+            Some(2),
+        );
+        line(
+            &mut out,
+            "Deliveries",
+            format!("{} /s", fixed(d, "deliveries_per_s", 1)),
+            Some(3),
+        );
+        line(
+            &mut out,
+            "Outbox depth max",
+            fixed(d, "outbox_depth_max", 0),
+            Some(4),
+        );
+        line(
+            &mut out,
+            "Outbox depth mean",
+            fixed(d, "outbox_depth_mean", 2),
+            None,
+        );
+        line(
+            &mut out,
+            "Slow disconnects",
+            fixed(d, "slow_disconnects", 0),
+            None,
+        );
+        line(
+            &mut out,
+            "Rate limited",
+            format!("{} /s", fixed(d, "rate_limited_per_s", 1)),
+            None,
+        );
+        line(
+            &mut out,
+            "Errors",
+            format!("{} /s", fixed(d, "errors_per_s", 1)),
+            None,
+        );
         line(&mut out, "Redis", text(d, "redis"), None);
         line(&mut out, "Postgres", text(d, "postgres"), None);
         let lag = match num(d, "audit_lag_seconds") {
@@ -128,7 +183,9 @@ mod tests {
     #[test]
     fn draws_every_figure_and_sparklines() {
         let mut v = View::default();
-        assert!(v.render("http://x").contains("waiting for the first sample"));
+        assert!(v
+            .render("http://x")
+            .contains("waiting for the first sample"));
         assert!(!v.update(&json!({"type":"runtime"})));
         for cpu in [1.0, 2.0, 4.0] {
             let msg = json!({"type":"runtime","timestamp":"2026-12-06T12:00:00.000Z","data":{

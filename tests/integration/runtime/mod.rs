@@ -39,7 +39,12 @@ fn check_sample(m: &Value, connections: u64) {
     let ts = m["timestamp"].as_str().expect("timestamp");
     assert!(pulsegate::time::parse_rfc3339_ms(ts).is_some(), "{ts}");
     let d = &m["data"];
-    let keys: Vec<&str> = d.as_object().expect("data").keys().map(|k| k.as_str()).collect();
+    let keys: Vec<&str> = d
+        .as_object()
+        .expect("data")
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
     assert_eq!(keys.len(), 16, "{keys:?}");
     for k in [
         "cpu_percent",
@@ -51,10 +56,18 @@ fn check_sample(m: &Value, connections: u64) {
         "rate_limited_per_s",
         "errors_per_s",
     ] {
-        let v = d[k].as_f64().unwrap_or_else(|| panic!("{k} is not a number: {d}"));
+        let v = d[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k} is not a number: {d}"));
         assert!(v >= 0.0, "{k} = {v}");
     }
-    for k in ["thread_count", "connections", "subscriptions", "outbox_depth_max", "slow_disconnects"] {
+    for k in [
+        "thread_count",
+        "connections",
+        "subscriptions",
+        "outbox_depth_max",
+        "slow_disconnects",
+    ] {
         assert!(d[k].as_u64().is_some(), "{k} is not a count: {d}");
     }
     assert!(d["memory_mb"].as_f64().unwrap() > 1.0, "{d}");
@@ -86,11 +99,19 @@ async fn samples_arrive_at_the_interval_with_every_field() {
     for _ in 0..3 {
         others.push(connect(addr, "/ws").await);
     }
-    send_json(&mut others[0], json!({"type":"subscribe","channel":"persona:rt"})).await;
+    send_json(
+        &mut others[0],
+        json!({"type":"subscribe","channel":"persona:rt"}),
+    )
+    .await;
     assert_eq!(next_json(&mut others[0], WAIT).await["type"], "subscribed");
 
     let mut ws = connect(addr, "/ws").await;
-    send_json(&mut ws, json!({"type":"subscribe","channel":"system:runtime"})).await;
+    send_json(
+        &mut ws,
+        json!({"type":"subscribe","channel":"system:runtime"}),
+    )
+    .await;
     let ack = next_json(&mut ws, WAIT).await;
     assert_eq!(
         ack,
@@ -103,7 +124,10 @@ async fn samples_arrive_at_the_interval_with_every_field() {
         // Publications between samples: messages in and deliveries.
         for n in 0..5 {
             let _: i64 = publisher
-                .publish("pulse:{rt}:events", json!({"type":"x","n":i * 5 + n}).to_string())
+                .publish(
+                    "pulse:{rt}:events",
+                    json!({"type":"x","n":i * 5 + n}).to_string(),
+                )
                 .await
                 .expect("PUBLISH");
         }
@@ -120,7 +144,11 @@ async fn samples_arrive_at_the_interval_with_every_field() {
     // At the interval, never faster (a lower bound: a slow machine may only
     // make them later).
     for w in stamps.windows(2) {
-        assert!(w[1] - w[0] >= 100, "samples {} ms apart: {stamps:?}", w[1] - w[0]);
+        assert!(
+            w[1] - w[0] >= 100,
+            "samples {} ms apart: {stamps:?}",
+            w[1] - w[0]
+        );
     }
     // A client leaving shows in the next samples.
     drop(others.pop());
@@ -163,18 +191,30 @@ async fn nothing_is_sampled_while_nobody_watches() {
     let gw = start_gateway(config(&redis, 100)).await;
     let addr = gw.local_addr;
     let mut idle = connect(addr, "/ws").await;
-    send_json(&mut idle, json!({"type":"subscribe","channel":"persona:rt"})).await;
+    send_json(
+        &mut idle,
+        json!({"type":"subscribe","channel":"persona:rt"}),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(samples_taken(addr).await, 0, "sampled with nobody watching");
 
     // Watching, then unsubscribing.
     let mut ws = connect(addr, "/ws").await;
-    send_json(&mut ws, json!({"type":"subscribe","channel":"system:runtime"})).await;
+    send_json(
+        &mut ws,
+        json!({"type":"subscribe","channel":"system:runtime"}),
+    )
+    .await;
     for _ in 0..4 {
         next_sample(&mut ws).await;
     }
     assert!(samples_taken(addr).await >= 4);
-    send_json(&mut ws, json!({"type":"unsubscribe","channel":"system:runtime"})).await;
+    send_json(
+        &mut ws,
+        json!({"type":"unsubscribe","channel":"system:runtime"}),
+    )
+    .await;
     loop {
         let m = next_json(&mut ws, WAIT).await;
         if m["type"] == "unsubscribed" {
@@ -185,13 +225,20 @@ async fn nothing_is_sampled_while_nobody_watches() {
     assert_stays_idle(addr).await;
 
     // Watching, then closing the connection without a word.
-    send_json(&mut ws, json!({"type":"subscribe","channel":"system:runtime"})).await;
+    send_json(
+        &mut ws,
+        json!({"type":"subscribe","channel":"system:runtime"}),
+    )
+    .await;
     next_sample(&mut ws).await;
     next_sample(&mut ws).await;
     drop(ws);
     assert_stays_idle(addr).await;
     let (_, metrics) = http_get(addr, "/metrics").await;
-    assert!(metrics.contains("pulsegate_runtime_watchers 0"), "{metrics}");
+    assert!(
+        metrics.contains("pulsegate_runtime_watchers 0"),
+        "{metrics}"
+    );
     gw.shutdown().await;
 }
 
@@ -201,7 +248,11 @@ async fn assert_stays_idle(addr: std::net::SocketAddr) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = samples_taken(addr).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(samples_taken(addr).await, before, "sampled after the last watcher left");
+    assert_eq!(
+        samples_taken(addr).await,
+        before,
+        "sampled after the last watcher left"
+    );
 }
 
 fn token(role: &str) -> String {
@@ -225,9 +276,17 @@ async fn the_runtime_channel_needs_the_admin_role_with_auth_on() {
     let addr = gw.local_addr;
     for role in ["viewer", "publisher"] {
         let mut ws = connect(addr, &format!("/ws?token={}", token(role))).await;
-        send_json(&mut ws, json!({"type":"subscribe","channel":"system:runtime"})).await;
+        send_json(
+            &mut ws,
+            json!({"type":"subscribe","channel":"system:runtime"}),
+        )
+        .await;
         let e = next_json(&mut ws, WAIT).await;
-        assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some("forbidden")), "{e}");
+        assert_eq!(
+            (e["type"].as_str(), e["code"].as_str()),
+            (Some("error"), Some("forbidden")),
+            "{e}"
+        );
         assert!(e["message"].as_str().unwrap().contains("admin"), "{e}");
         send_json(&mut ws, json!({"type":"request_metrics"})).await;
         assert_eq!(next_json(&mut ws, WAIT).await["code"], "forbidden");
@@ -238,7 +297,11 @@ async fn the_runtime_channel_needs_the_admin_role_with_auth_on() {
     assert_eq!(samples_taken_with(addr, &token("admin")).await, 0);
 
     let mut ws = connect(addr, &format!("/ws?token={}", token("admin"))).await;
-    send_json(&mut ws, json!({"type":"subscribe","channel":"system:runtime"})).await;
+    send_json(
+        &mut ws,
+        json!({"type":"subscribe","channel":"system:runtime"}),
+    )
+    .await;
     assert_eq!(next_json(&mut ws, WAIT).await["type"], "subscribed");
     check_sample(&next_sample(&mut ws).await, 1);
     // A renewed token without the role ends the watch.
@@ -260,7 +323,8 @@ async fn the_runtime_channel_needs_the_admin_role_with_auth_on() {
 
 async fn samples_taken_with(addr: std::net::SocketAddr, admin: &str) -> u64 {
     let auth = format!("Bearer {admin}");
-    let (status, body) = http_request(addr, "GET", "/metrics", &[("Authorization", &auth)], None).await;
+    let (status, body) =
+        http_request(addr, "GET", "/metrics", &[("Authorization", &auth)], None).await;
     assert_eq!(status, 200);
     body.lines()
         .find_map(|l| l.strip_prefix("pulsegate_runtime_samples_total "))

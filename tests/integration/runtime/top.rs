@@ -47,13 +47,25 @@ async fn top_shows_the_figures_and_exits_0_on_ctrl_c() {
     let deadline = Instant::now() + Duration::from_secs(20);
     // Two redraws with a sample: the figures, and "1" connection (top's own).
     let shown = |t: &str| {
-        ["CPU", "Memory", "Connections", "Deliveries", "Redis", " MB", "up"]
-            .iter()
-            .all(|w| t.contains(w))
+        [
+            "CPU",
+            "Memory",
+            "Connections",
+            "Deliveries",
+            "Redis",
+            " MB",
+            "up",
+        ]
+        .iter()
+        .all(|w| t.contains(w))
             && t.matches("sample at").count() >= 2
     };
     while !shown(&text()) {
-        assert!(Instant::now() < deadline, "top never showed the figures:\n{}", text());
+        assert!(
+            Instant::now() < deadline,
+            "top never showed the figures:\n{}",
+            text()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut stdin = child.stdin.take().unwrap();
@@ -64,14 +76,21 @@ async fn top_shows_the_figures_and_exits_0_on_ctrl_c() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "top did not exit on Ctrl-C:\n{}", text());
+        assert!(
+            Instant::now() < deadline,
+            "top did not exit on Ctrl-C:\n{}",
+            text()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     drop(stdin);
     reader.join().unwrap();
     let t = text();
     assert_eq!(status.code(), Some(0), "top exited with {status:?}:\n{t}");
-    assert!(t.trim_end().ends_with(RESTORED), "terminal not restored:\n{t:?}");
+    assert!(
+        t.trim_end().ends_with(RESTORED),
+        "terminal not restored:\n{t:?}"
+    );
     gw.shutdown().await;
 }
 
