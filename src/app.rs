@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::ratelimit::Limiters;
 use crate::redis::health::RedisStatus;
 use crate::redis::replay::Replays;
+use crate::runtime::Runtime;
 use crate::snapshot::Source;
 
 pub struct App {
@@ -56,6 +57,8 @@ pub struct App {
     pub auth: Option<Authenticator>,
     /// Set once when draining starts: `/readyz` turns 503.
     pub draining: Draining,
+    /// The `system:runtime` sampler (it samples only while watched).
+    pub runtime: Arc<Runtime>,
 }
 
 /// Whether the instance is draining; starts false.

@@ -28,6 +28,8 @@ pub enum Command {
     Migrate(ServeArgs),
     /// Publish realistic demo events for a few personas until interrupted.
     Simulate(SimulateArgs),
+    /// Watch a running gateway's own metrics live (`system:runtime`).
+    Top(crate::top::TopArgs),
 }
 
 #[derive(Debug, Args)]

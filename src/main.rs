@@ -60,6 +60,7 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
+        Command::Top(args) => run(pulsegate::top::run(args)),
         Command::Simulate(args) => {
             let _ = pulsegate::telemetry::init(&Default::default());
             run(pulsegate::simulate::run(args))

@@ -15,9 +15,11 @@ mod reads;
 pub use continuity::{Continuity, LossLabel, NodeLabel};
 pub mod transport;
 pub use compression::Compressions;
+mod runtime;
 pub use labels::*;
 pub use publish::Publish;
 pub use reads::{Read, Reads};
+pub use runtime::RuntimeMetrics;
 pub use transport::{SseError, Transport, Transports};
 
 fn latency_histogram() -> Histogram {
@@ -87,6 +89,8 @@ pub struct Metrics {
     pub transports: Transports,
     /// permessage-deflate runs and bytes.
     pub compressions: Compressions,
+    /// `system:runtime`: the sampler's counters and the running totals it reads.
+    pub runtime: RuntimeMetrics,
 }
 
 impl Default for Metrics {
@@ -144,6 +148,7 @@ impl Metrics {
             continuity: Continuity::default(),
             transports: Transports::default(),
             compressions: Compressions::default(),
+            runtime: RuntimeMetrics::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -352,6 +357,7 @@ impl Metrics {
         m.publish.register(r);
         m.transports.register(r);
         m.compressions.register(r);
+        m.runtime.register(r);
         Self { registry, ..m }
     }
 
@@ -375,6 +381,7 @@ impl Metrics {
     }
 
     pub fn client_error(&self, code: &'static str) {
+        self.runtime.errors.inc();
         self.client_errors.get_or_create(&ErrorLabel { code }).inc();
     }
 
@@ -390,6 +397,7 @@ impl Metrics {
     }
 
     pub fn rate_limited(&self, limit: &'static str) {
+        self.runtime.refusals.inc();
         self.rate_limited.get_or_create(&LimitLabel { limit }).inc();
     }
 

@@ -136,6 +136,17 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         bounds,
         metrics.clone(),
     );
+    let runtime = Arc::new(crate::runtime::Runtime::new(
+        config.runtime.interval,
+        hub.clone(),
+        crate::runtime::Sources {
+            metrics: metrics.clone(),
+            connections: connections.clone(),
+            redis_status: status.clone(),
+            audit: audit.clone(),
+            mem_total: None,
+        },
+    ));
     let app = Arc::new(App {
         limits: Arc::new(Limiters::new(&config.limits, metrics.clone())),
         config,
@@ -153,6 +164,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         replays,
         auth,
         draining: Default::default(),
+        runtime,
     });
 
     // Background work, stopped by `background` and joined at shutdown.
@@ -200,6 +212,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         background.clone(),
     ));
     workers.spawn(monitor.run(background.clone()));
+    workers.spawn(app.runtime.clone().run(background.clone()));
     workers.close();
 
     let accept = tokio::spawn(accept_loop(listener, app.clone()));

@@ -26,6 +26,7 @@ const SECTIONS: &[&str] = &[
     "audit",
     "limits",
     "auth",
+    "runtime",
 ];
 
 /// Values given on the command line; only those present override.

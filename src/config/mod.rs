@@ -16,6 +16,7 @@ mod ingest;
 mod limits;
 mod load;
 mod redis;
+mod runtime;
 mod shutdown;
 mod sse;
 mod ws;
@@ -33,6 +34,7 @@ pub use ingest::{IngestConfig, OptimizationConfig};
 pub use limits::{LimitsConfig, Rate};
 pub use load::{Overrides, DEFAULT_CONFIG_PATH};
 pub use redis::{RedisConfig, Topology};
+pub use runtime::RuntimeConfig;
 pub use shutdown::ShutdownConfig;
 pub use sse::SseConfig;
 pub use ws::{Compression, WsConfig};
@@ -73,6 +75,7 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[[channels]]`: the namespaces besides `persona` (`config/channels.rs`).
     pub channels: Vec<NamespaceConfig>,
+    pub runtime: RuntimeConfig,
 }
 
 impl Default for Config {
@@ -92,6 +95,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             channels: channels::defaults(),
+            runtime: RuntimeConfig::default(),
         }
     }
 }
@@ -155,6 +159,7 @@ impl Config {
         self.limits.validate()?;
         self.auth.validate()?;
         channels::validate(&self.channels, &self.ws)?;
+        self.runtime.validate()?;
         Ok(())
     }
 

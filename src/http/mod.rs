@@ -10,6 +10,7 @@ pub mod publish;
 pub mod response;
 pub mod routes;
 pub mod sse;
+pub mod system_page;
 pub mod ui;
 pub mod upgrade;
 
@@ -42,6 +43,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let (route, res) = route(&app, req).await;
     let status = res.status().as_u16();
+    if status >= 400 {
+        app.metrics.runtime.errors.inc();
+    }
     app.metrics
         .http_requests
         .get_or_create(&HttpLabels { route, status })
@@ -98,6 +102,10 @@ async fn route(app: &Arc<App>, mut req: Request<Incoming>) -> (&'static str, Res
         Handler::DashboardPage => ui::dashboard(app, persona, req.headers()),
         Handler::UiAsset => ui::asset(params.get("asset").unwrap_or_default(), req.headers()),
         Handler::ClientLibrary => ui::client_library(req.headers()),
+        Handler::SystemPage => system_page::page(req.headers()),
+        Handler::SystemAsset => {
+            system_page::asset(params.get("asset").unwrap_or_default(), req.headers())
+        }
         Handler::ApiMetrics => api::metrics(app, persona).await,
         Handler::ActiveVariants => api::active_variants(app, persona).await,
         Handler::Optimization => api::optimization(app, persona).await,

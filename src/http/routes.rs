@@ -31,6 +31,9 @@ pub enum Handler {
     UiAsset,
     /// `/client/pulsegate.js`: the JavaScript client library (`clients/js/`).
     ClientLibrary,
+    /// `/system`: the gateway's runtime page, and its assets.
+    SystemPage,
+    SystemAsset,
     ApiMetrics,
     ActiveVariants,
     Optimization,
@@ -79,7 +82,7 @@ const fn route(method: Method, pattern: &'static str, access: Access, handler: H
 use Access::{EventStream, Public, Rest, WebSocket};
 
 /// Every route. `docs/api.md` and `docs/protocol.md` describe them.
-pub static ROUTES: [Route; 21] = [
+pub static ROUTES: [Route; 23] = [
     route(Method::GET, "/", Public, Handler::Index),
     route(Method::GET, "/healthz", Public, Handler::Healthz),
     route(Method::GET, "/readyz", Public, Handler::Readyz),
@@ -111,6 +114,8 @@ pub static ROUTES: [Route; 21] = [
         Public,
         Handler::ClientLibrary,
     ),
+    route(Method::GET, "/system", Public, Handler::SystemPage),
+    route(Method::GET, "/system/{asset}", Public, Handler::SystemAsset),
     route(
         Method::GET,
         "/api/metrics/{persona_id}",

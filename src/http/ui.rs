@@ -30,13 +30,13 @@ const MAX_PERSONAS: usize = 200;
 /// on a keyspace with many other keys.
 const MAX_SCAN_CALLS: usize = 50;
 
-const HTML: &str = "text/html; charset=utf-8";
-const JS: &str = "text/javascript; charset=utf-8";
+pub(super) const HTML: &str = "text/html; charset=utf-8";
+pub(super) const JS: &str = "text/javascript; charset=utf-8";
 
-struct Asset {
-    name: &'static str,
-    body: &'static [u8],
-    content_type: &'static str,
+pub(super) struct Asset {
+    pub(super) name: &'static str,
+    pub(super) body: &'static [u8],
+    pub(super) content_type: &'static str,
 }
 
 /// Everything under `/ui/`; `dashboard.html` is served at `/dashboard/{id}`.
@@ -162,13 +162,13 @@ fn etag(i: usize) -> &'static str {
     &TAGS.get_or_init(|| ASSETS.iter().map(|a| quoted_hash(a.body)).collect())[i]
 }
 
-fn quoted_hash(body: &[u8]) -> String {
+pub(super) fn quoted_hash(body: &[u8]) -> String {
     format!("\"{:016x}\"", fnv1a(body))
 }
 
 /// Assets are revalidated on every load (`no-cache` + ETag): a new binary
 /// never leaves a browser with an old script beside a new page.
-fn serve(a: &Asset, tag: &str, headers: &HeaderMap) -> Response<Body> {
+pub(super) fn serve(a: &Asset, tag: &str, headers: &HeaderMap) -> Response<Body> {
     let fresh = headers
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())

@@ -109,6 +109,7 @@ impl Hub {
                 }
                 None => {
                     tracing::debug!(channel, %reason, "dropping publication");
+                    self.metrics.runtime.errors.inc();
                     self.metrics
                         .redis_messages_dropped
                         .get_or_create(&ReasonLabel {

@@ -8,6 +8,7 @@
 
 mod continuity;
 mod dispatch;
+mod local;
 pub mod message;
 pub mod outbox;
 pub mod recent;
@@ -104,6 +105,8 @@ pub struct Hub {
     next_id: AtomicU64,
     /// What a publication may be; anyone with access to Redis can PUBLISH.
     bounds: message::Bounds,
+    /// Channels the gateway publishes itself (`local.rs`).
+    local: local::Locals,
     /// How much of each channel's recent publications to keep.
     recent: recent::Limits,
 }
@@ -162,6 +165,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             bounds,
             recent,
+            local: local::Locals::default(),
         });
         (hub, rx)
     }
@@ -286,6 +290,10 @@ impl Hub {
     }
 
     fn unsubscribe(&self, name: &Arc<str>, id: u64) {
+        if self.local.remove(name, id) {
+            self.metrics.subscriptions_active.dec();
+            return;
+        }
         let mut channels = self.lock();
         let Some(channel) = channels.get_mut(name) else {
             return;

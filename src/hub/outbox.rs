@@ -26,6 +26,7 @@ use crate::stream::Offset;
 
 mod channels;
 pub mod deflate;
+mod depth;
 mod drain;
 pub use channels::HoldId;
 

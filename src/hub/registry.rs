@@ -96,6 +96,23 @@ impl Connections {
         ids.into_iter().map(|(_, o)| o).collect()
     }
 
+    /// The largest and the mean outbox depth over the open connections
+    /// (both 0 with none): one short lock per connection, at most one walk
+    /// per runtime sample.
+    pub fn depths(&self) -> (usize, f64) {
+        let outboxes = self.snapshot();
+        let (max, sum) = outboxes.iter().fold((0, 0), |(max, sum), o| {
+            let d = o.depth();
+            (usize::max(max, d), sum + d)
+        });
+        let mean = if outboxes.is_empty() {
+            0.0
+        } else {
+            sum as f64 / outboxes.len() as f64
+        };
+        (max, mean)
+    }
+
     /// Queues `frame` for every connection (status notices).
     pub fn broadcast(&self, frame: Bytes) {
         for outbox in self.snapshot() {

@@ -99,6 +99,8 @@ pub enum ClientMessage {
     Auth {
         token: String,
     },
+    /// One `system:runtime` sample, at once (admin role when auth is on).
+    RequestMetrics,
 }
 
 /// Why a client message was refused; each maps to an error `code`.
@@ -153,6 +155,7 @@ pub fn parse_client_message(
     match kind {
         "ping" => Ok(ClientMessage::Ping),
         "refresh" => Ok(ClientMessage::Refresh),
+        "request_metrics" => Ok(ClientMessage::RequestMetrics),
         "subscribe" => Ok(ClientMessage::Subscribe {
             channel: channel()?,
             since: match value.get("since") {
@@ -270,6 +273,10 @@ mod tests {
                 (ClientMessageError::InvalidSince, "invalid_since")
             );
         }
+        assert_eq!(
+            parse(r#"{"type":"request_metrics"}"#),
+            Ok(ClientMessage::RequestMetrics)
+        );
         assert_eq!(parse("{"), Err(ClientMessageError::InvalidJson));
         assert_eq!(parse("[1]"), Err(ClientMessageError::NotAnObject));
         assert_eq!(parse(r#"{"type":3}"#), Err(ClientMessageError::NotAnObject));

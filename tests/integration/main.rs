@@ -20,6 +20,7 @@ mod pg;
 mod protocol;
 mod recent;
 mod resume;
+mod runtime;
 mod security;
 mod shared_reads;
 mod shutdown;

@@ -28,6 +28,7 @@ impl Session {
     pub(super) fn on_message(&mut self, m: ClientMessage) {
         match (m, self.endpoint.clone()) {
             (ClientMessage::Ping, _) => self.reply(&ServerMessage::Pong),
+            (ClientMessage::RequestMetrics, _) => self.request_metrics(),
             (ClientMessage::Auth { token }, _) => self.reauthenticate(&token),
             (ClientMessage::Refresh, Endpoint::Dashboard { persona, .. }) => self.refresh(persona),
             (ClientMessage::Refresh, Endpoint::Multiplex) => self.refresh_channels(),
@@ -95,12 +96,16 @@ impl Session {
             let name = channel.name();
             self.reply(&ServerMessage::Unsubscribed { channel: &name });
         }
+        self.recheck_runtime(&claims);
         let expires_at = claims.exp;
         self.claims = Some(claims);
         self.reply(&ServerMessage::Authenticated { expires_at });
     }
 
     fn subscribe(&mut self, name: &str, since: Option<Offset>) {
+        if name == crate::runtime::CHANNEL {
+            return self.watch_runtime();
+        }
         let Some(channel) = self.resolve(name) else {
             return;
         };
@@ -144,6 +149,9 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, name: &str) {
+        if name == crate::runtime::CHANNEL {
+            return self.unwatch_runtime();
+        }
         let Some(channel) = self.resolve(name) else {
             return;
         };

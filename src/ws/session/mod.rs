@@ -8,6 +8,7 @@ mod commands;
 pub(crate) mod handoff;
 mod history;
 pub(crate) mod initial;
+mod runtime;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -64,6 +65,8 @@ pub struct Session {
     /// One snapshot or replay read at a time per connection, for the starts
     /// of its `/ws` channels: a client cannot pile up Redis reads.
     reads: Arc<Semaphore>,
+    /// Watching `system:runtime` (`runtime.rs`).
+    runtime: Option<Subscription>,
 }
 
 impl Session {
@@ -85,6 +88,7 @@ impl Session {
             rate,
             refreshes: Arc::default(),
             reads: Arc::new(Semaphore::new(1)),
+            runtime: None,
         }
     }
 
@@ -107,6 +111,7 @@ impl Session {
         self.start().await;
         self.read_loop().await;
         self.subscriptions.clear();
+        self.runtime = None;
         metrics.connections_active.dec();
     }
 
