@@ -5,6 +5,7 @@
 //! `docs/architecture.md` draws the same map.
 #![forbid(unsafe_code)]
 
+pub mod analytics;
 pub mod answers;
 pub mod app;
 pub mod audit;
@@ -20,6 +21,7 @@ pub mod keys;
 pub mod metrics;
 pub mod protocol;
 pub mod query;
+pub mod pointintime;
 pub mod ratelimit;
 pub mod redis;
 pub mod server;

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub audit_persona_lag_seconds: Family<PersonaLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub ingest_accepted: Counter,
     pub ingest_rejected: Family<ReasonLabel, Counter>,
+    /// Refused analytics and point-in-time requests, by reason.
+    pub analytics_rejected: Family<ReasonLabel, Counter>,
     /// REST reads by where the answer came from (`cached`, `waited` for a
     /// rebuild, `built` by the request).
     pub api_reads: Family<SourceLabel, Counter>,
@@ -115,6 +117,7 @@ impl Metrics {
             audit_persona_lag_seconds: Family::default(),
             ingest_accepted: Counter::default(),
             ingest_rejected: Family::default(),
+            analytics_rejected: Family::default(),
             api_reads: Family::default(),
             api_cache_personas: Gauge::default(),
             api_cache_rebuilds: Counter::default(),
@@ -216,6 +219,11 @@ impl Metrics {
             "ingest_rejected",
             "HTTP ingest requests refused, by reason",
             m.ingest_rejected.clone(),
+        );
+        r.register(
+            "analytics_rejected",
+            "Analytics and point-in-time requests refused, by reason",
+            m.analytics_rejected.clone(),
         );
         r.register(
             "connections_active",
@@ -356,6 +364,13 @@ impl Metrics {
 
     pub fn resume(&self, reason: &'static str) {
         self.resumes.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn analytics_rejected(&self, reason: AnalyticsRejection) {
+        let reason = reason.label();
+        self.analytics_rejected
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     pub fn ingest_rejected(&self, reason: IngestRejection) {

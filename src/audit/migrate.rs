@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "drop_unqueried_variant_indexes",
         include_str!("migrations/0004_drop_unqueried_variant_indexes.sql"),
     ),
+    (
+        5,
+        "analytics_indexes",
+        include_str!("migrations/0005_analytics_indexes.sql"),
+    ),
 ];
 
 /// Arbitrary but fixed: the advisory lock key of pulsegate's migrations.

@@ -1,6 +1,7 @@
 //! HTTP routing: health, metrics, and the WebSocket upgrade endpoints.
 //! Every request is counted by route and status, with its latency.
 
+pub mod analytics;
 pub mod api;
 pub mod body;
 pub mod health;
@@ -102,6 +103,9 @@ async fn route(app: &Arc<App>, mut req: Request<Incoming>) -> (&'static str, Res
             let variant = params.get("variant_id").unwrap_or_default();
             history::variant_history(app, persona, variant, query).await
         }
+        Handler::AnalyticsSummary => analytics::summary(app, persona, query).await,
+        Handler::AnalyticsHistogram => analytics::histogram(app, persona, query).await,
+        Handler::PointInTime => analytics::snapshot(app, persona, query).await,
         Handler::Ingest(event_type) => api::ingest_event(app, event_type, req).await,
     };
     (route.pattern, res)

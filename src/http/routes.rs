@@ -34,6 +34,11 @@ pub enum Handler {
     Events,
     Kills,
     VariantHistory,
+    /// Analytics of a persona's audited events.
+    AnalyticsSummary,
+    AnalyticsHistogram,
+    /// A persona's dashboard at a past instant, rebuilt from the audit.
+    PointInTime,
     /// HTTP ingest of one event type.
     Ingest(&'static str),
 }
@@ -70,7 +75,7 @@ const fn route(method: Method, pattern: &'static str, access: Access, handler: H
 use Access::{Public, Rest, WebSocket};
 
 /// Every route. `docs/api.md` and `docs/protocol.md` describe them.
-pub static ROUTES: [Route; 18] = [
+pub static ROUTES: [Route; 21] = [
     route(Method::GET, "/", Public, Handler::Index),
     route(Method::GET, "/healthz", Public, Handler::Healthz),
     route(Method::GET, "/readyz", Public, Handler::Readyz),
@@ -130,6 +135,24 @@ pub static ROUTES: [Route; 18] = [
         "/api/variants/{persona_id}/{variant_id}/history",
         Rest(Role::Viewer),
         Handler::VariantHistory,
+    ),
+    route(
+        Method::GET,
+        "/api/analytics/{persona_id}/summary",
+        Rest(Role::Viewer),
+        Handler::AnalyticsSummary,
+    ),
+    route(
+        Method::GET,
+        "/api/analytics/{persona_id}/histogram",
+        Rest(Role::Viewer),
+        Handler::AnalyticsHistogram,
+    ),
+    route(
+        Method::GET,
+        "/api/snapshot/{persona_id}",
+        Rest(Role::Viewer),
+        Handler::PointInTime,
     ),
     route(
         Method::POST,
