@@ -67,7 +67,10 @@ pub async fn run(
     pool: &PgPool,
     statements: &[(&str, &[&(dyn ToSql + Sync)])],
 ) -> Result<Vec<Vec<Row>>, QueryError> {
-    let mut conn = pool.get().await.map_err(|e| QueryError::Pool(e.to_string()))?;
+    let mut conn = pool
+        .get()
+        .await
+        .map_err(|e| QueryError::Pool(e.to_string()))?;
     let tx = conn.build_transaction().read_only(true).start().await?;
     tx.batch_execute(&format!(
         "SET LOCAL statement_timeout = {}",

@@ -83,7 +83,11 @@ impl Metric {
     }
 }
 
-fn time(query: Option<&str>, name: &str, reason: AnalyticsRejection) -> Result<Option<i64>, BadParam> {
+fn instant(
+    query: Option<&str>,
+    name: &str,
+    reason: AnalyticsRejection,
+) -> Result<Option<i64>, BadParam> {
     let Some(raw) = query_param(query, name) else {
         return Ok(None);
     };
@@ -99,8 +103,8 @@ fn time(query: Option<&str>, name: &str, reason: AnalyticsRejection) -> Result<O
 /// `since` and `until`: `until` defaults to `now`, `since` to `until -
 /// default_span`; `since < until`, at most [`MAX_SPAN_MS`] apart.
 pub fn range(query: Option<&str>, now: i64, default_span: i64) -> Result<Range, BadParam> {
-    let until = time(query, "until", AnalyticsRejection::InvalidUntil)?.unwrap_or(now);
-    let since = time(query, "since", AnalyticsRejection::InvalidSince)?
+    let until = instant(query, "until", AnalyticsRejection::InvalidUntil)?.unwrap_or(now);
+    let since = instant(query, "since", AnalyticsRejection::InvalidSince)?
         .unwrap_or_else(|| (until - default_span).max(0));
     if since >= until {
         return Err(bad(
@@ -111,7 +115,10 @@ pub fn range(query: Option<&str>, now: i64, default_span: i64) -> Result<Range, 
     if until - since > MAX_SPAN_MS {
         return Err(bad(
             AnalyticsRejection::SpanTooLong,
-            format!("`since` to `until` may span at most {} days", MAX_SPAN_MS / DAY_MS),
+            format!(
+                "`since` to `until` may span at most {} days",
+                MAX_SPAN_MS / DAY_MS
+            ),
         ));
     }
     Ok(Range { since, until })
@@ -197,7 +204,10 @@ mod tests {
         assert_eq!(r.until - r.since, 2 * DAY_MS);
         let reason = |q: &str| range(Some(q), NOW, DAY_MS).unwrap_err().reason;
         assert_eq!(reason("since=yesterday"), AnalyticsRejection::InvalidSince);
-        assert_eq!(reason("until=1795318000123"), AnalyticsRejection::InvalidUntil);
+        assert_eq!(
+            reason("until=1795318000123"),
+            AnalyticsRejection::InvalidUntil
+        );
         assert_eq!(
             reason("since=1969-12-31T00:00:00Z"),
             AnalyticsRejection::InvalidSince

@@ -83,11 +83,20 @@ fn minutes_to_kill_sql() -> String {
 /// The summary of `persona`'s events in `range` (without the range itself).
 pub async fn summary(pool: &PgPool, persona: &str, range: Range) -> Result<Value, QueryError> {
     let (since, until) = (system_time_ms(range.since), system_time_ms(range.until));
-    let (by_type, mean_er, ttk) = (by_type_sql(&PERSONA_EVENTS), mean_er_sql(), minutes_to_kill_sql());
+    let (by_type, mean_er, ttk) = (
+        by_type_sql(&PERSONA_EVENTS),
+        mean_er_sql(),
+        minutes_to_kill_sql(),
+    );
     let p: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[&persona, &since, &until];
     let rows = run(
         pool,
-        &[(&by_type, p), (kill_rate_sql(), p), (&mean_er, p), (&ttk, p)],
+        &[
+            (by_type.as_str(), p),
+            (kill_rate_sql(), p),
+            (mean_er.as_str(), p),
+            (ttk.as_str(), p),
+        ],
     )
     .await?;
     let [by_type, kills, er, ttk] = rows.as_slice() else {
@@ -101,11 +110,16 @@ pub async fn summary(pool: &PgPool, persona: &str, range: Range) -> Result<Value
         types.insert(r.get::<_, String>(0), n.into());
     }
     let count = |t: &str| types.get(t).and_then(Value::as_i64).unwrap_or(0);
-    let (posted, killed): (i64, i64) = kills.first().map(|r| (r.get(0), r.get(1))).unwrap_or((0, 0));
-    let interval = wilson::interval(killed as u64, posted as u64)
-        .map(|(lo, hi)| [round6(lo), round6(hi)]);
-    let (mean_er, er_variants): (Option<f64>, i64) =
-        er.first().map(|r| (r.get(0), r.get(1))).unwrap_or((None, 0));
+    let (posted, killed): (i64, i64) = kills
+        .first()
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap_or((0, 0));
+    let interval =
+        wilson::interval(killed as u64, posted as u64).map(|(lo, hi)| [round6(lo), round6(hi)]);
+    let (mean_er, er_variants): (Option<f64>, i64) = er
+        .first()
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap_or((None, 0));
     let (kills_n, ttk_mean, ttk_median): (i64, Option<f64>, Option<f64>) = ttk
         .first()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -165,10 +179,15 @@ pub async fn histogram(
         .map(Buckets::Time)
 }
 
-async fn er_histogram(pool: &PgPool, persona: &str, range: Range) -> Result<Vec<ValueBucket>, QueryError> {
+async fn er_histogram(
+    pool: &PgPool,
+    persona: &str,
+    range: Range,
+) -> Result<Vec<ValueBucket>, QueryError> {
     let (since, until) = (system_time_ms(range.since), system_time_ms(range.until));
     let sql = er_histogram_sql();
-    let rows = run(pool, &[(&sql, &[&persona, &since, &until])]).await?;
+    let p: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[&persona, &since, &until];
+    let rows = run(pool, &[(sql.as_str(), p)]).await?;
     let width = ER_MAX / f64::from(ER_BUCKETS);
     Ok(rows
         .into_iter()

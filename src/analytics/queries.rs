@@ -74,7 +74,8 @@ pub async fn time_histogram(
 ) -> Result<Vec<TimeBucket>, QueryError> {
     let sql = time_histogram_sql(src, bucket, only_type);
     let (since, until) = (system_time_ms(range.since), system_time_ms(range.until));
-    let rows = run(pool, &[(&sql, &[&subject, &since, &until])]).await?;
+    let p: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[&subject, &since, &until];
+    let rows = run(pool, &[(sql.as_str(), p)]).await?;
     Ok(rows
         .into_iter()
         .flatten()

@@ -57,8 +57,13 @@ fn start<'a>(app: &'a App, raw: &str) -> Result<(&'a PgPool, PersonaId), Refusal
             "no database is configured (database.url): analytics read the audit trail".into(),
         )
     })?;
-    let persona = PersonaId::parse(raw, app.config.ws.max_persona_id_len)
-        .map_err(|e| Refusal(StatusCode::BAD_REQUEST, Why::InvalidPersonaId, e.to_string()))?;
+    let persona = PersonaId::parse(raw, app.config.ws.max_persona_id_len).map_err(|e| {
+        Refusal(
+            StatusCode::BAD_REQUEST,
+            Why::InvalidPersonaId,
+            e.to_string(),
+        )
+    })?;
     Ok((pool, persona))
 }
 
@@ -115,12 +120,22 @@ pub async fn snapshot(app: &App, raw: &str, query: Option<&str>) -> Response<Bod
         let at = query_param(query, "at")
             .and_then(|a| parse_rfc3339_ms(&a))
             .filter(|&ms| ms >= 0)
-            .ok_or_else(|| bad_at(Why::InvalidAt, "`at` must be an RFC 3339 time after 1970, such as 2026-11-22T03:00:00Z"))?;
+            .ok_or_else(|| {
+                bad_at(
+                    Why::InvalidAt,
+                    "`at` must be an RFC 3339 time after 1970, such as 2026-11-22T03:00:00Z",
+                )
+            })?;
         if at > now_ms() {
-            return Err(bad_at(Why::AtInFuture, "`at` is in the future: the live dashboard is the newest state"));
+            return Err(bad_at(
+                Why::AtInFuture,
+                "`at` is in the future: the live dashboard is the newest state",
+            ));
         }
         let settings = pointintime::settings(&app.config.ingest);
-        let Some(mut snap) = pointintime::snapshot_at(pool, persona.as_str(), at, &settings).await? else {
+        let Some(mut snap) =
+            pointintime::snapshot_at(pool, persona.as_str(), at, &settings).await?
+        else {
             return Err(Refusal(
                 StatusCode::NOT_FOUND,
                 Why::UnknownPersona,

@@ -149,13 +149,17 @@ pub async fn snapshot_at(
     let first_minute = (at.div_euclid(60_000) - 59) * 60_000;
     let bucket_from = system_time_ms(first_minute);
     let (events, ticks) = (events_sql(), ticks_sql());
+    type Params<'a> = &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)];
+    let one: Params = &[&persona];
+    let two: Params = &[&persona, &at];
+    let three: Params = &[&persona, &at, &bucket_from];
     let rows = run(
         pool,
         &[
-            (KNOWN_SQL, &[&persona]),
-            (OFFSET_SQL, &[&persona, &at]),
-            (&events, &[&persona, &at]),
-            (&ticks, &[&persona, &at, &bucket_from]),
+            (KNOWN_SQL, one),
+            (OFFSET_SQL, two),
+            (events.as_str(), two),
+            (ticks.as_str(), three),
         ],
     )
     .await?;

@@ -204,7 +204,11 @@ fn ring(ticks: &[&Tick]) -> HashMap<i64, (f64, f64)> {
         }
         wm = Some(newest);
     }
-    slots.iter().flatten().map(|&(m, v, i)| (m, (v, i))).collect()
+    slots
+        .iter()
+        .flatten()
+        .map(|&(m, v, i)| (m, (v, i)))
+        .collect()
 }
 
 fn ratio(i: f64, v: f64) -> Option<f64> {
@@ -263,7 +267,13 @@ fn view(p: &Post, ticks: &[&Tick], nm: i64) -> Variant {
 /// The snapshot at `now` of the persona whose posts and kills (stream
 /// order, ids at or before `now`) are `events`, with the recent updates
 /// `ticks` (stream order). `offset`: the newest stream id at or before `now`.
-pub fn rebuild(events: Vec<Event>, ticks: &[Tick], offset: Option<String>, now: i64, s: &Settings) -> RawSnapshot {
+pub fn rebuild(
+    events: Vec<Event>,
+    ticks: &[Tick],
+    offset: Option<String>,
+    now: i64,
+    s: &Settings,
+) -> RawSnapshot {
     let mut st = State::default();
     for e in events {
         match e {
@@ -296,7 +306,11 @@ pub fn rebuild(events: Vec<Event>, ticks: &[Tick], offset: Option<String>, now: 
     }
     let truncated = active.len() > s.max_variants.min(active.len());
 
-    let (kills_today, kill_ms) = st.kill_days.get(&now.div_euclid(DAY_MS)).copied().unwrap_or((0, 0));
+    let (kills_today, kill_ms) = st
+        .kill_days
+        .get(&now.div_euclid(DAY_MS))
+        .copied()
+        .unwrap_or((0, 0));
     let kw = s.kill_rate_window_ms;
     let posted_w = st.posted.at(now).count(now - kw, now);
     let killed_w = st.killed.at(now).count(now - kw, now);
@@ -315,7 +329,12 @@ pub fn rebuild(events: Vec<Event>, ticks: &[Tick], offset: Option<String>, now: 
     };
 
     let w = s.pattern_window_ms;
-    let names: Vec<String> = st.patterns.at(now).above(now - w).map(str::to_owned).collect();
+    let names: Vec<String> = st
+        .patterns
+        .at(now)
+        .above(now - w)
+        .map(str::to_owned)
+        .collect();
     let mut patterns: Vec<PatternUsage> = names
         .into_iter()
         .filter_map(|p| {
@@ -327,7 +346,11 @@ pub fn rebuild(events: Vec<Event>, ticks: &[Tick], offset: Option<String>, now: 
             })
         })
         .collect();
-    patterns.sort_by(|a, b| b.usage_count.cmp(&a.usage_count).then_with(|| a.pattern.cmp(&b.pattern)));
+    patterns.sort_by(|a, b| {
+        b.usage_count
+            .cmp(&a.usage_count)
+            .then_with(|| a.pattern.cmp(&b.pattern))
+    });
 
     let recent: Vec<(String, i64)> = st.kills.at(now).rev_range(s.recent_kills);
     let recent_kills = recent
@@ -341,7 +364,8 @@ pub fn rebuild(events: Vec<Event>, ticks: &[Tick], offset: Option<String>, now: 
                 kill_reason: k.and_then(|k| k.reason.clone()),
                 final_er: k.and_then(|k| k.final_er),
                 sample_size: k.and_then(|k| k.sample_size),
-                time_to_kill_minutes: k.map(|k| r2((k.killed_at - k.posted_at).max(0) as f64 / MINUTE_MS as f64)),
+                time_to_kill_minutes: k
+                    .map(|k| r2((k.killed_at - k.posted_at).max(0) as f64 / MINUTE_MS as f64)),
                 posted_at: post.map(|p| p.posted_at),
                 pattern_used: post.and_then(|p| p.pattern.clone()),
                 variant_id: vid,

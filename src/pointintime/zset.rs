@@ -78,7 +78,8 @@ impl ZSet {
     /// `ZREVRANGE key 0 n-1 WITHSCORES`: highest score first, equal scores
     /// in reverse byte order of the member.
     pub fn rev_range(&self, n: usize) -> Vec<(String, i64)> {
-        let mut all: Vec<(String, i64)> = self.members.iter().map(|(m, &s)| (m.clone(), s)).collect();
+        let mut all: Vec<(String, i64)> =
+            self.members.iter().map(|(m, &s)| (m.clone(), s)).collect();
         all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
         all.truncate(n);
         all
