@@ -339,7 +339,7 @@ pub fn rebuild(
         .into_iter()
         .filter_map(|p| {
             let c = st.pattern_sets.get_mut(&p)?.at(now).count(now - w, now);
-            (c > 0).then(|| PatternUsage {
+            (c > 0).then_some(PatternUsage {
                 fatigued: c > s.fatigue_threshold,
                 pattern: p,
                 usage_count: c,
