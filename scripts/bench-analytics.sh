@@ -60,7 +60,7 @@ FROM (
   SELECT 'p' || (i % 10) AS persona, $START_MS + (i / 10) * $STEP + (i % 10) AS ms,
          'v' || ((i / 10) / 100) AS vid, (i / 10) % 100 AS k, ((i / 10) / 100) AS n,
          $START_MS + ((i / 10) / 100) * 100 * $STEP + (i % 10) AS posted
-  FROM generate_series(0, $ROWS - 1) AS i
+  FROM generate_series(0::bigint, $ROWS - 1) AS i
 ) g,
 LATERAL (SELECT
   CASE WHEN k = 0 THEN 'variant_posted' WHEN k = 99 AND n % 2 = 0 THEN 'early_kill' ELSE 'performance_update' END AS kind) t,
