@@ -99,7 +99,7 @@ CASES=(
   "er_histogram|'p3', '$(iso $((END_MS - 30 * DAY)))', '$(iso $END_MS)'|histogram: ER buckets, 30 d"
   "pit_offset|'p3', $((END_MS - 15 * DAY))|snapshot at: offset"
   "pit_events|'p3', $((END_MS - 15 * DAY))|snapshot at: posts and kills (+ newest update each)"
-  "pit_ticks|'p3', $((END_MS - 15 * DAY)), '$(iso $((END_MS - 15 * DAY - 3600000)))'|snapshot at: the last hour's updates"
+  "pit_ticks|'p3', $((END_MS - 15 * DAY)), '$(iso $((END_MS - 15 * DAY - 3600000)))', '$(iso $((END_MS - 15 * DAY + 3600000)))'|snapshot at: the last hour's updates"
 )
 printf '\n%-58s %12s %10s\n' "query (persona with 100,000 of the $ROWS rows)" "median ms" "rows"
 for c in "${CASES[@]}"; do

@@ -25,12 +25,19 @@ pub const ER_BUCKETS: i32 = 20;
 pub const ER_MAX: f64 = 0.2;
 
 fn kill_rate_sql() -> &'static str {
-    "SELECT count(*), count(*) FILTER (WHERE EXISTS (
-         SELECT 1 FROM dashboard_events k
-         WHERE k.persona_id = $1 AND k.variant_id = p.variant_id AND k.event_type = 'early_kill'
-           AND (k.stream_ms, k.stream_seq) > (p.stream_ms, p.stream_seq) AND k.created_at < $3))
-     FROM dashboard_events p
-     WHERE p.persona_id = $1 AND p.event_type = 'variant_posted' AND p.created_at >= $2 AND p.created_at < $3"
+    // The kills are read once (a persona has far fewer kills than events)
+    // and matched to the posts, rather than probed per post.
+    "WITH posted AS (
+         SELECT variant_id, stream_ms, stream_seq FROM dashboard_events
+         WHERE persona_id = $1 AND event_type = 'variant_posted' AND created_at >= $2 AND created_at < $3
+     ), killed AS (
+         SELECT variant_id, stream_ms, stream_seq FROM dashboard_events
+         WHERE persona_id = $1 AND event_type = 'early_kill' AND created_at < $3
+     )
+     SELECT count(*), count(*) FILTER (WHERE EXISTS (
+         SELECT 1 FROM killed k
+         WHERE k.variant_id = p.variant_id AND (k.stream_ms, k.stream_seq) > (p.stream_ms, p.stream_seq)))
+     FROM posted p"
 }
 
 /// Each variant's latest update in the range with views: its ER.

@@ -9,8 +9,12 @@
 //! - every `variant_posted` and `early_kill` (the counters, sets and kills),
 //!   each post with its incarnation's newest non-stale update (totals);
 //! - the non-stale updates whose event time is in the last 60 minutes
-//!   before `at` or later (the minute buckets: an update older than that
-//!   can neither be in a window nor move a bucket that is).
+//!   before `at` or up to an hour after it (the minute buckets: an update
+//!   older than that can neither be in a window nor move a bucket that is).
+//!   An update ingested before `at` but timestamped more than an hour after
+//!   it (a publisher's clock far ahead) would have moved Redis' buckets and
+//!   is left out: reading every later row to find such updates would make
+//!   an old `at` cost the whole history after it.
 //!
 //! The replay itself is `model.rs`; it assumes the current `[ingest]`
 //! settings were those in force when the events were ingested.
@@ -74,13 +78,16 @@ fn ticks_sql() -> String {
                 {dv}, {di}
          FROM dashboard_events
          WHERE persona_id = $1 AND event_type = 'performance_update' AND created_at >= $3
-           AND stream_ms <= $2 AND variant_id IS NOT NULL
+           AND created_at < $4 AND stream_ms <= $2 AND variant_id IS NOT NULL
            AND (event_data->'data'->'stale') IS DISTINCT FROM 'true'::jsonb
          ORDER BY stream_ms, stream_seq",
         dv = num("event_data->'data'->'view_delta'"),
         di = num("event_data->'data'->'interaction_delta'"),
     )
 }
+
+/// How far past `at` an update's own time may be and still be replayed.
+const FUTURE_SLACK_MS: i64 = 3_600_000;
 
 const OFFSET_SQL: &str = "SELECT stream_ms, stream_seq FROM dashboard_events
      WHERE persona_id = $1 AND stream_ms <= $2 ORDER BY stream_ms DESC, stream_seq DESC LIMIT 1";
@@ -148,18 +155,21 @@ pub async fn snapshot_at(
     // Buckets of minutes (nm - 60, nm] are in a window at `at`.
     let first_minute = (at.div_euclid(60_000) - 59) * 60_000;
     let bucket_from = system_time_ms(first_minute);
+    // Event times more than an hour after `at` are left out (see the module
+    // comment), so the index range ends near `at` however old `at` is.
+    let bucket_to = system_time_ms(at.saturating_add(FUTURE_SLACK_MS));
     let (events, ticks) = (events_sql(), ticks_sql());
     type Params<'a> = &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)];
     let one: Params = &[&persona];
     let two: Params = &[&persona, &at];
-    let three: Params = &[&persona, &at, &bucket_from];
+    let four: Params = &[&persona, &at, &bucket_from, &bucket_to];
     let rows = run(
         pool,
         &[
             (KNOWN_SQL, one),
             (OFFSET_SQL, two),
             (events.as_str(), two),
-            (ticks.as_str(), three),
+            (ticks.as_str(), four),
         ],
     )
     .await?;
@@ -184,7 +194,11 @@ pub(crate) fn bench_statements() -> Vec<(&'static str, &'static str, String)> {
     vec![
         ("pit_offset", "text, bigint", OFFSET_SQL.to_owned()),
         ("pit_events", "text, bigint", events_sql()),
-        ("pit_ticks", "text, bigint, timestamptz", ticks_sql()),
+        (
+            "pit_ticks",
+            "text, bigint, timestamptz, timestamptz",
+            ticks_sql(),
+        ),
     ]
 }
 
