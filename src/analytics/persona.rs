@@ -26,7 +26,8 @@ pub const ER_MAX: f64 = 0.2;
 
 fn kill_rate_sql() -> &'static str {
     // The kills are read once (a persona has far fewer kills than events)
-    // and matched to the posts, rather than probed per post.
+    // and hash-joined to the posts: an EXISTS in the aggregate would be
+    // probed once per post.
     "WITH posted AS (
          SELECT variant_id, stream_ms, stream_seq FROM dashboard_events
          WHERE persona_id = $1 AND event_type = 'variant_posted' AND created_at >= $2 AND created_at < $3
@@ -34,10 +35,12 @@ fn kill_rate_sql() -> &'static str {
          SELECT variant_id, stream_ms, stream_seq FROM dashboard_events
          WHERE persona_id = $1 AND event_type = 'early_kill' AND created_at < $3
      )
-     SELECT count(*), count(*) FILTER (WHERE EXISTS (
-         SELECT 1 FROM killed k
-         WHERE k.variant_id = p.variant_id AND (k.stream_ms, k.stream_seq) > (p.stream_ms, p.stream_seq)))
-     FROM posted p"
+     SELECT count(*), count(*) FILTER (WHERE killed) FROM (
+         SELECT bool_or(k.variant_id IS NOT NULL) AS killed
+         FROM posted p LEFT JOIN killed k
+           ON k.variant_id = p.variant_id AND (k.stream_ms, k.stream_seq) > (p.stream_ms, p.stream_seq)
+         GROUP BY p.variant_id, p.stream_ms, p.stream_seq
+     ) x"
 }
 
 /// Each variant's latest update in the range with views: its ER.
