@@ -45,6 +45,9 @@ if [[ "$node_major" -lt 20 ]]; then
 fi
 
 export_test_servers
+# The analytics tests (analytics.test.mjs) start their own PostgreSQL.
+PULSEGATE_PG_BIN="${PULSEGATE_PG_BIN:-$(bash "$SCRIPT_DIR/ensure-postgres.sh" --install-only)}"
+export PULSEGATE_PG_BIN
 
 cd "$REPO_ROOT/tests/browser"
 log "npm ci (playwright-core)"

@@ -6,6 +6,7 @@
 //! `docs/architecture.md` draws the same map.
 #![forbid(unsafe_code)]
 
+pub mod analytics;
 pub mod answers;
 pub mod app;
 pub mod audit;
@@ -20,6 +21,7 @@ pub mod ingest;
 pub mod json_limit;
 pub mod keys;
 pub mod metrics;
+pub mod pointintime;
 pub mod protocol;
 pub mod publish;
 pub mod query;

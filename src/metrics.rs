@@ -67,6 +67,8 @@ pub struct Metrics {
     pub ingest_rejected: Family<ReasonLabel, Counter>,
     /// Channel publications over HTTP.
     pub publish: Publish,
+    /// Refused analytics and point-in-time requests, by reason.
+    pub analytics_rejected: Family<ReasonLabel, Counter>,
     /// REST reads by where the answer came from (`cached`, `waited` for a
     /// rebuild, `built` by the request).
     pub api_reads: Family<SourceLabel, Counter>,
@@ -136,6 +138,7 @@ impl Metrics {
             ingest_accepted: Counter::default(),
             ingest_rejected: Family::default(),
             publish: Publish::default(),
+            analytics_rejected: Family::default(),
             api_reads: Family::default(),
             api_cache_personas: Gauge::default(),
             api_cache_rebuilds: Counter::default(),
@@ -241,6 +244,11 @@ impl Metrics {
             "ingest_rejected",
             "HTTP ingest requests refused, by reason",
             m.ingest_rejected.clone(),
+        );
+        r.register(
+            "analytics_rejected",
+            "Analytics and point-in-time requests refused, by reason",
+            m.analytics_rejected.clone(),
         );
         r.register(
             "connections_active",
@@ -387,6 +395,13 @@ impl Metrics {
 
     pub fn resume(&self, reason: &'static str) {
         self.resumes.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn analytics_rejected(&self, reason: AnalyticsRejection) {
+        let reason = reason.label();
+        self.analytics_rejected
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     pub fn ingest_rejected(&self, reason: IngestRejection) {

@@ -12,9 +12,46 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
+/// Epoch milliseconds → `2026-11-22T03:26:40.123Z` (UTC, the fraction only
+/// when there is one); `None` outside the years the `time` crate knows.
+pub fn format_rfc3339_ms(ms: i64) -> Option<String> {
+    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    t.format(&Rfc3339).ok()
+}
+
+/// Epoch milliseconds as the `SystemTime` Postgres takes for `timestamptz`.
+pub fn system_time_ms(ms: i64) -> std::time::SystemTime {
+    let d = std::time::Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        std::time::UNIX_EPOCH + d
+    } else {
+        std::time::UNIX_EPOCH - d
+    }
+}
+
+/// Now, in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_rfc3339_ms;
+    use super::{format_rfc3339_ms, parse_rfc3339_ms};
+
+    #[test]
+    fn formats_instants_in_utc() {
+        assert_eq!(
+            format_rfc3339_ms(1_795_318_000_123).as_deref(),
+            Some("2026-11-22T03:26:40.123Z")
+        );
+        assert_eq!(
+            format_rfc3339_ms(1_795_316_400_000).as_deref(),
+            Some("2026-11-22T03:00:00Z")
+        );
+    }
 
     #[test]
     fn reads_rfc3339_instants() {

@@ -6,6 +6,7 @@
 import { Client } from '/client/pulsegate.js';
 import { Model } from './model.js';
 import { View } from './view.js';
+import { History } from './history.js';
 
 /** Suggestions and the summary are recomputed only in snapshots: ask for one this often. */
 const REFRESH_MS = 15000;
@@ -23,6 +24,8 @@ let refreshTimer = 0;
 let soonTimer = 0;
 let firstSnapshot = true;
 let connState = { state: 'connecting' };
+/** Set while a past moment is shown: live data is not applied. */
+let asOf = false;
 
 document.getElementById('persona-name').textContent = persona;
 document.title = `${persona} \u00b7 pulsegate`;
@@ -113,6 +116,7 @@ function paintState() {
 }
 
 function onSnapshot(msg) {
+  if (asOf) return;
   const ok = model.applySnapshot(msg);
   if (!ok) {
     model.notice('The gateway could not read a snapshot (Redis unreachable); keeping the last known data.', 'warn');
@@ -132,7 +136,7 @@ function onSnapshot(msg) {
 
 /** A publication on the persona's channel: `variant_update`, or a type this page does not know. */
 function onPublication(msg) {
-  if (msg.type !== 'variant_update') return;
+  if (msg.type !== 'variant_update' || asOf) return;
   const change = model.applyEvent(msg);
   if (!change) return;
   if (change.type === 'pattern_fatigue') view.side();
@@ -171,6 +175,7 @@ function scheduleRefresh() {
   clearTimeout(refreshTimer);
   const every = REFRESH_MS * Math.max(1, Math.ceil(model.variants.size / 250));
   refreshTimer = setTimeout(() => {
+    if (asOf) return;
     if (document.visibilityState === 'visible' && !redisDown) refresh();
     else scheduleRefresh();
   }, every);
@@ -234,7 +239,28 @@ addEventListener('hashchange', () => {
   }
 });
 
+// ----- looking back (history.js) ---------------------------------------
+
+const history_ = new History({
+  persona,
+  query: (params) => query({ ...params, token: token() }),
+  // A past snapshot replaces the page's state; the live events that arrive
+  // meanwhile are dropped, and a fresh snapshot is asked for on return.
+  onPast(body) {
+    asOf = true;
+    clearTimeout(refreshTimer);
+    model.variants = new Map();
+    model.applySnapshot({ type: 'initial_data', offset: body.offset, data: body.data });
+    view.everything();
+  },
+  onLive() {
+    asOf = false;
+    model.variants = new Map();
+    refresh();
+  },
+});
+
 // For the browser tests and for debugging from the console.
-window.pulsegate = { model, view, conn, refresh };
+window.pulsegate = { model, view, conn, refresh, history: history_ };
 
 conn.connect();

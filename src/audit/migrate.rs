@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "channel_events",
         include_str!("migrations/0005_channel_events.sql"),
     ),
+    (
+        6,
+        "analytics_indexes",
+        include_str!("migrations/0006_analytics_indexes.sql"),
+    ),
 ];
 
 /// Arbitrary but fixed: the advisory lock key of pulsegate's migrations.

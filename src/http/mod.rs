@@ -2,6 +2,7 @@
 //! Every request is counted by route and status, with its latency.
 
 pub mod admit;
+pub mod analytics;
 pub mod api;
 pub mod body;
 pub mod health;
@@ -115,6 +116,9 @@ async fn route(app: &Arc<App>, mut req: Request<Incoming>) -> (&'static str, Res
             let variant = params.get("variant_id").unwrap_or_default();
             history::variant_history(app, persona, variant, query).await
         }
+        Handler::AnalyticsSummary => analytics::summary(app, persona, query).await,
+        Handler::AnalyticsHistogram => analytics::histogram(app, persona, query).await,
+        Handler::PointInTime => analytics::snapshot(app, persona, query).await,
         Handler::Ingest(event_type) => api::ingest_event(app, event_type, req).await,
         Handler::Publish => {
             let channel = params.get("channel").unwrap_or_default().to_owned();

@@ -41,6 +41,11 @@ pub enum Handler {
     Events,
     Kills,
     VariantHistory,
+    /// Analytics of a persona's audited events.
+    AnalyticsSummary,
+    AnalyticsHistogram,
+    /// A persona's dashboard at a past instant, rebuilt from the audit.
+    PointInTime,
     /// HTTP ingest of one event type.
     Ingest(&'static str),
     /// `POST /api/channels/{channel}/publish`: a `[[channels]]` message.
@@ -82,7 +87,7 @@ const fn route(method: Method, pattern: &'static str, access: Access, handler: H
 use Access::{EventStream, Public, Rest, WebSocket};
 
 /// Every route. `docs/api.md` and `docs/protocol.md` describe them.
-pub static ROUTES: [Route; 23] = [
+pub static ROUTES: [Route; 26] = [
     route(Method::GET, "/", Public, Handler::Index),
     route(Method::GET, "/healthz", Public, Handler::Healthz),
     route(Method::GET, "/readyz", Public, Handler::Readyz),
@@ -151,6 +156,24 @@ pub static ROUTES: [Route; 23] = [
         "/api/variants/{persona_id}/{variant_id}/history",
         Rest(Role::Viewer),
         Handler::VariantHistory,
+    ),
+    route(
+        Method::GET,
+        "/api/analytics/{persona_id}/summary",
+        Rest(Role::Viewer),
+        Handler::AnalyticsSummary,
+    ),
+    route(
+        Method::GET,
+        "/api/analytics/{persona_id}/histogram",
+        Rest(Role::Viewer),
+        Handler::AnalyticsHistogram,
+    ),
+    route(
+        Method::GET,
+        "/api/snapshot/{persona_id}",
+        Rest(Role::Viewer),
+        Handler::PointInTime,
     ),
     route(
         Method::POST,

@@ -77,6 +77,11 @@ const ASSETS: &[Asset] = &[
         content_type: JS,
     },
     Asset {
+        name: "history.js",
+        body: include_bytes!("../../ui/history.js"),
+        content_type: JS,
+    },
+    Asset {
         name: "personas.js",
         body: include_bytes!("../../ui/personas.js"),
         content_type: JS,

@@ -232,9 +232,67 @@ impl PublishRejection {
     }
 }
 
+/// Why an analytics or point-in-time request was refused
+/// (`pulsegate_analytics_rejected_total{reason}`); the reason is also the
+/// error code of the answer.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum AnalyticsRejection {
+    InvalidPersonaId,
+    InvalidSince,
+    InvalidUntil,
+    InvalidRange,
+    SpanTooLong,
+    InvalidMetric,
+    InvalidBucket,
+    TooManyBuckets,
+    InvalidAt,
+    AtInFuture,
+    UnknownPersona,
+    /// No `database.url`: 503.
+    AuditUnavailable,
+    /// Postgres unreachable, failed or over the statement timeout: 503.
+    DatabaseUnavailable,
+}
+
+impl AnalyticsRejection {
+    pub const ALL: [AnalyticsRejection; 13] = [
+        Self::InvalidPersonaId,
+        Self::InvalidSince,
+        Self::InvalidUntil,
+        Self::InvalidRange,
+        Self::SpanTooLong,
+        Self::InvalidMetric,
+        Self::InvalidBucket,
+        Self::TooManyBuckets,
+        Self::InvalidAt,
+        Self::AtInFuture,
+        Self::UnknownPersona,
+        Self::AuditUnavailable,
+        Self::DatabaseUnavailable,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::InvalidPersonaId => "invalid_persona_id",
+            Self::InvalidSince => "invalid_since",
+            Self::InvalidUntil => "invalid_until",
+            Self::InvalidRange => "invalid_range",
+            Self::SpanTooLong => "span_too_long",
+            Self::InvalidMetric => "invalid_metric",
+            Self::InvalidBucket => "invalid_bucket",
+            Self::TooManyBuckets => "too_many_buckets",
+            Self::InvalidAt => "invalid_at",
+            Self::AtInFuture => "at_in_future",
+            Self::UnknownPersona => "unknown_persona",
+            Self::AuditUnavailable => "audit_unavailable",
+            Self::DatabaseUnavailable => "database_unavailable",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{IngestRejection, PublishRejection, Rejection};
+    use super::{AnalyticsRejection, IngestRejection, PublishRejection, Rejection};
 
     /// The `reason` values docs/architecture.md lists for `metric`.
     fn documented(metric: &str) -> Vec<String> {
@@ -274,6 +332,10 @@ mod tests {
         assert_eq!(
             documented("pulsegate_publish_rejected_total"),
             sorted(PublishRejection::ALL.iter().map(|r| r.label()))
+        );
+        assert_eq!(
+            documented("pulsegate_analytics_rejected_total"),
+            sorted(AnalyticsRejection::ALL.iter().map(|r| r.label()))
         );
     }
 }

@@ -1,5 +1,6 @@
 //! Integration tests against real redis-server processes.
 
+mod analytics;
 mod api;
 mod audit;
 mod bad_bytes;
