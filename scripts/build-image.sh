@@ -214,7 +214,8 @@ full_build() {
   tar -C "$base" -cf "$tar" .
   refuse "podman import" podman --storage-driver vfs import "$tar" docker.io/library/debian:bookworm-slim >/dev/null ||
     die "podman import refused (see $refused)"
-  if [[ ! -x "$rust/usr/local/cargo/bin/cargo" ]]; then
+  # (usr/local/cargo/bin/cargo is an absolute symlink: test its target.)
+  if [[ ! -x "$rust/usr/local/rustup/toolchains/host/bin/cargo" ]]; then
     rm -rf "$rust"
     cp -a "$base" "$rust"
     cp /etc/resolv.conf "$rust/etc/resolv.conf"
