@@ -214,7 +214,8 @@ full_build() {
   tar -C "$base" -cf "$tar" .
   refuse "podman import" podman --storage-driver vfs import "$tar" docker.io/library/debian:bookworm-slim >/dev/null ||
     die "podman import refused (see $refused)"
-  if [[ ! -x "$rust/usr/local/cargo/bin/cargo" ]]; then
+  # (usr/local/cargo/bin/cargo is an absolute symlink: test its target.)
+  if [[ ! -x "$rust/usr/local/rustup/toolchains/host/bin/cargo" ]]; then
     rm -rf "$rust"
     cp -a "$base" "$rust"
     cp /etc/resolv.conf "$rust/etc/resolv.conf"
@@ -229,6 +230,11 @@ full_build() {
       ln -s "/usr/local/rustup/toolchains/host/bin/$tool" "$rust/usr/local/cargo/bin/$tool"
     done
   fi
+  # This machine's trust store: where a TLS-inspecting proxy stands
+  # between the build and crates.io, its CA is there and not in Debian's
+  # ca-certificates (cargo otherwise fails with "self-signed certificate in
+  # certificate chain").
+  cp /etc/ssl/certs/ca-certificates.crt "$rust/etc/ssl/certs/ca-certificates.crt"
   tar -C "$rust" -cf "$state/rust.tar" .
   refuse "podman import (rust)" podman --storage-driver vfs import \
     --change 'ENV PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
@@ -236,7 +242,8 @@ full_build() {
     "$state/rust.tar" docker.io/library/rust:1-bookworm >/dev/null || die "podman import refused (see $refused)"
   rm -f "$tar" "$state/rust.tar"
   log "buildah bud --pull=never -f Dockerfile . (the whole Dockerfile; log: $state/buildah-full.log)"
-  buildah --storage-driver vfs bud --isolation chroot --pull=never --layers \
+  # No --layers: with vfs every kept layer is a full copy of the tree.
+  buildah --storage-driver vfs bud --isolation chroot --pull=never \
     -t "$tag" -f Dockerfile . >"$state/buildah-full.log" 2>&1 || {
     tail -n 20 "$state/buildah-full.log" >&2
     die "buildah bud of the Dockerfile failed; see $state/buildah-full.log"
