@@ -7,6 +7,7 @@ pub mod api;
 pub mod body;
 pub mod health;
 pub mod history;
+pub mod index;
 pub mod publish;
 pub mod response;
 pub mod routes;
@@ -85,7 +86,7 @@ async fn route(app: &Arc<App>, mut req: Request<Incoming>) -> (&'static str, Res
     let query = req.uri().query().map(str::to_owned);
     let query = query.as_deref();
     let res = match route.handler {
-        Handler::Index => ui::root(app, req.headers()).await,
+        Handler::Index => index::root(app, req.headers()).await,
         Handler::Healthz => health::healthz(),
         Handler::Readyz => health::readyz(app),
         Handler::Metrics => response::with_type(
