@@ -69,7 +69,14 @@ impl Overrides {
 /// Maps `PULSEGATE_REDIS_URL` → `redis.url`, `PULSEGATE_LISTEN` → `listen`.
 fn pulsegate_env() -> Env {
     Env::prefixed("PULSEGATE_")
-        .ignore(&["CONFIG", "REDIS_SERVER", "PG_BIN", "HAPROXY", "BIN"])
+        .ignore(&[
+            "CONFIG",
+            "REDIS_SERVER",
+            "PG_BIN",
+            "HAPROXY",
+            "PYTHON",
+            "BIN",
+        ])
         .map(|key| {
             let k = key.as_str().to_ascii_lowercase();
             for section in SECTIONS {

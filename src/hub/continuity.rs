@@ -38,8 +38,12 @@ pub(super) struct Flow {
     held_bytes: usize,
     /// Some held publications were dropped (too many): read the stream again.
     overflowed: bool,
-    /// A new channel's position, read by its first repair: where `last`
-    /// starts once the publications held meanwhile are forwarded.
+    /// A new channel's position, read by its first repair: where a later
+    /// repair reads from while nothing was forwarded yet. Never a floor for
+    /// live publications: one at or before it may still be on its way from
+    /// the subscriber connection when the read answers, and clients whose
+    /// snapshot predates it need it (each client's own floor drops it for
+    /// the others).
     seed: Option<Offset>,
 }
 
@@ -133,15 +137,15 @@ impl Hub {
         let flow = lock(&flow);
         (flow.repairing && flow.subscribed).then(|| RepairFrom {
             persona,
-            last: flow.last,
+            last: flow.last.or(flow.seed),
         })
     }
 
     /// A new channel's position: the stream's newest entry once it was
-    /// subscribed (`0-0` for a stream that does not exist yet). Whatever
-    /// was held until then is forwarded all the same (a client's snapshot
-    /// may predate it; its own floor drops what it has), then forwarding
-    /// goes on from the later of the two.
+    /// subscribed (`0-0` for a stream that does not exist yet): where a
+    /// repair starts until something was forwarded. Whatever was held, and
+    /// whatever arrives later, is forwarded all the same (a client's
+    /// snapshot may predate it; its own floor drops what it has).
     pub fn seed(&self, channel: &str, offset: Offset) {
         if let Some(route) = self.route(channel) {
             let mut flow = lock(&route.flow);
@@ -185,11 +189,6 @@ impl Hub {
         flow.held_bytes = 0;
         for payload in &held {
             self.forward(&route, &mut flow, payload);
-        }
-        if let Some(seed) = flow.seed.take() {
-            if flow.last.is_none_or(|last| last < seed) {
-                flow.last = Some(seed);
-            }
         }
         flow.repairing = false;
         true

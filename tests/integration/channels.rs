@@ -251,7 +251,7 @@ async fn refusals_name_their_reason() {
         (sub("task:a b"), "invalid_channel"),
         (sub("Task:1"), "invalid_channel"),
         (sub(&format!("task:{}", "a".repeat(65))), "invalid_channel"),
-        (sub("system:runtime"), "unknown_channel"),
+        (sub("system:other"), "unknown_channel"),
         (
             json!({"type": "subscribe", "channel": "live:1", "since": "1-0"}),
             "no_history",
