@@ -25,6 +25,10 @@ pub enum Seen {
     },
     /// `{"type":"status","resync":true}` alone (the hub lagged).
     Resync,
+    /// A fresh `initial_data` current to this offset, sent in place of
+    /// events that cannot be replayed (a Redis restarted without its data:
+    /// the gap repair finds the stream went back, `recovered: false`).
+    Snapshot(Offset),
 }
 
 pub type Log = Arc<Mutex<Vec<(Instant, Seen)>>>;
@@ -51,6 +55,7 @@ pub fn classify(v: &serde_json::Value) -> Option<Seen> {
             _ if v["resync"] == true => Some(Seen::Resync),
             _ => None,
         },
+        "initial_data" if v["recovered"] == false => offset(&v["offset"]).map(Seen::Snapshot),
         "message" => offset(&v["data"]["offset"]).map(Seen::Event),
         "variant_update" => offset(&v["offset"]).map(Seen::Event),
         _ => None,
@@ -87,7 +92,8 @@ pub fn spawn_client(persona: usize, mut ws: Ws, stop: CancellationToken) -> Clie
 }
 
 /// Acknowledged events the client missed with no status notice between its
-/// neighbours and no `up`/`resync` after that notice.
+/// neighbours and no `up`/`resync`, or fresh snapshot covering them, after
+/// that notice.
 pub fn untold_losses(log: &[(Instant, Seen)], acked: &BTreeSet<Offset>) -> Vec<Offset> {
     let events: Vec<(usize, Offset)> = log
         .iter()
@@ -111,9 +117,11 @@ pub fn untold_losses(log: &[(Instant, Seen)], acked: &BTreeSet<Offset>) -> Vec<O
             .iter()
             .position(|(_, s)| !matches!(s, Seen::Event(_)));
         let told = notice.is_some_and(|p| {
-            log[from + p..]
-                .iter()
-                .any(|(_, s)| matches!(s, Seen::Up { resync: true } | Seen::Resync))
+            log[from + p..].iter().any(|(_, s)| match s {
+                Seen::Up { resync: true } | Seen::Resync => true,
+                Seen::Snapshot(o) => *o >= m,
+                _ => false,
+            })
         });
         if !told {
             untold.push(m);
