@@ -19,8 +19,12 @@ pub fn format_rfc3339_ms(ms: i64) -> Option<String> {
     t.format(&Rfc3339).ok()
 }
 
-/// Epoch milliseconds as the `SystemTime` Postgres takes for `timestamptz`.
+/// Epoch milliseconds as the `SystemTime` Postgres takes for `timestamptz`,
+/// clamped to years 1–9999: Postgres refuses a timestamp out of its range,
+/// and one refused row would fail an audit batch (a publisher's `ts` is not
+/// trusted to fit).
 pub fn system_time_ms(ms: i64) -> std::time::SystemTime {
+    let ms = ms.clamp(-62_135_596_800_000, 253_402_300_799_999);
     let d = std::time::Duration::from_millis(ms.unsigned_abs());
     if ms >= 0 {
         std::time::UNIX_EPOCH + d

@@ -7,7 +7,7 @@
 use tokio_postgres::Transaction;
 
 use super::entry::AuditRow;
-use super::writer::time_of;
+use crate::time::system_time_ms;
 
 /// Idempotent: a redelivered entry is skipped on the key. Arrays, not a
 /// COPY: channel batches are small beside persona ones, and they need no
@@ -45,7 +45,8 @@ pub async fn insert(
     let seq: Vec<i64> = rows.iter().map(|r| r.seq).collect();
     let t: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
     let d: Vec<&str> = rows.iter().map(|r| r.data.as_str()).collect();
-    let at: Vec<std::time::SystemTime> = rows.iter().map(|r| time_of(r.created_ms)).collect();
+    let at: Vec<std::time::SystemTime> =
+        rows.iter().map(|r| system_time_ms(r.created_ms)).collect();
     tx.execute(INSERT, &[&ns, &id, &eid, &ms, &seq, &t, &d, &at])
         .await
 }

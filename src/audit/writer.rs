@@ -9,7 +9,6 @@
 //! without being serialized again here nor parsed as a whole batch there.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bb8::Pool;
 use bb8_postgres::PostgresConnectionManager;
@@ -22,6 +21,7 @@ use tokio_postgres::NoTls;
 
 use super::channels;
 use super::entry::AuditRow;
+use crate::time::system_time_ms;
 
 pub type PgPool = Pool<PostgresConnectionManager<NoTls>>;
 
@@ -194,7 +194,7 @@ async fn write_with(pool: &PgPool, rows: &[AuditRow], statement: &str) -> Result
                 &r.event_type,
                 &r.variant_id,
                 &JsonText(&r.data),
-                &time_of(r.created_ms),
+                &system_time_ms(r.created_ms),
                 &f.first_of_type,
                 &f.latest,
             ])
@@ -251,18 +251,6 @@ pub(crate) fn flags(rows: &[AuditRow]) -> Vec<Flags> {
         flags[i].latest = true;
     }
     flags
-}
-
-/// Clamped to years 1–9999: Postgres refuses a timestamp out of its range,
-/// and one refused row would fail its whole batch.
-pub(super) fn time_of(ms: i64) -> SystemTime {
-    let ms = ms.clamp(-62_135_596_800_000, 253_402_300_799_999);
-    let d = Duration::from_millis(ms.unsigned_abs());
-    if ms >= 0 {
-        UNIX_EPOCH + d
-    } else {
-        UNIX_EPOCH - d
-    }
 }
 
 /// JSON text that is already known to be valid, sent as it is (`jsonb`'s
