@@ -41,7 +41,7 @@ const CONNECTING = 0;
 const OPEN = 1;
 const CLOSED = 3;
 /** Messages the gateway itself sends; on /dashboard/ws everything else is a publication. */
-const GATEWAY_TYPES = new Set(['initial_data', 'pong', 'status', 'error', 'subscribed', 'unsubscribed', 'authenticated']);
+const GATEWAY_TYPES = new Set(['initial_data', 'pong', 'status', 'error', 'subscribed', 'unsubscribed', 'authenticated', 'runtime']);
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const noop = () => {};
 

@@ -7,34 +7,11 @@
 use std::time::Duration;
 
 use fred::prelude::*;
-use fred::types::InfoKind;
 use serde_json::{json, Value};
 
 use crate::common::*;
 
 const T: Duration = Duration::from_secs(15);
-
-/// How many times Redis ran `command`.
-async fn calls(client: &Client, command: &str) -> u64 {
-    let info: String = client
-        .info(Some(InfoKind::CommandStats))
-        .await
-        .expect("INFO");
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-fn counter(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// Posts `n` variants `<tag><i>`; returns their offsets.
 async fn post(publisher: &Client, tag: &str, n: usize) -> Vec<String> {
@@ -98,7 +75,7 @@ async fn resumes_within_what_the_gateway_saw_need_no_redis_read() {
     let first = post(&publisher, "a", 10).await;
     updates_until(&mut watcher, &first[9]).await;
 
-    let xrange = calls(&publisher, "xrange").await;
+    let xrange = command_calls(&publisher, "xrange").await;
     // On the dashboard endpoint: the events after the 4th, then live ones.
     let mut dash = connect(
         gw.local_addr,
@@ -123,7 +100,11 @@ async fn resumes_within_what_the_gateway_saw_need_no_redis_read() {
     assert_eq!(messages_until(&mut ws, &live[1]).await, live);
     updates_until(&mut watcher, &live[1]).await;
 
-    assert_eq!(calls(&publisher, "xrange").await, xrange, "no replay read");
+    assert_eq!(
+        command_calls(&publisher, "xrange").await,
+        xrange,
+        "no replay read"
+    );
     let metrics = gw.app.metrics.encode();
     assert_eq!(
         counter(&metrics, "pulsegate_replay_recent_total"),

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
-use fred::types::InfoKind;
 use futures_util::future::join_all;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -23,29 +22,6 @@ const T: Duration = Duration::from_secs(60);
 fn key(o: &str) -> (u64, u64) {
     let (a, b) = o.split_once('-').expect("offset");
     (a.parse().expect("ms"), b.parse().expect("seq"))
-}
-
-/// How many times Redis ran `command` (`INFO commandstats`).
-async fn calls(client: &Client, command: &str) -> u64 {
-    let info: String = client
-        .info(Some(InfoKind::CommandStats))
-        .await
-        .expect("INFO");
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-/// A counter's value in the gateway's `/metrics`.
-fn counter(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Ingests `variant_posted` events every few milliseconds until `stop`,
@@ -169,14 +145,14 @@ async fn a_thousand_joiners_share_a_handful_of_snapshot_reads() {
     let producer = produce(publisher.clone(), "p1", stop.clone());
     tokio::time::sleep(Duration::from_millis(50)).await;
     let streams = open(gw.local_addr, CLIENTS).await;
-    let before = calls(&publisher, "fcall_ro").await;
+    let before = command_calls(&publisher, "fcall_ro").await;
     let joined = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = streams
         .into_iter()
         .map(|s| join(s, "/dashboard/ws/p1".into(), joined.clone()))
         .collect();
     let took = wait_joined(&joined, CLIENTS).await;
-    let reads = calls(&publisher, "fcall_ro").await - before;
+    let reads = command_calls(&publisher, "fcall_ro").await - before;
     stop.store(true, Ordering::Release);
     let events = producer.await.expect("producer");
     println!("{CLIENTS} joiners in {took:?}: {reads} snapshot reads (FCALL_RO), {events} events ingested in all");
@@ -228,7 +204,7 @@ async fn clients_resuming_from_one_offset_share_replays() {
     let producer = produce(publisher.clone(), "p1", stop.clone());
     tokio::time::sleep(Duration::from_millis(50)).await;
     let streams = open(gw.local_addr, CLIENTS).await;
-    let before = calls(&publisher, "xrange").await;
+    let before = command_calls(&publisher, "xrange").await;
     let joined = Arc::new(AtomicUsize::new(0));
     let path = format!("/dashboard/ws/p1?since={since}");
     let clients: Vec<_> = streams
@@ -236,7 +212,7 @@ async fn clients_resuming_from_one_offset_share_replays() {
         .map(|s| join(s, path.clone(), joined.clone()))
         .collect();
     let took = wait_joined(&joined, CLIENTS).await;
-    let reads = calls(&publisher, "xrange").await - before;
+    let reads = command_calls(&publisher, "xrange").await - before;
     stop.store(true, Ordering::Release);
     let events = producer.await.expect("producer");
     println!("{CLIENTS} resumes from one offset in {took:?}: {reads} replays (XRANGE), {events} events ingested in all");
