@@ -20,8 +20,11 @@ async fn top_shows_the_figures_and_exits_0_on_ctrl_c() {
     c.runtime.interval = Duration::from_millis(200);
     let gw = start_gateway(c).await;
     let url = format!("http://{}", gw.local_addr);
+    // `exec`: the pty's foreground group must be top alone. A shell left
+    // waiting beside it gets the same SIGINT and dies of it (status 130),
+    // whatever top does.
     let cmd = format!(
-        "{} top --url {url} --interval 0.2",
+        "exec {} top --url {url} --interval 0.2",
         env!("CARGO_BIN_EXE_pulsegate")
     );
     let mut child = Command::new("script")
