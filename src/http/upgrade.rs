@@ -9,7 +9,7 @@ use hyper::header::{HeaderValue, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_VERSION
 use hyper::upgrade::Upgraded;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::app::App;
@@ -21,7 +21,7 @@ use crate::hub::outbox::Outbox;
 use crate::hub::registry::Registration;
 use crate::metrics::{Rejection, Transport};
 use crate::protocol::extension;
-use crate::ws::reader::MessageReader;
+use crate::ws::reader::{MessageReader, WaitReadable};
 use crate::ws::session::{Endpoint, Session};
 use crate::ws::writer;
 
@@ -119,32 +119,32 @@ async fn run(
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let (r, w) = parts.io.into_inner().into_split();
-            let r = std::io::Cursor::new(parts.read_buf).chain(r);
-            drive(app, r, w, outbox, registration, endpoint, claims).await
+            let early = parts.read_buf;
+            drive(app, (r, early), w, outbox, registration, endpoint, claims).await
         }
         Err(upgraded) => {
             let (r, w) = tokio::io::split(TokioIo::new(upgraded));
-            drive(app, r, w, outbox, registration, endpoint, claims).await
+            drive(app, (r, Bytes::new()), w, outbox, registration, endpoint, claims).await
         }
     }
 }
 
 async fn drive<R, W>(
     app: Arc<App>,
-    r: R,
+    (r, early): (R, Bytes),
     w: W,
     outbox: Arc<Outbox>,
     registration: Registration,
     endpoint: Endpoint,
     claims: Option<Claims>,
 ) where
-    R: AsyncRead + Unpin + Send + 'static,
+    R: AsyncRead + WaitReadable + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let grace = app.config.ws.slow_close_grace;
     let writer = tokio::spawn(writer::run(outbox.clone(), w, grace, app.metrics.clone()));
     let inflate = outbox.deflate().is_some();
-    let inbound = MessageReader::new(r, app.config.ws.max_message_bytes, inflate).into_stream();
+    let inbound = MessageReader::new(r, early, app.config.ws.max_message_bytes, inflate).into_stream();
     Session::new(app, outbox.clone(), inbound, endpoint, claims)
         .run(registration)
         .await;

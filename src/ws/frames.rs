@@ -5,8 +5,16 @@
 //! permessage-deflate marks a compressed message with RSV1 on its first
 //! frame. Only the framing is checked here; what frames may follow which
 //! is `reader.rs`.
+//!
+//! An idle connection holds no read buffer: the reader waits for the socket
+//! to become readable first ([`WaitReadable`]) and only then takes a buffer,
+//! which it lets go again once every byte in it is consumed. Most of a
+//! dashboard's connections are idle most of the time, so this is most of
+//! what a connection costs.
 
-use bytes::{Buf, BytesMut};
+use std::future::Future;
+
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::protocol::close;
@@ -53,6 +61,37 @@ pub struct Frame {
     pub payload: BytesMut,
 }
 
+/// The buffer taken for a read once the socket is readable: most client
+/// frames (subscribes, pings) fit at once; a larger frame grows it.
+const READ_CHUNK: usize = 4 * 1024;
+
+/// A read half that can wait for readability without a buffer.
+pub trait WaitReadable {
+    /// Resolves when a read would probably not block (spurious wake-ups are
+    /// fine: the read that follows simply waits, holding its buffer).
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+impl WaitReadable for tokio::net::tcp::OwnedReadHalf {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        tokio::net::tcp::OwnedReadHalf::readable(self)
+    }
+}
+
+/// Anything else (a non-TCP upgrade, in-memory input in tests) reads at
+/// once, holding its buffer while it waits.
+impl<T> WaitReadable for tokio::io::ReadHalf<T> {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+}
+
+impl WaitReadable for &[u8] {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+}
+
 pub struct FrameReader<R> {
     io: R,
     buf: BytesMut,
@@ -60,11 +99,12 @@ pub struct FrameReader<R> {
     max_payload: usize,
 }
 
-impl<R: AsyncRead + Unpin> FrameReader<R> {
-    pub fn new(io: R, max_payload: usize) -> Self {
+impl<R: AsyncRead + WaitReadable + Unpin> FrameReader<R> {
+    /// `early`: bytes that arrived with the handshake, read before `io`.
+    pub fn new(io: R, early: Bytes, max_payload: usize) -> Self {
         Self {
             io,
-            buf: BytesMut::with_capacity(8 * 1024),
+            buf: BytesMut::from(&early[..]),
             max_payload,
         }
     }
@@ -72,6 +112,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads until `buf` holds at least `n` bytes.
     async fn fill(&mut self, n: usize) -> Result<(), ReadError> {
         while self.buf.len() < n {
+            if self.buf.capacity() == 0 {
+                self.io
+                    .readable()
+                    .await
+                    .map_err(|e| ReadError::Gone(e.to_string()))?;
+                self.buf.reserve(READ_CHUNK.max(n));
+            }
             let read = self
                 .io
                 .read_buf(&mut self.buf)
@@ -85,6 +132,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     pub async fn next(&mut self) -> Result<Frame, ReadError> {
+        if self.buf.is_empty() {
+            // Lets the buffer go; the last frame's payload, split off it,
+            // keeps the allocation only as long as the caller holds it.
+            self.buf = BytesMut::new();
+        }
         self.fill(2).await?;
         let (b0, b1) = (self.buf[0], self.buf[1]);
         let fin = b0 & 0x80 != 0;
@@ -145,7 +197,7 @@ mod tests {
     use super::*;
 
     async fn read(bytes: &[u8], max: usize) -> Result<Frame, ReadError> {
-        FrameReader::new(bytes, max).next().await
+        FrameReader::new(bytes, Bytes::new(), max).next().await
     }
 
     #[tokio::test]

@@ -8,13 +8,14 @@
 
 use std::pin::Pin;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use fastwebsockets::CloseCode;
 use futures_util::Stream;
 use tokio::io::AsyncRead;
 
 pub use super::frames::ReadError;
 use super::frames::{self as f, FrameReader};
+pub use super::frames::WaitReadable;
 use crate::protocol::deflate::{InflateError, Inflater};
 
 /// A whole inbound message or control frame.
@@ -56,7 +57,7 @@ pub struct MessageReader<R> {
 /// drops half a frame (the frame reader is not cancel-safe).
 pub type InboundStream = Pin<Box<dyn Stream<Item = Result<Inbound, ReadError>> + Send>>;
 
-impl<R: AsyncRead + Unpin + Send + 'static> MessageReader<R> {
+impl<R: AsyncRead + WaitReadable + Unpin + Send + 'static> MessageReader<R> {
     /// Ends after the first error.
     pub fn into_stream(self) -> InboundStream {
         Box::pin(futures_util::stream::unfold(
@@ -78,16 +79,17 @@ fn wire_limit(max_bytes: usize) -> usize {
     max_bytes.saturating_add(max_bytes / 1024 * 5 + 64)
 }
 
-impl<R: AsyncRead + Unpin> MessageReader<R> {
-    /// `inflate`: the connection negotiated permessage-deflate.
-    pub fn new(io: R, max_bytes: usize, inflate: bool) -> Self {
+impl<R: AsyncRead + WaitReadable + Unpin> MessageReader<R> {
+    /// `early`: bytes that came with the handshake; `inflate`: the
+    /// connection negotiated permessage-deflate.
+    pub fn new(io: R, early: Bytes, max_bytes: usize, inflate: bool) -> Self {
         let max_frame = if inflate {
             wire_limit(max_bytes)
         } else {
             max_bytes
         };
         Self {
-            frames: FrameReader::new(io, max_frame),
+            frames: FrameReader::new(io, early, max_frame),
             max_bytes,
             inflate,
             partial: None,

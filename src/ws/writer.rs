@@ -21,7 +21,7 @@ pub async fn run<W>(outbox: Arc<Outbox>, mut io: W, grace: Duration, metrics: Ar
 where
     W: AsyncWrite + Unpin,
 {
-    let mut buf = Vec::with_capacity(8 * 1024);
+    let mut buf = Vec::new();
     loop {
         buf.clear();
         match outbox.drain(&mut buf, MAX_BATCH_BYTES) {
@@ -42,7 +42,13 @@ where
                 outbox.abandon();
                 return;
             }
-            Drained::Empty => outbox.wait().await,
+            Drained::Empty => {
+                // Idle: hold no buffer while waiting (most connections are
+                // idle most of the time); the next batch takes a new one.
+                buf = Vec::new();
+                outbox.wait().await;
+                buf.reserve(8 * 1024);
+            }
             Drained::Finished => return,
         }
         if buf.capacity() > 4 * MAX_BATCH_BYTES {

@@ -108,7 +108,9 @@ impl Session {
         let _open = metrics
             .transports
             .open(crate::metrics::Transport::WebSocket);
-        self.start().await;
+        // Boxed: the snapshot read's state would otherwise be part of the
+        // connection's task for its whole life, idle or not.
+        Box::pin(self.start()).await;
         self.read_loop().await;
         self.subscriptions.clear();
         self.runtime = None;
