@@ -9,19 +9,17 @@ use hyper::header::{HeaderValue, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_VERSION
 use hyper::upgrade::Upgraded;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use crate::app::App;
-use crate::auth::Claims;
 use crate::config::Compression;
 use crate::http::admit::{admit, Admitted};
 use crate::http::response::{error, full, Body};
-use crate::hub::outbox::Outbox;
-use crate::hub::registry::Registration;
 use crate::metrics::{Rejection, Transport};
 use crate::protocol::extension;
-use crate::ws::reader::{MessageReader, WaitReadable};
+use crate::ws::io::ClientRead;
+use crate::ws::reader::MessageReader;
 use crate::ws::session::{Endpoint, Session};
 use crate::ws::writer;
 
@@ -75,12 +73,6 @@ pub fn handle(app: &Arc<App>, mut req: Request<Incoming>, endpoint: Endpoint) ->
         Ok(a) => a,
         Err(res) => return res,
     };
-    let Admitted {
-        claims,
-        outbox,
-        registration,
-        ip_slot,
-    } = admitted;
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
         Err(e) => {
@@ -91,11 +83,7 @@ pub fn handle(app: &Arc<App>, mut req: Request<Incoming>, endpoint: Endpoint) ->
     let app2 = app.clone();
     app.tasks.spawn(async move {
         match upgrade.await {
-            Ok(ws) => {
-                let _ip_slot = ip_slot;
-                let upgraded = ws.into_inner().into_inner();
-                run(app2, upgraded, outbox, registration, endpoint, claims).await;
-            }
+            Ok(ws) => start(app2, ws.into_inner().into_inner(), admitted, endpoint),
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
     });
@@ -106,54 +94,32 @@ pub fn handle(app: &Arc<App>, mut req: Request<Incoming>, endpoint: Endpoint) ->
     Response::from_parts(parts, full(Bytes::new()))
 }
 
-/// Splits the socket so reads and writes never wait on each other. The
-/// usual case is a plain TCP stream, split without a lock.
-async fn run(
-    app: Arc<App>,
-    upgraded: Upgraded,
-    outbox: Arc<Outbox>,
-    registration: Registration,
-    endpoint: Endpoint,
-    claims: Option<Claims>,
-) {
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            let (r, w) = parts.io.into_inner().into_split();
-            let early = parts.read_buf;
-            drive(app, (r, early), w, outbox, registration, endpoint, claims).await
-        }
-        Err(upgraded) => {
-            let (r, w) = tokio::io::split(TokioIo::new(upgraded));
-            drive(app, (r, Bytes::new()), w, outbox, registration, endpoint, claims).await
-        }
-    }
-}
-
-async fn drive<R, W>(
-    app: Arc<App>,
-    (r, early): (R, Bytes),
-    w: W,
-    outbox: Arc<Outbox>,
-    registration: Registration,
-    endpoint: Endpoint,
-    claims: Option<Claims>,
-) where
-    R: AsyncRead + WaitReadable + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
+/// Splits the socket so reads and writes never wait on each other (the
+/// usual case is a plain TCP stream, split without a lock) and starts the
+/// connection's two tasks: the writer, and the session that reads. Each
+/// task holds only its own future; the upgrade's task ends here.
+fn start(app: Arc<App>, upgraded: Upgraded, admitted: Admitted, endpoint: Endpoint) {
+    let (r, early, w): (ClientRead, Bytes, Box<dyn AsyncWrite + Send + Unpin>) =
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let (r, w) = parts.io.into_inner().into_split();
+                (ClientRead::Tcp(r), parts.read_buf, Box::new(w))
+            }
+            Err(upgraded) => {
+                let (r, w) = tokio::io::split(TokioIo::new(upgraded));
+                (ClientRead::Other(r), Bytes::new(), Box::new(w))
+            }
+        };
+    let Admitted {
+        claims,
+        outbox,
+        registration,
+        ip_slot,
+    } = admitted;
     let grace = app.config.ws.slow_close_grace;
     let writer = tokio::spawn(writer::run(outbox.clone(), w, grace, app.metrics.clone()));
     let inflate = outbox.deflate().is_some();
-    let inbound = MessageReader::new(r, early, app.config.ws.max_message_bytes, inflate).into_stream();
-    Session::new(app, outbox.clone(), inbound, endpoint, claims)
-        .run(registration)
-        .await;
-    // The session is over: let the writer flush its close frame, then stop it.
-    if !outbox.is_closing() {
-        outbox.abandon();
-    }
-    let mut writer = writer;
-    if tokio::time::timeout(grace, &mut writer).await.is_err() {
-        writer.abort();
-    }
+    let inbound = MessageReader::new(r, early, app.config.ws.max_message_bytes, inflate);
+    let session = Session::new(app.clone(), outbox, inbound, endpoint, claims);
+    app.tasks.spawn(session.run(registration, ip_slot, writer));
 }

@@ -69,25 +69,12 @@ const READ_CHUNK: usize = 4 * 1024;
 pub trait WaitReadable {
     /// Resolves when a read would probably not block (spurious wake-ups are
     /// fine: the read that follows simply waits, holding its buffer).
-    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+    fn readable(&mut self) -> impl Future<Output = std::io::Result<()>> + Send;
 }
 
-impl WaitReadable for tokio::net::tcp::OwnedReadHalf {
-    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
-        tokio::net::tcp::OwnedReadHalf::readable(self)
-    }
-}
-
-/// Anything else (a non-TCP upgrade, in-memory input in tests) reads at
-/// once, holding its buffer while it waits.
-impl<T> WaitReadable for tokio::io::ReadHalf<T> {
-    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
-        std::future::ready(Ok(()))
-    }
-}
-
+/// In-memory input (tests) is always readable.
 impl WaitReadable for &[u8] {
-    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+    fn readable(&mut self) -> impl Future<Output = std::io::Result<()>> + Send {
         std::future::ready(Ok(()))
     }
 }
@@ -131,6 +118,9 @@ impl<R: AsyncRead + WaitReadable + Unpin> FrameReader<R> {
         Ok(())
     }
 
+    /// Cancel-safe: nothing is consumed until the whole frame is in the
+    /// buffer, so a `select!` may drop this future at any await and call
+    /// again later without losing a byte.
     pub async fn next(&mut self) -> Result<Frame, ReadError> {
         if self.buf.is_empty() {
             // Lets the buffer go; the last frame's payload, split off it,
@@ -158,13 +148,13 @@ impl<R: AsyncRead + WaitReadable + Unpin> FrameReader<R> {
         };
         let header = 2 + extra + if masked { 4 } else { 0 };
         self.fill(header).await?;
-        self.buf.advance(2);
+        let mut field = &self.buf[2..header];
         let len = match extra {
-            2 => u64::from(self.buf.get_u16()),
-            8 => self.buf.get_u64(),
+            2 => u64::from(field.get_u16()),
+            8 => field.get_u64(),
             _ => u64::from(b1 & 0x7f),
         };
-        let mask = masked.then(|| self.buf.get_u32().to_be_bytes());
+        let mask = masked.then(|| field.get_u32().to_be_bytes());
         if control && !fin {
             return Err(ReadError::Protocol("fragmented control frame"));
         }
@@ -175,8 +165,10 @@ impl<R: AsyncRead + WaitReadable + Unpin> FrameReader<R> {
             Ok(l) if l <= self.max_payload => l,
             _ => return Err(ReadError::TooBig(self.max_payload)),
         };
-        self.buf.reserve(len);
-        self.fill(len).await?;
+        self.buf
+            .reserve((header + len).saturating_sub(self.buf.len()));
+        self.fill(header + len).await?;
+        self.buf.advance(header);
         let mut payload = self.buf.split_to(len);
         if let Some(mask) = mask {
             for (i, b) in payload.iter_mut().enumerate() {

@@ -3,6 +3,7 @@
 //! drains the connection's outbox (`hub/outbox.rs`) in batches.
 
 mod frames;
+pub mod io;
 pub mod reader;
 pub mod session;
 pub mod writer;

@@ -6,16 +6,13 @@
 //! fragment into a buffer bounded by the same limit, so the limit holds for
 //! the inflated size and a deflate bomb costs at most that much memory.
 
-use std::pin::Pin;
-
 use bytes::{Bytes, BytesMut};
 use fastwebsockets::CloseCode;
-use futures_util::Stream;
 use tokio::io::AsyncRead;
 
 pub use super::frames::ReadError;
-use super::frames::{self as f, FrameReader};
 pub use super::frames::WaitReadable;
+use super::frames::{self as f, FrameReader};
 use crate::protocol::deflate::{InflateError, Inflater};
 
 /// A whole inbound message or control frame.
@@ -52,26 +49,6 @@ pub struct MessageReader<R> {
     partial: Option<Partial>,
 }
 
-/// Inbound messages as a stream. A read in progress lives in the stream, not
-/// in the `next()` future, so a `select!` that picks another branch never
-/// drops half a frame (the frame reader is not cancel-safe).
-pub type InboundStream = Pin<Box<dyn Stream<Item = Result<Inbound, ReadError>> + Send>>;
-
-impl<R: AsyncRead + WaitReadable + Unpin + Send + 'static> MessageReader<R> {
-    /// Ends after the first error.
-    pub fn into_stream(self) -> InboundStream {
-        Box::pin(futures_util::stream::unfold(
-            Some(self),
-            |state| async move {
-                let mut reader = state?;
-                let item = reader.next().await;
-                let keep = item.is_ok().then_some(reader);
-                Some((item, keep))
-            },
-        ))
-    }
-}
-
 /// The most compressed bytes one message may take on the wire: the limit
 /// plus what deflate adds to data it cannot shrink (5 bytes per stored
 /// block of at most 64 KiB) and some slack.
@@ -96,6 +73,8 @@ impl<R: AsyncRead + WaitReadable + Unpin> MessageReader<R> {
         }
     }
 
+    /// Cancel-safe, as [`FrameReader::next`] is: a message being assembled
+    /// lives in `self`, and each frame is taken whole or not at all.
     pub async fn next(&mut self) -> Result<Inbound, ReadError> {
         loop {
             let frame = self.frames.next().await?;

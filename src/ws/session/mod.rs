@@ -14,11 +14,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::reader::{Inbound, InboundStream, ReadError};
+use super::io::ClientRead;
+use super::reader::{Inbound, MessageReader, ReadError};
 use crate::app::App;
 use crate::auth::Claims;
 use crate::channel_name::Channel;
@@ -27,7 +28,7 @@ use crate::hub::registry::Registration;
 use crate::hub::{Mode, Subscription};
 use crate::keys::PersonaId;
 use crate::protocol::{close, error_code, frame, parse_client_message, ServerMessage};
-use crate::ratelimit::{MessageLimiter, Verdict};
+use crate::ratelimit::{IpSlot, MessageLimiter, Verdict};
 use crate::stream::Offset;
 use initial::first;
 
@@ -52,7 +53,9 @@ pub enum Endpoint {
 pub struct Session {
     app: Arc<App>,
     outbox: Arc<Outbox>,
-    inbound: InboundStream,
+    /// Read in the session's own task: no second task, no boxed stream
+    /// (the reader is cancel-safe, so `select!` may drop its future).
+    inbound: MessageReader<ClientRead>,
     endpoint: Endpoint,
     subscriptions: HashMap<Channel, Subscription>,
     /// The token's claims (auth on): what may be subscribed, and when the
@@ -73,7 +76,7 @@ impl Session {
     pub fn new(
         app: Arc<App>,
         outbox: Arc<Outbox>,
-        inbound: InboundStream,
+        inbound: MessageReader<ClientRead>,
         endpoint: Endpoint,
         claims: Option<Claims>,
     ) -> Self {
@@ -100,8 +103,18 @@ impl Session {
         }
     }
 
-    /// Runs the connection to its end. `_registration` keeps it counted.
-    pub async fn run(mut self, _registration: Registration) {
+    /// Runs the connection to its end, then lets `writer` flush what is
+    /// queued (the close frame) for at most `ws.slow_close_grace`.
+    /// `_registration` and `_ip_slot` keep it counted while it lives.
+    ///
+    /// Spawned as the connection's task by itself, so the task holds this
+    /// future and nothing more: an idle connection costs what it must.
+    pub async fn run(
+        mut self,
+        _registration: Registration,
+        _ip_slot: IpSlot,
+        mut writer: JoinHandle<()>,
+    ) {
         let metrics = self.app.metrics.clone();
         metrics.connections_total.inc();
         metrics.connections_active.inc();
@@ -115,6 +128,13 @@ impl Session {
         self.subscriptions.clear();
         self.runtime = None;
         metrics.connections_active.dec();
+        if !self.outbox.is_closing() {
+            self.outbox.abandon();
+        }
+        let grace = self.app.config.ws.slow_close_grace;
+        if tokio::time::timeout(grace, &mut writer).await.is_err() {
+            writer.abort();
+        }
     }
 
     async fn start(&mut self) {
@@ -174,11 +194,7 @@ impl Session {
                 inbound = self.inbound.next() => {
                     last_seen = Instant::now();
                     match inbound {
-                        None => {
-                            self.outbox.abandon();
-                            return;
-                        }
-                        Some(Ok(msg)) => {
+                        Ok(msg) => {
                             match self.rate_check(&msg) {
                                 RateCheck::Pass => {}
                                 RateCheck::Dropped => continue,
@@ -191,12 +207,12 @@ impl Session {
                                     break;
                                 }
                             }
-                            if !self.on_inbound(msg).await {
+                            if !self.on_inbound(msg) {
                                 // The client closed and our echo is queued.
                                 return;
                             }
                         }
-                        Some(Err(e)) => {
+                        Err(e) => {
                             self.on_read_error(e);
                             return;
                         }
@@ -206,7 +222,7 @@ impl Session {
         }
         // We asked to close: give the client a moment to answer, then drop.
         let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            while let Some(Ok(msg)) = self.inbound.next().await {
+            while let Ok(msg) = self.inbound.next().await {
                 if matches!(msg, Inbound::Close { .. }) {
                     break;
                 }
@@ -256,7 +272,7 @@ impl Session {
     }
 
     /// Handles one inbound message; false ends the read loop.
-    async fn on_inbound(&mut self, msg: Inbound) -> bool {
+    fn on_inbound(&mut self, msg: Inbound) -> bool {
         match msg {
             Inbound::Text(mut text) => {
                 match parse_client_message(&mut text, self.app.config.limits.max_json_depth) {
