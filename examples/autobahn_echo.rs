@@ -11,7 +11,6 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http_body_util::Empty;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -20,8 +19,9 @@ use hyper_util::rt::TokioIo;
 use pulsegate::hub::outbox::deflate::may_compress;
 use pulsegate::protocol::extension::{self, Deflate};
 use pulsegate::protocol::{deflate, frame};
+use pulsegate::ws::io::ClientRead;
 use pulsegate::ws::reader::{Inbound, MessageReader};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 #[tokio::main]
@@ -78,9 +78,10 @@ async fn echo(upgraded: Upgraded, max: usize, deflate: Option<Deflate>) {
         return;
     };
     let (r, mut w) = parts.io.into_inner().into_split();
-    let r = std::io::Cursor::new(parts.read_buf).chain(r);
-    let mut inbound = MessageReader::new(r, max, deflate.is_some()).into_stream();
-    while let Some(item) = inbound.next().await {
+    let mut inbound =
+        MessageReader::new(ClientRead::Tcp(r), parts.read_buf, max, deflate.is_some());
+    loop {
+        let item = inbound.next().await;
         let out = match item {
             Ok(Inbound::Text(t)) => {
                 let plain = frame::text(&t);
