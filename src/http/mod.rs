@@ -124,14 +124,13 @@ async fn route(app: &Arc<App>, mut req: Request<Incoming>) -> (&'static str, Res
         Handler::ChannelNamespaces => {
             channel_analytics::namespaces(app, req.extensions().get::<Claims>())
         }
-        Handler::ChannelSummary | Handler::ChannelHistogram => {
+        Handler::ChannelSummary => {
             let ns = params.get("namespace").unwrap_or_default();
-            let claims = req.extensions().get::<Claims>();
-            if route.handler == Handler::ChannelSummary {
-                channel_analytics::summary(app, ns, claims, query).await
-            } else {
-                channel_analytics::histogram(app, ns, claims, query).await
-            }
+            channel_analytics::summary(app, ns, req.extensions().get::<Claims>(), query).await
+        }
+        Handler::ChannelHistogram => {
+            let ns = params.get("namespace").unwrap_or_default();
+            channel_analytics::histogram(app, ns, req.extensions().get::<Claims>(), query).await
         }
         Handler::Ingest(event_type) => api::ingest_event(app, event_type, req).await,
         Handler::Publish => {
