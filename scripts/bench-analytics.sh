@@ -8,7 +8,9 @@
 # rows of `dashboard_events` with generate_series (10 personas, 30 days of
 # event time, each persona 1 post then 99 performance updates per variant,
 # every other variant killed at its 100th event; the messages shaped as
-# lua/pulse.lua writes them), VACUUM ANALYZE, then times every statement the
+# lua/pulse.lua writes them), the same number of `channel_events` rows (10
+# namespaces x 1,000 channels, messages of 5 types over the same 30 days),
+# VACUUM ANALYZE, then times every statement the
 # gateway sends for the analytics and the point-in-time rebuild with
 # `EXPLAIN (ANALYZE, BUFFERS) EXECUTE`, RUNS times each (default 5), and
 # prints the median execution time. The statements are the gateway's own:
@@ -76,9 +78,20 @@ LATERAL (SELECT CASE t.kind
        'predicted_er', 0.05, 'performance_vs_prediction', 0, 'er_5m', 0.02, 'er_15m', 0.02, 'er_60m', 0.02,
        'view_delta', 50, 'interaction_delta', 1 + n % 5, 'stale', false, 'last_updated', ms)
   END AS data) d;
+INSERT INTO channel_events (namespace, channel_id, event_id, stream_ms, stream_seq, event_type, event_data, created_at)
+SELECT ns, cid, ms || '-0', ms, 0, kind,
+       jsonb_build_object('type', kind, 'offset', ms || '-0',
+                          'data', jsonb_build_object('task_id', cid, 'seq', i / 10, 'line', 'output line ' || i)),
+       to_timestamp(ms / 1000.0)
+FROM (
+  SELECT 'ns' || (i % 10) AS ns, ((i / 10) % 1000)::text AS cid, $START_MS + (i / 10) * $STEP + (i % 10) AS ms,
+         (ARRAY['task_output', 'task_output', 'task_output', 'task_progress', 'task_status'])[1 + (i / 10) % 5] AS kind, i
+  FROM generate_series(0::bigint, $ROWS - 1) AS i
+) g;
 VACUUM ANALYZE dashboard_events;
+VACUUM ANALYZE channel_events;
 SQL
-log "generated in $(echo "$(date +%s.%N) - $t0" | bc) s; table $(psql_ -c "SELECT pg_size_pretty(pg_total_relation_size('dashboard_events'))")"
+log "generated in $(echo "$(date +%s.%N) - $t0" | bc) s; tables $(psql_ -c "SELECT pg_size_pretty(pg_total_relation_size('dashboard_events')) || ' and ' || pg_size_pretty(pg_total_relation_size('channel_events'))")"
 
 iso() { date -u -d "@$(( $1 / 1000 ))" +%Y-%m-%dT%H:%M:%SZ; }
 DAY=86400000
@@ -97,11 +110,17 @@ CASES=(
   "posts_per_day|'p3', '$(iso $((END_MS - 30 * DAY)))', '$(iso $END_MS)'|histogram: posts per day, 30 d"
   "er_histogram|'p3', '$(iso $((END_MS - DAY)))', '$(iso $END_MS)'|histogram: ER buckets, 24 h"
   "er_histogram|'p3', '$(iso $((END_MS - 30 * DAY)))', '$(iso $END_MS)'|histogram: ER buckets, 30 d"
+  "channel_types|'ns3', '$(iso $((END_MS - DAY)))', '$(iso $END_MS)'|namespace summary: messages by type, 24 h"
+  "channel_count|'ns3', '$(iso $((END_MS - DAY)))', '$(iso $END_MS)'|namespace summary: channels, 24 h"
+  "channel_types|'ns3', '$(iso $((END_MS - 30 * DAY)))', '$(iso $END_MS)'|namespace summary: messages by type, 30 d"
+  "channel_count|'ns3', '$(iso $((END_MS - 30 * DAY)))', '$(iso $END_MS)'|namespace summary: channels, 30 d"
+  "channel_histogram_hour|'ns3', '$(iso $((END_MS - DAY)))', '$(iso $END_MS)'|namespace histogram: by type per hour, 24 h"
+  "channel_histogram_hour|'ns3', '$(iso $((END_MS - 30 * DAY)))', '$(iso $END_MS)'|namespace histogram: by type per hour, 30 d"
   "pit_offset|'p3', $((END_MS - 15 * DAY))|snapshot at: offset"
   "pit_events|'p3', $((END_MS - 15 * DAY))|snapshot at: posts and kills (+ newest update each)"
   "pit_ticks|'p3', $((END_MS - 15 * DAY)), '$(iso $((END_MS - 15 * DAY - 3600000)))', '$(iso $((END_MS - 15 * DAY + 3600000)))'|snapshot at: the last hour's updates"
 )
-printf '\n%-58s %12s %10s\n' "query (persona with 100,000 of the $ROWS rows)" "median ms" "rows"
+printf '\n%-58s %12s %10s\n' "query (persona or namespace: 100,000 of the $ROWS rows)" "median ms" "rows"
 for c in "${CASES[@]}"; do
   IFS='|' read -r name args label <<<"$c"
   times=()

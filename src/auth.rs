@@ -67,6 +67,22 @@ impl Claims {
         }
     }
 
+    /// Whether the token may read the whole namespace `ns` (its analytics
+    /// count every channel of it): the namespace's role and, for a `claim`
+    /// namespace, a grant of `<ns>:*` or `*` (one channel is not enough).
+    pub fn allows_namespace(&self, ns: &NamespaceConfig) -> bool {
+        if self.role < ns.role {
+            return false;
+        }
+        match ns.grant {
+            Grant::Role => true,
+            Grant::Claim => self
+                .channels
+                .iter()
+                .any(|g| g == "*" || g.strip_suffix(":*") == Some(ns.name.as_str())),
+        }
+    }
+
     /// At least `role` and, when given, granted `persona`.
     pub fn allows(&self, role: Role, persona: Option<&str>) -> bool {
         self.role >= role && persona.is_none_or(|p| self.allows_persona(p))

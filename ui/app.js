@@ -7,6 +7,7 @@ import { Client } from '/client/pulsegate.js';
 import { Model } from './model.js';
 import { View } from './view.js';
 import { History } from './history.js';
+import { ChannelAnalytics } from './channels.js';
 
 /** Suggestions and the summary are recomputed only in snapshots: ask for one this often. */
 const REFRESH_MS = 15000;
@@ -260,7 +261,9 @@ const history_ = new History({
   },
 });
 
+const channels = new ChannelAnalytics({ query: (params) => query({ ...params, token: token() }) });
+
 // For the browser tests and for debugging from the console.
-window.pulsegate = { model, view, conn, refresh, history: history_ };
+window.pulsegate = { model, view, conn, refresh, history: history_, channels };
 
 conn.connect();

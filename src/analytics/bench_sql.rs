@@ -3,6 +3,7 @@
 //! gateway sends: `cargo test --lib print_bench_sql -- --ignored` with
 //! `BENCH_SQL_OUT=<file>` writes one `PREPARE` per statement.
 
+use super::channels::bench_statements as channel_statements;
 use super::params::Bucket;
 use super::persona::bench_statements;
 use super::queries::{by_type_sql, time_histogram_sql};
@@ -27,6 +28,7 @@ fn statements() -> Vec<(&'static str, &'static str, String)> {
         ),
     ];
     out.extend(bench_statements().into_iter().map(|(n, s)| (n, RANGE, s)));
+    out.extend(channel_statements().into_iter().map(|(n, s)| (n, RANGE, s)));
     out.extend(pit_statements());
     out
 }

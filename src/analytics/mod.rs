@@ -2,15 +2,16 @@
 //! a subject's events over a time range, computed in SQL.
 //!
 //! A subject's events come from an [`EventSource`]: the table, the column
-//! naming the subject, the type and time columns. The persona audit
-//! (`dashboard_events`) is the one source today; another (a channel
-//! namespace's events, once they are audited) is one more `EventSource`
-//! constant, and the generic queries (events by type, time histograms of
-//! events) serve it unchanged. What only personas have (posts, kills, ER,
-//! kill rate) lives in `persona.rs`.
+//! naming the subject, the type and time columns. Two sources: a persona's
+//! audit (`dashboard_events`) and a `[[channels]]` namespace's messages
+//! (`channel_events`); the generic queries (events by type, time histograms
+//! of events) serve both. What only personas have (posts, kills, ER, kill
+//! rate) lives in `persona.rs`; what only namespaces have (messages by type
+//! per bucket, channels) in `channels.rs`.
 
 #[cfg(test)]
 mod bench_sql;
+pub mod channels;
 pub mod params;
 pub mod persona;
 pub mod queries;
@@ -43,6 +44,14 @@ pub struct EventSource {
 pub const PERSONA_EVENTS: EventSource = EventSource {
     table: "dashboard_events",
     key: "persona_id",
+    event_type: "event_type",
+    time: "created_at",
+};
+
+/// A `[[channels]]` namespace's audited messages, by their `type`.
+pub const CHANNEL_EVENTS: EventSource = EventSource {
+    table: "channel_events",
+    key: "namespace",
     event_type: "event_type",
     time: "created_at",
 };

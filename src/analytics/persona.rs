@@ -43,17 +43,28 @@ fn kill_rate_sql() -> &'static str {
      ) x"
 }
 
-/// Each variant's latest update in the range with views: its ER.
+/// Each variant's latest update in the range with views: its ER. The key
+/// of each variant's latest update is found first, from the index alone
+/// (`dashboard_events_persona_type_time_cover`, migration 7: the range's
+/// entries, grouped by variant in a hash), and only that one row per variant
+/// is read from the table for its `jsonb`; reading every update of the
+/// range to keep one per variant took 0.8-2 s over 30 days
+/// (`docs/benchmarks.md`). `max(ARRAY[ms, seq])` is the newest stream id.
 fn latest_er_sql() -> String {
-    let er = num("event_data->'data'->'current_er'");
-    let views = num("event_data->'data'->'view_count'");
+    let er = num("e.event_data->'data'->'current_er'");
+    let views = num("e.event_data->'data'->'view_count'");
     format!(
         "SELECT er FROM (
-             SELECT DISTINCT ON (variant_id) {er} AS er, {views} AS views
-             FROM dashboard_events
-             WHERE persona_id = $1 AND event_type = 'performance_update'
-               AND created_at >= $2 AND created_at < $3 AND variant_id IS NOT NULL
-             ORDER BY variant_id, stream_ms DESC, stream_seq DESC
+             SELECT {er} AS er, {views} AS views
+             FROM (
+                 SELECT max(ARRAY[stream_ms, stream_seq]) AS id
+                 FROM dashboard_events
+                 WHERE persona_id = $1 AND event_type = 'performance_update'
+                   AND created_at >= $2 AND created_at < $3 AND variant_id IS NOT NULL
+                 GROUP BY variant_id
+             ) k
+             JOIN dashboard_events e
+               ON e.persona_id = $1 AND e.stream_ms = k.id[1] AND e.stream_seq = k.id[2]
          ) latest WHERE views > 0 AND er IS NOT NULL"
     )
 }

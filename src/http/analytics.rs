@@ -1,7 +1,8 @@
 //! `/api/analytics/{persona_id}/summary`, `/api/analytics/{persona_id}/histogram`
 //! and `/api/snapshot/{persona_id}?at=`: reads of the audit trail
 //! (`src/analytics/`, `src/pointintime/`). Every refusal is counted by
-//! reason and answered with that reason as its error code.
+//! reason and answered with that reason as its error code (here and in
+//! `channel_analytics.rs`, the namespace routes).
 
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -18,7 +19,7 @@ use crate::query::query_param;
 use crate::snapshot::dashboard_data;
 use crate::time::{format_rfc3339_ms, now_ms, parse_rfc3339_ms};
 
-struct Refusal(StatusCode, Why, String);
+pub(super) struct Refusal(pub(super) StatusCode, pub(super) Why, pub(super) String);
 
 impl From<BadParam> for Refusal {
     fn from(b: BadParam) -> Self {
@@ -37,7 +38,7 @@ impl From<QueryError> for Refusal {
     }
 }
 
-fn answer(app: &App, result: Result<Value, Refusal>) -> Response<Body> {
+pub(super) fn answer(app: &App, result: Result<Value, Refusal>) -> Response<Body> {
     match result {
         Ok(body) => json(StatusCode::OK, &body),
         Err(Refusal(status, why, message)) => {
@@ -47,16 +48,21 @@ fn answer(app: &App, result: Result<Value, Refusal>) -> Response<Body> {
     }
 }
 
-/// The database and the persona, or why not: without a database nothing
-/// else is worth checking.
-fn start<'a>(app: &'a App, raw: &str) -> Result<(&'a PgPool, PersonaId), Refusal> {
-    let pool = app.pg.as_ref().ok_or_else(|| {
+/// The audit database, or 503 `audit_unavailable`.
+pub(super) fn database(app: &App) -> Result<&PgPool, Refusal> {
+    app.pg.as_ref().ok_or_else(|| {
         Refusal(
             StatusCode::SERVICE_UNAVAILABLE,
             Why::AuditUnavailable,
             "no database is configured (database.url): analytics read the audit trail".into(),
         )
-    })?;
+    })
+}
+
+/// The database and the persona, or why not: without a database nothing
+/// else is worth checking.
+fn start<'a>(app: &'a App, raw: &str) -> Result<(&'a PgPool, PersonaId), Refusal> {
+    let pool = database(app)?;
     let persona = PersonaId::parse(raw, app.config.ws.max_persona_id_len).map_err(|e| {
         Refusal(
             StatusCode::BAD_REQUEST,
@@ -67,7 +73,7 @@ fn start<'a>(app: &'a App, raw: &str) -> Result<(&'a PgPool, PersonaId), Refusal
     Ok((pool, persona))
 }
 
-fn rfc(ms: i64) -> String {
+pub(super) fn rfc(ms: i64) -> String {
     format_rfc3339_ms(ms).unwrap_or_default()
 }
 

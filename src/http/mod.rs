@@ -5,6 +5,7 @@ pub mod admit;
 pub mod analytics;
 pub mod api;
 pub mod body;
+pub mod channel_analytics;
 pub mod health;
 pub mod history;
 pub mod index;
@@ -120,6 +121,17 @@ async fn route(app: &Arc<App>, mut req: Request<Incoming>) -> (&'static str, Res
         Handler::AnalyticsSummary => analytics::summary(app, persona, query).await,
         Handler::AnalyticsHistogram => analytics::histogram(app, persona, query).await,
         Handler::PointInTime => analytics::snapshot(app, persona, query).await,
+        Handler::ChannelNamespaces => {
+            channel_analytics::namespaces(app, req.extensions().get::<Claims>())
+        }
+        Handler::ChannelSummary => {
+            let ns = params.get("namespace").unwrap_or_default();
+            channel_analytics::summary(app, ns, req.extensions().get::<Claims>(), query).await
+        }
+        Handler::ChannelHistogram => {
+            let ns = params.get("namespace").unwrap_or_default();
+            channel_analytics::histogram(app, ns, req.extensions().get::<Claims>(), query).await
+        }
         Handler::Ingest(event_type) => api::ingest_event(app, event_type, req).await,
         Handler::Publish => {
             let channel = params.get("channel").unwrap_or_default().to_owned();

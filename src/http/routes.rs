@@ -44,6 +44,11 @@ pub enum Handler {
     /// Analytics of a persona's audited events.
     AnalyticsSummary,
     AnalyticsHistogram,
+    /// Analytics of a `[[channels]]` namespace's audited messages, and the
+    /// list of namespaces a token may read.
+    ChannelNamespaces,
+    ChannelSummary,
+    ChannelHistogram,
     /// A persona's dashboard at a past instant, rebuilt from the audit.
     PointInTime,
     /// HTTP ingest of one event type.
@@ -87,7 +92,7 @@ const fn route(method: Method, pattern: &'static str, access: Access, handler: H
 use Access::{EventStream, Public, Rest, WebSocket};
 
 /// Every route. `docs/api.md` and `docs/protocol.md` describe them.
-pub static ROUTES: [Route; 26] = [
+pub static ROUTES: [Route; 29] = [
     route(Method::GET, "/", Public, Handler::Index),
     route(Method::GET, "/healthz", Public, Handler::Healthz),
     route(Method::GET, "/readyz", Public, Handler::Readyz),
@@ -171,6 +176,24 @@ pub static ROUTES: [Route; 26] = [
     ),
     route(
         Method::GET,
+        "/api/analytics/channels",
+        Rest(Role::Viewer),
+        Handler::ChannelNamespaces,
+    ),
+    route(
+        Method::GET,
+        "/api/analytics/channels/{namespace}/summary",
+        Rest(Role::Viewer),
+        Handler::ChannelSummary,
+    ),
+    route(
+        Method::GET,
+        "/api/analytics/channels/{namespace}/histogram",
+        Rest(Role::Viewer),
+        Handler::ChannelHistogram,
+    ),
+    route(
+        Method::GET,
         "/api/snapshot/{persona_id}",
         Rest(Role::Viewer),
         Handler::PointInTime,
@@ -201,7 +224,7 @@ pub static ROUTES: [Route; 26] = [
     ),
 ];
 
-/// The path parameters of a match (`persona_id`, `variant_id`, `asset`, `channel`).
+/// The path parameters of a match (`persona_id`, `variant_id`, `asset`, `channel`, `namespace`).
 #[derive(Debug, Default)]
 pub struct Params(Vec<(&'static str, String)>);
 
@@ -268,7 +291,7 @@ impl Table {
                     .params
                     .iter()
                     .filter_map(|(k, v)| {
-                        let name = ["persona_id", "variant_id", "asset", "channel"]
+                        let name = ["persona_id", "variant_id", "asset", "channel", "namespace"]
                             .into_iter()
                             .find(|n| *n == k)?;
                         Some((name, v.to_owned()))
@@ -294,77 +317,4 @@ pub static TABLE: LazyLock<Table> = LazyLock::new(|| match Table::build() {
 });
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn found(method: Method, path: &str) -> (&'static str, Params) {
-        match TABLE.lookup(&method, path) {
-            Lookup::Found(r, p) => (r.pattern, p),
-            Lookup::MethodNotAllowed { allow, .. } => panic!("{method} {path}: 405 {allow:?}"),
-            Lookup::NotFound => panic!("{method} {path}: 404"),
-        }
-    }
-
-    #[test]
-    fn the_table_builds() {
-        assert!(Table::build().is_ok());
-    }
-
-    #[test]
-    fn routes_by_method() {
-        let (p, params) = found(Method::GET, "/api/events/early-kill");
-        assert_eq!(p, "/api/events/{persona_id}");
-        assert_eq!(params.persona(), Some("early-kill"));
-        assert_eq!(
-            found(Method::POST, "/api/events/early-kill").0,
-            "/api/events/early-kill"
-        );
-        let (p, params) = found(Method::GET, "/api/variants/p1/v9/history/");
-        assert_eq!(p, "/api/variants/{persona_id}/{variant_id}/history");
-        assert_eq!(params.get("variant_id"), Some("v9"));
-        assert_eq!(
-            found(Method::GET, "/api/variants/p1/active").0,
-            "/api/variants/{persona_id}/active"
-        );
-        assert_eq!(found(Method::GET, "/").0, "/");
-        assert_eq!(
-            found(Method::GET, "/dashboard/ws/p1").0,
-            "/dashboard/ws/{persona_id}"
-        );
-        assert_eq!(found(Method::GET, "/sse/p1").0, "/sse/{persona_id}");
-        assert_eq!(found(Method::GET, "/sse").0, "/sse");
-        assert_eq!(
-            found(Method::GET, "/dashboard/p1").0,
-            "/dashboard/{persona_id}"
-        );
-        assert_eq!(
-            found(Method::GET, "/client/pulsegate.js").0,
-            "/client/pulsegate.js"
-        );
-    }
-
-    #[test]
-    fn other_methods_get_405_with_allow() {
-        match TABLE.lookup(&Method::POST, "/api/metrics/p1") {
-            Lookup::MethodNotAllowed { pattern, allow } => {
-                assert_eq!(pattern, "/api/metrics/{persona_id}");
-                assert_eq!(allow, vec![Method::GET]);
-            }
-            _ => panic!("expected 405"),
-        }
-        match TABLE.lookup(&Method::DELETE, "/api/events/early-kill") {
-            Lookup::MethodNotAllowed { allow, .. } => {
-                assert_eq!(allow, vec![Method::GET, Method::POST]);
-            }
-            _ => panic!("expected 405"),
-        }
-        assert!(matches!(
-            TABLE.lookup(&Method::GET, "/nope/x/y/z"),
-            Lookup::NotFound
-        ));
-        assert!(matches!(
-            TABLE.lookup(&Method::GET, "/api/metrics"),
-            Lookup::NotFound
-        ));
-    }
-}
+mod tests;

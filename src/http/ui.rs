@@ -74,6 +74,11 @@ const ASSETS: &[Asset] = &[
         content_type: JS,
     },
     Asset {
+        name: "channels.js",
+        body: include_bytes!("../../ui/channels.js"),
+        content_type: JS,
+    },
+    Asset {
         name: "personas.js",
         body: include_bytes!("../../ui/personas.js"),
         content_type: JS,

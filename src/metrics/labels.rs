@@ -248,6 +248,12 @@ pub enum AnalyticsRejection {
     InvalidAt,
     AtInFuture,
     UnknownPersona,
+    /// A namespace that is not 1-32 of `[a-z0-9_-]`: 400.
+    InvalidNamespace,
+    /// Not a `[[channels]]` namespace (`persona` and `system` included): 404.
+    UnknownNamespace,
+    /// A `[[channels]]` namespace without history, so never audited: 404.
+    NamespaceNotAudited,
     /// No `database.url`: 503.
     AuditUnavailable,
     /// Postgres unreachable, failed or over the statement timeout: 503.
@@ -255,7 +261,7 @@ pub enum AnalyticsRejection {
 }
 
 impl AnalyticsRejection {
-    pub const ALL: [AnalyticsRejection; 13] = [
+    pub const ALL: [AnalyticsRejection; 16] = [
         Self::InvalidPersonaId,
         Self::InvalidSince,
         Self::InvalidUntil,
@@ -267,6 +273,9 @@ impl AnalyticsRejection {
         Self::InvalidAt,
         Self::AtInFuture,
         Self::UnknownPersona,
+        Self::InvalidNamespace,
+        Self::UnknownNamespace,
+        Self::NamespaceNotAudited,
         Self::AuditUnavailable,
         Self::DatabaseUnavailable,
     ];
@@ -284,6 +293,9 @@ impl AnalyticsRejection {
             Self::InvalidAt => "invalid_at",
             Self::AtInFuture => "at_in_future",
             Self::UnknownPersona => "unknown_persona",
+            Self::InvalidNamespace => "invalid_namespace",
+            Self::UnknownNamespace => "unknown_namespace",
+            Self::NamespaceNotAudited => "namespace_not_audited",
             Self::AuditUnavailable => "audit_unavailable",
             Self::DatabaseUnavailable => "database_unavailable",
         }

@@ -1,7 +1,8 @@
 // The dashboard page's look back at the audit trail, in headless Chromium:
 // the analytics panel loads only when opened and draws its charts from the
 // analytics API; the "as of" control shows a past moment (live updates
-// paused) and returns to live. A real redis-server, Postgres and gateway.
+// paused) and returns to live; the channel analytics panel draws a `task`
+// namespace's messages by type. A real redis-server, Postgres and gateway.
 
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -120,6 +121,64 @@ describe('analytics and as of', { skip }, () => {
     await page.click('#asof-live');
     await until('the live table again', async () => JSON.stringify(await rows()) === '["a2","b1","c1"]');
     assert.ok(!(await page.evaluate(() => document.body.classList.contains('asof'))));
+    assert.deepEqual(consoleErrors, []);
+    await context.close();
+  });
+
+  test('the channel analytics panel draws a namespace\'s messages by type', async () => {
+    // 7 task_output lines and 2 task_status on two `task` channels (the
+    // default namespace, with history), published as any backend would.
+    const sent = [['1', 'task_output', 4], ['1', 'task_status', 1], ['2', 'task_output', 3], ['2', 'task_status', 1]];
+    for (const [id, type, n] of sent) {
+      for (let i = 0; i < n; i++) {
+        await resp.command('FCALL', 'pulse_publish', '1', `pulse:{task:${id}}`, JSON.stringify({ type, data: { task_id: id, i } }));
+      }
+    }
+    await until('9 audited messages', async () => {
+      const res = await fetch(`${gateway.base}/api/analytics/channels/task/summary`);
+      return (await res.json()).messages?.total === 9;
+    }, { timeout: 30000, every: 200 });
+
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+    page.on('pageerror', (e) => consoleErrors.push(e.message));
+    const api = [];
+    page.on('request', (r) => { if (r.url().includes('/api/analytics/channels')) api.push(r.url()); });
+    await page.goto(`${gateway.base}/dashboard/hist`);
+    await until('live', async () => (await page.locator('#conn-text').textContent()) === 'Live');
+    assert.deepEqual(api, [], 'nothing is asked of the audit before the panel opens');
+
+    await page.click('#channel-analytics > summary');
+    await page.waitForSelector('#channel-analytics[data-state=loaded]', { timeout: 20000 });
+    const drawn = await page.evaluate(() => {
+      const bars = (sel) => [...document.querySelectorAll(`${sel} rect.bar`)].map((r) => Number(r.dataset.value));
+      const sum = (sel) => bars(sel).reduce((s, v) => s + v, 0);
+      return {
+        namespaces: [...document.querySelectorAll('#channel-ns option')].map((o) => o.value),
+        figures: document.getElementById('channel-figures').textContent,
+        messages: sum('#chart-ns-messages'), hourBars: bars('#chart-ns-messages').length,
+        byType: bars('#chart-ns-types'),
+        perType: [...document.querySelectorAll('[id^=chart-ns-type-]')].map((f) => [f.dataset.type, f.querySelector('figcaption').textContent, sum(`#${f.id}`)]),
+      };
+    });
+    assert.deepEqual(drawn.namespaces, ['task']);
+    assert.match(drawn.figures, /Messages9/);
+    assert.match(drawn.figures, /Channels2/);
+    assert.equal(drawn.messages, 9);
+    assert.ok(drawn.hourBars >= 24 && drawn.hourBars <= 25, `${drawn.hourBars} hour buckets`);
+    assert.deepEqual(drawn.byType.sort(), [2, 7]);
+    assert.deepEqual(drawn.perType, [['task_output', 'task_output', 7], ['task_status', 'task_status', 2]]);
+    assert.equal(api.filter((u) => u.includes('/summary')).length, 1);
+    await page.screenshot({ path: path.join(ARTIFACTS, 'analytics-channels.png'), fullPage: true });
+
+    // 30 days by day: the same messages in the last bucket.
+    await page.selectOption('#channel-range', '30d');
+    await until('day buckets', async () => page.evaluate(() => {
+      const bars = [...document.querySelectorAll('#chart-ns-messages rect.bar')];
+      return document.getElementById('channel-analytics').dataset.state === 'loaded' && bars.length >= 30
+        && Number(bars[bars.length - 1].dataset.value) === 9;
+    }));
     assert.deepEqual(consoleErrors, []);
     await context.close();
   });

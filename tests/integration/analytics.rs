@@ -1,6 +1,7 @@
 //! Analytics and point-in-time snapshots from the audit trail, against
 //! real Redis, Postgres and the gateway: the answers equal what the test
-//! computes from the events it ingested.
+//! computes from the events it ingested. A namespace's analytics are in
+//! `analytics/channels.rs`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,6 +10,8 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 use crate::pg::*;
+
+mod channels;
 
 const MIN: i64 = 60_000;
 const HOUR: i64 = 3_600_000;
