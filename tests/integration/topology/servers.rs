@@ -61,6 +61,18 @@ impl Node {
         }
     }
 
+    /// `kill -<sig>`: STOP freezes the node (its sockets stay open), CONT
+    /// resumes it.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .args([format!("-{sig}"), c.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill -{sig}");
+        }
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -222,6 +234,36 @@ impl RedisCluster {
             found.push((i, ranges));
         }
         found
+    }
+
+    /// Indexes of the nodes replicating node `i` (`CLUSTER REPLICAS`).
+    pub fn replicas_of(&self, i: usize) -> Vec<usize> {
+        let id = cli(self.nodes[i].port, &["CLUSTER", "MYID"]);
+        let Some(live) = self.nodes.iter().find(|n| n.child.is_some()) else {
+            return Vec::new();
+        };
+        cli(live.port, &["CLUSTER", "REPLICAS", id.trim()])
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter_map(|a| a.split('@').next()?.rsplit(':').next()?.parse::<u16>().ok())
+            .filter_map(|port| self.nodes.iter().position(|n| n.port == port))
+            .collect()
+    }
+
+    /// A plain client of node `i` alone: a publisher that does not wait
+    /// for the rest of the Cluster (a cluster client stops all its
+    /// commands while it reconnects to a dead node).
+    pub async fn node_client(&self, i: usize) -> Client {
+        let config = Config {
+            server: ServerConfig::new_centralized("127.0.0.1", self.nodes[i].port),
+            ..Default::default()
+        };
+        let client = Builder::from_config(config)
+            .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(2))
+            .build()
+            .expect("client");
+        client.init().await.expect("connect to the node");
+        client
     }
 
     /// The node index owning `slot`.
