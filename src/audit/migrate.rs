@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "analytics_indexes",
         include_str!("migrations/0006_analytics_indexes.sql"),
     ),
+    (
+        7,
+        "lost_ranges",
+        include_str!("migrations/0007_lost_ranges.sql"),
+    ),
 ];
 
 /// Arbitrary but fixed: the advisory lock key of pulsegate's migrations.

@@ -127,24 +127,26 @@ pub async fn run_reconciler(
                 // A closed connection has no subscriptions left.
                 _ if !link.connected => hub.set_all_unready(),
                 // Epochs change only on reconnect: a new, empty connection.
-                _ => match resync(&client, &hub, &mut subscribed, &mut links, link, &cancel).await {
-                    Resync::Done => {
-                        synced = true;
-                        owners.record_all(&client, &subscribed);
-                        if let Some(s) = shards.as_mut() {
-                            s.drain(false, &hub, &mut owners, &mut subscribed);
+                _ => {
+                    match resync(&client, &hub, &mut subscribed, &mut links, link, &cancel).await {
+                        Resync::Done => {
+                            synced = true;
+                            owners.record_all(&client, &subscribed);
+                            if let Some(s) = shards.as_mut() {
+                                s.drain(false, &hub, &mut owners, &mut subscribed);
+                            }
+                            for channel in subscribed.iter() {
+                                let _ = repairs.send(channel.clone());
+                            }
+                            let signal = Signal::Resubscribed { epoch: link.epoch };
+                            if health.report(signal).await.is_err() {
+                                return;
+                            }
                         }
-                        for channel in subscribed.iter() {
-                            let _ = repairs.send(channel.clone());
-                        }
-                        let signal = Signal::Resubscribed { epoch: link.epoch };
-                        if health.report(signal).await.is_err() {
-                            return;
-                        }
+                        Resync::Superseded => continue,
+                        Resync::Cancelled => return,
                     }
-                    Resync::Superseded => continue,
-                    Resync::Cancelled => return,
-                },
+                }
             }
         }
         if let Some(epoch) = shards.as_mut().and_then(Sharded::due_report) {
