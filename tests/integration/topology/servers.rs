@@ -98,6 +98,40 @@ impl Drop for Node {
     }
 }
 
+/// A cluster-enabled node on a free port, not yet part of any cluster.
+fn cluster_node(dir: &TempDir) -> Node {
+    let port = free_port();
+    let conf = format!("nodes-{port}.conf");
+    Node::start(
+        dir,
+        port,
+        &[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &conf,
+            "--cluster-node-timeout",
+            "2000",
+            // Else a replica of a primary idle for a while refuses to take
+            // over ("Disconnected from master for longer than allowed").
+            "--cluster-replica-validity-factor",
+            "0",
+        ],
+    )
+}
+
+/// `redis-cli ARGS…`: whether it exited 0, and its stdout.
+pub fn cli_run(args: &[String]) -> (bool, String) {
+    let out = Command::new(redis_cli())
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 /// A Redis Cluster: `primaries` × (1 + `replicas`) nodes, node timeout 2 s.
 pub struct RedisCluster {
     pub nodes: Vec<Node>,
@@ -109,25 +143,7 @@ impl RedisCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes = Vec::new();
         for _ in 0..primaries * (1 + replicas) {
-            let port = free_port();
-            let conf = format!("nodes-{port}.conf");
-            nodes.push(Node::start(
-                &dir,
-                port,
-                &[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    &conf,
-                    "--cluster-node-timeout",
-                    "2000",
-                    // Else a replica of a primary idle for a while refuses
-                    // to take over ("Disconnected from master for longer
-                    // than allowed").
-                    "--cluster-replica-validity-factor",
-                    "0",
-                ],
-            ));
+            nodes.push(cluster_node(&dir));
         }
         for n in &nodes {
             n.wait_listening().await;
@@ -234,6 +250,56 @@ impl RedisCluster {
             found.push((i, ranges));
         }
         found
+    }
+
+    /// Starts one more node and joins it with `redis-cli --cluster
+    /// add-node` (a primary without slots); returns its index once every
+    /// node agrees on the configuration (`redis-cli --cluster check`).
+    pub async fn add_node(&mut self) -> usize {
+        let node = cluster_node(&self._dir);
+        node.wait_listening().await;
+        let (ok, out) = cli_run(&[
+            "--cluster".into(),
+            "add-node".into(),
+            node.addr(),
+            self.nodes[0].addr(),
+        ]);
+        assert!(ok, "add-node: {out}");
+        let id = cli(node.port, &["CLUSTER", "MYID"]).trim().to_owned();
+        self.nodes.push(node);
+        // The MEET spreads by gossip: every node must know it first.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = self.nodes[self.nodes.len() - 1].port;
+        while self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .any(|n| !cli(n.port, &["CLUSTER", "NODES"]).contains(&id))
+            // A new node answers CLUSTERDOWN until it has seen every slot.
+            || !cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the new node is not known everywhere"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.wait_agreed().await;
+        self.nodes.len() - 1
+    }
+
+    /// Waits until `redis-cli --cluster check` passes (every node agrees
+    /// on the slots, none open or importing).
+    pub async fn wait_agreed(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (ok, out) = cli_run(&["--cluster".into(), "check".into(), self.nodes[0].addr()]);
+            if ok && !out.contains("[ERR]") && !out.contains("[WARNING]") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "cluster check: {out}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Indexes of the nodes replicating node `i` (`CLUSTER REPLICAS`).
