@@ -83,6 +83,8 @@ impl Sharded {
     /// SSUBSCRIBEs the lost channels that are still wanted, where their
     /// slot lives now, and asks for their repairs; stops at the first
     /// failure (fred is still reconnecting) for the next check to retry.
+    /// Called on each new connection fred reports, and from the slot check
+    /// while fred is connected (its commands wait while it reconnects).
     pub async fn resubscribe_lost(
         &mut self,
         client: &SubscriberClient,
@@ -91,7 +93,7 @@ impl Sharded {
         subscribed: &mut HashSet<Arc<str>>,
         repairs: &Requests,
     ) {
-        if self.lost.is_empty() || client.state() != ClientState::Connected {
+        if self.lost.is_empty() {
             return;
         }
         let lost: Vec<Arc<str>> = self.lost.iter().cloned().collect();
@@ -110,6 +112,11 @@ impl Sharded {
             owners.record(client, &channel);
             let _ = repairs.send(channel);
         }
+    }
+
+    /// Whether the slot check should retry the lost channels now.
+    pub fn retry_due(&self, client: &SubscriberClient) -> bool {
+        !self.lost.is_empty() && client.state() == ClientState::Connected
     }
 
     /// `channel` reached its wanted state some other way.

@@ -170,7 +170,7 @@ pub async fn run_reconciler(
                 continue;
             }
             _ = slot_check.tick(), if synced && shards.is_some() => {
-                if let Some(s) = shards.as_mut() {
+                if let Some(s) = shards.as_mut().filter(|s| s.retry_due(&client)) {
                     s.resubscribe_lost(&client, &hub, &mut owners, &mut subscribed, &repairs)
                         .await;
                 }
