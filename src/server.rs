@@ -83,7 +83,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let background = CancellationToken::new();
     let workers = TaskTracker::new();
-    let (audit, pg) = crate::audit::start(
+    let (audit, pg, losses) = crate::audit::start(
         &config,
         local_addr.port(),
         command.clone(),
@@ -172,6 +172,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         source: app.source.clone(),
         max: app.config.ws.max_replay,
         bounds,
+        losses,
     };
     workers.spawn(gap_repair.run(repair_requests, background.clone()));
     workers.spawn(subscriber::run_receiver(

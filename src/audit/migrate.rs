@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "covering_indexes",
         include_str!("migrations/0007_covering_indexes.sql"),
     ),
+    (
+        8,
+        "lost_ranges",
+        include_str!("migrations/0008_lost_ranges.sql"),
+    ),
 ];
 
 /// Arbitrary but fixed: the advisory lock key of pulsegate's migrations.

@@ -9,6 +9,7 @@ pub mod channels;
 pub mod consumer;
 pub mod discover;
 pub mod entry;
+pub mod losses;
 pub mod migrate;
 pub mod status;
 pub mod writer;
@@ -81,8 +82,13 @@ pub fn consumer_name(config: &Config, port: u16) -> String {
 
 /// Starts the audit consumer if a database is configured and audit is on:
 /// migrations are retried until Postgres answers, then the consumer runs.
-/// Returns the status handle (`enabled: false` when off).
-pub type Started = (Arc<AuditStatus>, Option<PgPool>);
+/// Returns the status handle (`enabled: false` when off), the pool, and
+/// where the gap repair sends the ranges a failover lost (when consuming).
+pub type Started = (
+    Arc<AuditStatus>,
+    Option<PgPool>,
+    Option<crate::redis::gap::Losses>,
+);
 
 pub fn start(
     config: &Config,
@@ -93,12 +99,12 @@ pub fn start(
     cancel: CancellationToken,
 ) -> anyhow::Result<Started> {
     let Some(url) = config.database.url.clone() else {
-        return Ok((Arc::new(AuditStatus::default()), None));
+        return Ok((Arc::new(AuditStatus::default()), None, None));
     };
     let pool = pool(&url, config.audit.pool_size, config.redis.command_timeout)?;
     if !config.audit.enabled {
         // The query API still reads Postgres; this instance just does not consume.
-        return Ok((Arc::new(AuditStatus::default()), Some(pool)));
+        return Ok((Arc::new(AuditStatus::default()), Some(pool), None));
     }
     let status = Arc::new(AuditStatus::enabled());
     let name = consumer_name(config, port);
@@ -129,6 +135,13 @@ pub fn start(
         metrics: metrics.clone(),
         status: status.clone(),
     };
+    let (losses, lost_ranges) = mpsc::channel(losses::CAPACITY);
+    tasks.spawn(losses::run(
+        pool.clone(),
+        lost_ranges,
+        metrics.clone(),
+        cancel.clone(),
+    ));
     let shards = config.audit.workers;
     let st = status.clone();
     let c = cancel.clone();
@@ -169,7 +182,7 @@ pub fn start(
         Duration::from_secs(1),
         cancel,
     ));
-    Ok((status, Some(pool)))
+    Ok((status, Some(pool), Some(losses)))
 }
 
 /// Counts and logs a failed Redis command of the audit (`stage` names it).

@@ -35,6 +35,9 @@ pub struct Continuity {
     /// Personas whose clients got a fresh `initial_data` (`recovered: false`)
     /// because the missed entries were gone.
     pub history_lost: Family<LossLabel, Counter>,
+    /// Ranges of stream entries a failover lost, recorded in the audit's
+    /// `audit_lost_ranges` by this instance (`src/audit/losses.rs`).
+    pub lost_ranges: Counter,
     /// 1 for each Redis node a connection is open to.
     pub node_up: Family<NodeLabel, Gauge>,
 }
@@ -51,6 +54,11 @@ impl Continuity {
                 "redis_gap_repaired_entries",
                 "Stream entries forwarded by gap repairs",
                 &self.repaired_entries,
+            ),
+            (
+                "audit_lost_ranges",
+                "Ranges of stream entries a failover lost (acknowledged, then gone from the promoted replica), recorded in audit_lost_ranges",
+                &self.lost_ranges,
             ),
             (
                 "redis_duplicates_dropped",

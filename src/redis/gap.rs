@@ -32,6 +32,20 @@ const RETRY_DELAY: Duration = Duration::from_millis(300);
 /// the receiver after a lag. A channel is sent once per repair it needs.
 pub type Requests = mpsc::UnboundedSender<Arc<str>>;
 
+/// Stream entries a failover lost: after `after` (the newest that survived,
+/// `None` when none did) through `through` (the last the gateway had
+/// forwarded), on `stream`. The audit records it (`audit/losses.rs`).
+#[derive(Debug, Clone)]
+pub struct LostRange {
+    pub stream: String,
+    pub persona: String,
+    pub after: Option<Offset>,
+    pub through: Offset,
+}
+
+/// Where detected losses go: the audit, when this instance runs one.
+pub type Losses = mpsc::Sender<LostRange>;
+
 pub struct GapRepair {
     pub hub: Arc<Hub>,
     /// The command client, keys and metrics, and the snapshot a lost
@@ -41,6 +55,8 @@ pub struct GapRepair {
     /// get a fresh snapshot instead.
     pub max: usize,
     pub bounds: Bounds,
+    /// Failover losses for the audit to record (`None`: no audit here).
+    pub losses: Option<Losses>,
 }
 
 /// Why one repair could not finish this time.
@@ -137,11 +153,42 @@ impl GapRepair {
                             }
                         }
                     }
-                    Err(reason) => self.lost(channel, &from.persona, reason, logged).await?,
+                    Err(reason) => {
+                        if reason == "went_back" {
+                            self.report_loss(&stream, &from.persona, last).await?;
+                        }
+                        self.lost(channel, &from.persona, reason, logged).await?
+                    }
                 }
             }
         }
         Ok(self.hub.finish_repair(channel))
+    }
+
+    /// Hands the range a failover lost to the audit. Sent again if the
+    /// repair is retried: the audit keeps one row per range.
+    async fn report_loss(
+        &self,
+        stream: &str,
+        persona: &PersonaId,
+        through: Offset,
+    ) -> Result<(), Failed> {
+        let Some(losses) = &self.losses else {
+            return Ok(());
+        };
+        let after = newest_until(&self.source.redis, stream, through)
+            .await
+            .map_err(Failed::Redis)?;
+        let range = LostRange {
+            stream: stream.to_owned(),
+            persona: persona.to_string(),
+            after,
+            through,
+        };
+        if losses.try_send(range).is_err() {
+            tracing::warn!(%persona, "the audit is not taking lost ranges; this one is only logged");
+        }
+        Ok(())
     }
 
     /// The missed entries are gone: a fresh `initial_data` for every client.
@@ -184,6 +231,18 @@ impl GapRepair {
 /// The id of the stream's newest entry (`None`: empty or missing).
 async fn newest(redis: &Client, stream: &str) -> Result<Option<Offset>, fred::error::Error> {
     let reply: Value = redis.xrevrange(stream, "+", "-", Some(1)).await?;
+    let entries = text::entries(reply)?;
+    Ok(entries.first().and_then(|(id, _)| parse_offset(id)))
+}
+
+/// The id of the newest entry at or before `id` (`None`: there is none).
+async fn newest_until(
+    redis: &Client,
+    stream: &str,
+    id: Offset,
+) -> Result<Option<Offset>, fred::error::Error> {
+    let id = format_offset(id);
+    let reply: Value = redis.xrevrange(stream, id.as_str(), "-", Some(1)).await?;
     let entries = text::entries(reply)?;
     Ok(entries.first().and_then(|(id, _)| parse_offset(id)))
 }

@@ -6,6 +6,7 @@ pub mod gap;
 pub mod health;
 pub mod recent;
 pub mod replay;
+pub mod sharded;
 pub mod slots;
 pub mod subscriber;
 pub mod text;

@@ -17,6 +17,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::redis::gap::Requests;
 use crate::redis::health::{Health, Link, Links, Signal};
+use crate::redis::sharded::{next_event, Sharded};
 use crate::redis::slots::Owners;
 
 /// Pause before retrying a SUBSCRIBE that failed (Redis down or slow).
@@ -94,6 +95,8 @@ pub async fn run_reconciler(
     // In a Cluster, where each channel's slot lives, checked every second:
     // a slot that moved is subscribed again where it went, and repaired.
     let mut owners = Owners::default();
+    // In a Cluster, which channels a node's dropped connection took.
+    let mut shards = sharded.then(|| Sharded::new(&client));
     let mut slot_check = tokio::time::interval(crate::redis::slots::CHECK_EVERY);
     slot_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Failed changes, retried after RETRY_DELAY in order; kept here rather
@@ -102,29 +105,53 @@ pub async fn run_reconciler(
     let mut links = health.links();
     let mut seen = Link::default();
     let mut subscribed: HashSet<Arc<str>> = HashSet::new();
+    // Every wanted channel was subscribed once on a connection (a Cluster
+    // from then on handles its nodes one by one).
+    let mut synced = false;
     loop {
         let link = links.borrow_and_update().subscriber;
         if link != seen {
+            let new_epoch = link.epoch != seen.epoch;
             seen = link;
-            if !link.connected {
-                // A closed connection has no subscriptions left.
-                hub.set_all_unready();
-            } else {
-                // Epochs change only on reconnect: a new, empty connection.
-                match resync(&client, &hub, &mut subscribed, &mut links, link, &cancel).await {
-                    Resync::Done => {
-                        owners.record_all(&client, &subscribed);
-                        for channel in subscribed.iter() {
-                            let _ = repairs.send(channel.clone());
-                        }
-                        let signal = Signal::Resubscribed { epoch: link.epoch };
-                        if health.report(signal).await.is_err() {
-                            return;
-                        }
+            match shards.as_mut() {
+                // A Cluster's drops and reconnects concern one node each:
+                // only that node's channels are held and resubscribed.
+                Some(s) if synced => {
+                    s.drain(true, &hub, &mut owners, &mut subscribed);
+                    if link.connected && new_epoch {
+                        s.resubscribe_lost(&client, &hub, &mut owners, &mut subscribed, &repairs)
+                            .await;
+                        s.owe(link.epoch);
                     }
-                    Resync::Superseded => continue,
-                    Resync::Cancelled => return,
                 }
+                // A closed connection has no subscriptions left.
+                _ if !link.connected => hub.set_all_unready(),
+                // Epochs change only on reconnect: a new, empty connection.
+                _ => {
+                    match resync(&client, &hub, &mut subscribed, &mut links, link, &cancel).await {
+                        Resync::Done => {
+                            synced = true;
+                            owners.record_all(&client, &subscribed);
+                            if let Some(s) = shards.as_mut() {
+                                s.drain(false, &hub, &mut owners, &mut subscribed);
+                            }
+                            for channel in subscribed.iter() {
+                                let _ = repairs.send(channel.clone());
+                            }
+                            let signal = Signal::Resubscribed { epoch: link.epoch };
+                            if health.report(signal).await.is_err() {
+                                return;
+                            }
+                        }
+                        Resync::Superseded => continue,
+                        Resync::Cancelled => return,
+                    }
+                }
+            }
+        }
+        if let Some(epoch) = shards.as_mut().and_then(Sharded::due_report) {
+            if health.report(Signal::Resubscribed { epoch }).await.is_err() {
+                return;
             }
         }
         let next_retry = retries.front().map(|(at, _)| *at);
@@ -136,7 +163,17 @@ pub async fn run_reconciler(
                 Some((_, channel)) => channel,
                 None => continue,
             },
-            _ = slot_check.tick(), if sharded && seen.connected => {
+            event = next_event(&mut shards) => {
+                if let Some(s) = shards.as_mut() {
+                    s.apply(event, &hub, &mut owners, &mut subscribed);
+                }
+                continue;
+            }
+            _ = slot_check.tick(), if synced && shards.is_some() => {
+                if let Some(s) = shards.as_mut().filter(|s| s.retry_due(&client)) {
+                    s.resubscribe_lost(&client, &hub, &mut owners, &mut subscribed, &repairs)
+                        .await;
+                }
                 for channel in owners.moved(&client, &subscribed).await {
                     tracing::info!(%channel, "slot moved; subscribing where it went");
                     // Not live until subscribed on the new owner; held
@@ -156,7 +193,12 @@ pub async fn run_reconciler(
         };
         if !reconcile(&client, &hub, &mut subscribed, channel.clone()).await {
             retries.push_back((Instant::now() + RETRY_DELAY, channel));
-        } else if hub.is_wanted(&channel) {
+            continue;
+        }
+        if let Some(s) = shards.as_mut() {
+            s.settled(&channel);
+        }
+        if hub.is_wanted(&channel) {
             // A new channel (or one wanted again) starts repairing: its
             // repair finds where its stream stands.
             owners.record(&client, &channel);

@@ -18,7 +18,7 @@ use super::*;
 /// on a shared 2-core machine).
 const PERSONAS_PER_PRIMARY: usize = 3;
 const CLIENTS_PER_PERSONA: usize = 4;
-/// Pause between ingests (about 100 events/s in all).
+/// Pause between ingests (about 100 events/s in all, over 3 producers).
 const INGEST_EVERY: Duration = Duration::from_millis(10);
 
 fn personas_covering(cluster: &RedisCluster) -> HashMap<usize, Vec<String>> {
@@ -43,10 +43,12 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
     }
 
     let mut clients: HashMap<String, Vec<tokio::task::JoinHandle<Seen>>> = HashMap::new();
+    let mut progress: HashMap<String, Vec<Progress>> = HashMap::new();
     for p in &personas {
         for _ in 0..CLIENTS_PER_PERSONA {
-            let h = watch(gw.local_addr, p.clone(), Duration::from_secs(45)).await;
+            let (h, seen) = watch_live(gw.local_addr, p.clone(), Duration::from_secs(60)).await;
             clients.entry(p.clone()).or_default().push(h);
+            progress.entry(p.clone()).or_default().push(seen);
         }
     }
     // Subscribed on the owning node only (sharded pub/sub).
@@ -64,37 +66,97 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
     )
     .await;
 
+    // One producer per primary: the killed primary's personas through a
+    // cluster client (refused or retried during the failover), the others
+    // each through a client of their own node, which the failover does not
+    // stop, so their events keep coming while it runs.
+    let (&victim, victims) = by_owner.iter().next().unwrap();
     let running = Arc::new(AtomicBool::new(true));
-    let producer = {
-        let (publisher, personas, running) = (publisher.clone(), personas.clone(), running.clone());
-        tokio::spawn(async move {
+    let mut producers = Vec::new();
+    for (&owner, group) in &by_owner {
+        let client = if owner == victim {
+            publisher.clone()
+        } else {
+            cluster.node_client(owner).await
+        };
+        let (group, running) = (group.clone(), running.clone());
+        producers.push(tokio::spawn(async move {
             let (mut ok, mut failed) = (0u64, 0u64);
             let mut i = 0usize;
             while running.load(Ordering::Relaxed) {
-                let p = &personas[i % personas.len()];
-                match ingest(&publisher, p, posted(&format!("v{i}"), 0.05, "hook")).await {
+                let p = &group[i % group.len()];
+                match ingest(&client, p, posted(&format!("v{i}"), 0.05, "hook")).await {
                     Ok(_) => ok += 1,
                     Err(_) => failed += 1,
                 }
                 i += 1;
-                tokio::time::sleep(INGEST_EVERY).await;
+                tokio::time::sleep(INGEST_EVERY * 3).await;
             }
             (ok, failed)
-        })
-    };
+        }));
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    // kill -9 the primary of the first group; its replica takes over.
-    let (&victim, victims) = by_owner.iter().next().unwrap();
+    // kill -9 the primary of the first group. Its replica may not take over
+    // until the other primaries' personas are checked: so "before the
+    // promotion" is an order the test sets, not a race it times.
+    let standby = cluster.replicas_of(victim);
+    assert!(!standby.is_empty(), "the victim has a replica");
+    for &r in &standby {
+        let out = cli(
+            cluster.nodes[r].port,
+            &["CONFIG", "SET", "cluster-replica-no-failover", "yes"],
+        );
+        assert!(out.contains("OK"), "{out}");
+    }
     let killed_at = Instant::now();
     cluster.nodes[victim].kill9();
     let probe_slot = slot(&victims[0]);
+    // Events acknowledged by the surviving primaries after the kill...
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut marks: Vec<(String, Off)> = Vec::new();
+    for p in personas.iter().filter(|p| !victims.contains(p)) {
+        let owner = cluster.owner(slot(p)).unwrap();
+        let direct = cluster.node_client(owner).await;
+        let newest = *stream_offsets(&direct, p).await.last().expect("entries");
+        marks.push((p.clone(), newest));
+    }
+    // ...reach every client of those personas while the killed primary's
+    // slots have no live owner.
+    wait_until(
+        "the other primaries' personas delivered during the outage",
+        Duration::from_secs(15),
+        || async {
+            marks.iter().all(|(p, mark)| {
+                progress[p].iter().all(|seen| {
+                    let newest = *seen.lock().unwrap_or_else(|e| e.into_inner());
+                    newest.is_some_and(|o| o >= *mark)
+                })
+            })
+        },
+    )
+    .await;
+    let owner = cluster.owner(probe_slot);
+    assert!(
+        owner.is_none() || owner == Some(victim),
+        "no replica was promoted yet: {owner:?}"
+    );
+    let outage_checked = killed_at.elapsed();
+    // Now let the replica take over.
+    for &r in &standby {
+        cli(
+            cluster.nodes[r].port,
+            &["CONFIG", "SET", "cluster-replica-no-failover", "no"],
+        );
+        cli(cluster.nodes[r].port, &["CLUSTER", "FAILOVER", "FORCE"]);
+    }
+    let failover_at = Instant::now();
     wait_until("a replica promoted", Duration::from_secs(20), || async {
         cluster.owner(probe_slot).is_some_and(|o| o != victim)
     })
     .await;
     cluster.wait_ok(3).await;
-    let promoted_in = killed_at.elapsed();
+    let promoted_in = failover_at.elapsed();
     let new_owner = cluster.owner(slot(&victims[0])).unwrap();
     assert_ne!(new_owner, victim);
     // The promoted replica got the library (checked with pulse_version).
@@ -133,7 +195,11 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
     // Ingest goes on for a while after the failover.
     tokio::time::sleep(Duration::from_secs(3)).await;
     running.store(false, Ordering::Relaxed);
-    let (ok, failed) = producer.await.unwrap();
+    let (mut ok, mut failed) = (0, 0);
+    for producer in producers {
+        let (o, f) = producer.await.unwrap();
+        (ok, failed) = (ok + o, failed + f);
+    }
 
     // Subscriptions follow the slots: on the new owner, nowhere else.
     wait_until(
@@ -208,8 +274,10 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
          {others:?} on the others;"
     );
     println!(
-        "cluster failover: promoted {promoted_in:?} after kill -9; ingest {ok} ok, {failed} refused; {}; \
+        "cluster failover: the other primaries' personas delivered everything up to {:?} after \
+         the kill with no replica promoted; promoted {promoted_in:?} after CLUSTER FAILOVER FORCE; ingest {ok} ok, {failed} refused; {}; \
          {lost} deliveries of entries the failover lost; {repairs}",
+        outage_checked,
         summary(&results)
     );
     gw.shutdown().await;

@@ -4,6 +4,7 @@
 mod audit;
 mod cluster;
 mod cluster_personas;
+mod reshard;
 mod sentinel;
 pub mod servers;
 
@@ -56,14 +57,28 @@ pub fn offset(v: &Value) -> Option<(u64, u64)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
+/// The newest offset a client has received so far, read while it runs.
+pub type Progress = std::sync::Arc<std::sync::Mutex<Option<Off>>>;
+
 /// Connects a dashboard client of `persona` and collects what it sees.
 pub async fn watch(
     addr: SocketAddr,
     persona: String,
     within: Duration,
 ) -> tokio::task::JoinHandle<Seen> {
+    watch_live(addr, persona, within).await.0
+}
+
+/// [`watch`], also showing its progress while it runs.
+pub async fn watch_live(
+    addr: SocketAddr,
+    persona: String,
+    within: Duration,
+) -> (tokio::task::JoinHandle<Seen>, Progress) {
     let mut ws = connect(addr, &format!("/dashboard/ws/{persona}")).await;
-    tokio::spawn(async move {
+    let progress = Progress::default();
+    let newest = progress.clone();
+    let task = tokio::spawn(async move {
         let mut seen = Seen::default();
         let deadline = tokio::time::Instant::now() + within;
         loop {
@@ -90,7 +105,11 @@ pub async fn watch(
                     seen.since_last_initial = 0;
                 }
                 Some("variant_update") => {
-                    seen.updates.push(offset(&v["offset"]).expect("offset"));
+                    let o = offset(&v["offset"]).expect("offset");
+                    seen.updates.push(o);
+                    let mut newest = newest.lock().unwrap_or_else(|e| e.into_inner());
+                    *newest = (*newest).max(Some(o));
+                    drop(newest);
                     seen.arrivals.push(std::time::Instant::now());
                     seen.since_last_initial += 1;
                 }
@@ -99,7 +118,8 @@ pub async fn watch(
                 _ => seen.raw += 1,
             }
         }
-    })
+    });
+    (task, progress)
 }
 
 /// Checks one client against its persona's final stream: its updates in

@@ -61,6 +61,18 @@ impl Node {
         }
     }
 
+    /// `kill -<sig>`: STOP freezes the node (its sockets stay open), CONT
+    /// resumes it.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .args([format!("-{sig}"), c.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill -{sig}");
+        }
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -86,6 +98,40 @@ impl Drop for Node {
     }
 }
 
+/// A cluster-enabled node on a free port, not yet part of any cluster.
+fn cluster_node(dir: &TempDir) -> Node {
+    let port = free_port();
+    let conf = format!("nodes-{port}.conf");
+    Node::start(
+        dir,
+        port,
+        &[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &conf,
+            "--cluster-node-timeout",
+            "2000",
+            // Else a replica of a primary idle for a while refuses to take
+            // over ("Disconnected from master for longer than allowed").
+            "--cluster-replica-validity-factor",
+            "0",
+        ],
+    )
+}
+
+/// `redis-cli ARGS…`: whether it exited 0, and its stdout.
+pub fn cli_run(args: &[String]) -> (bool, String) {
+    let out = Command::new(redis_cli())
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 /// A Redis Cluster: `primaries` × (1 + `replicas`) nodes, node timeout 2 s.
 pub struct RedisCluster {
     pub nodes: Vec<Node>,
@@ -97,25 +143,7 @@ impl RedisCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes = Vec::new();
         for _ in 0..primaries * (1 + replicas) {
-            let port = free_port();
-            let conf = format!("nodes-{port}.conf");
-            nodes.push(Node::start(
-                &dir,
-                port,
-                &[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    &conf,
-                    "--cluster-node-timeout",
-                    "2000",
-                    // Else a replica of a primary idle for a while refuses
-                    // to take over ("Disconnected from master for longer
-                    // than allowed").
-                    "--cluster-replica-validity-factor",
-                    "0",
-                ],
-            ));
+            nodes.push(cluster_node(&dir));
         }
         for n in &nodes {
             n.wait_listening().await;
@@ -222,6 +250,86 @@ impl RedisCluster {
             found.push((i, ranges));
         }
         found
+    }
+
+    /// Starts one more node and joins it with `redis-cli --cluster
+    /// add-node` (a primary without slots); returns its index once every
+    /// node agrees on the configuration (`redis-cli --cluster check`).
+    pub async fn add_node(&mut self) -> usize {
+        let node = cluster_node(&self._dir);
+        node.wait_listening().await;
+        let (ok, out) = cli_run(&[
+            "--cluster".into(),
+            "add-node".into(),
+            node.addr(),
+            self.nodes[0].addr(),
+        ]);
+        assert!(ok, "add-node: {out}");
+        let id = cli(node.port, &["CLUSTER", "MYID"]).trim().to_owned();
+        self.nodes.push(node);
+        // The MEET spreads by gossip: every node must know it first.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = self.nodes[self.nodes.len() - 1].port;
+        while self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .any(|n| !cli(n.port, &["CLUSTER", "NODES"]).contains(&id))
+            // A new node answers CLUSTERDOWN until it has seen every slot.
+            || !cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the new node is not known everywhere"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.wait_agreed().await;
+        self.nodes.len() - 1
+    }
+
+    /// Waits until `redis-cli --cluster check` passes (every node agrees
+    /// on the slots, none open or importing).
+    pub async fn wait_agreed(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (ok, out) = cli_run(&["--cluster".into(), "check".into(), self.nodes[0].addr()]);
+            if ok && !out.contains("[ERR]") && !out.contains("[WARNING]") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "cluster check: {out}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Indexes of the nodes replicating node `i` (`CLUSTER REPLICAS`).
+    pub fn replicas_of(&self, i: usize) -> Vec<usize> {
+        let id = cli(self.nodes[i].port, &["CLUSTER", "MYID"]);
+        let Some(live) = self.nodes.iter().find(|n| n.child.is_some()) else {
+            return Vec::new();
+        };
+        cli(live.port, &["CLUSTER", "REPLICAS", id.trim()])
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter_map(|a| a.split('@').next()?.rsplit(':').next()?.parse::<u16>().ok())
+            .filter_map(|port| self.nodes.iter().position(|n| n.port == port))
+            .collect()
+    }
+
+    /// A plain client of node `i` alone: a publisher that does not wait
+    /// for the rest of the Cluster (a cluster client stops all its
+    /// commands while it reconnects to a dead node).
+    pub async fn node_client(&self, i: usize) -> Client {
+        let config = Config {
+            server: ServerConfig::new_centralized("127.0.0.1", self.nodes[i].port),
+            ..Default::default()
+        };
+        let client = Builder::from_config(config)
+            .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(2))
+            .build()
+            .expect("client");
+        client.init().await.expect("connect to the node");
+        client
     }
 
     /// The node index owning `slot`.
