@@ -46,7 +46,9 @@ pub struct MessageReader<R> {
     max_bytes: usize,
     /// permessage-deflate was negotiated: RSV1 marks a compressed message.
     inflate: bool,
-    partial: Option<Partial>,
+    /// Boxed: it exists only while a message is being assembled, and the
+    /// inflater is most of a reader's size, kept for every idle connection.
+    partial: Option<Box<Partial>>,
 }
 
 /// The most compressed bytes one message may take on the wire: the limit
@@ -93,11 +95,11 @@ impl<R: AsyncRead + WaitReadable + Unpin> MessageReader<R> {
                     } else {
                         Body::Plain(BytesMut::new())
                     };
-                    self.partial.insert(Partial {
+                    self.partial.insert(Box::new(Partial {
                         text: frame.opcode == f::OP_TEXT,
                         body,
                         wire: 0,
-                    })
+                    }))
                 }
                 f::OP_CONTINUATION => match self.partial.as_mut() {
                     Some(p) => p,
@@ -132,7 +134,7 @@ impl<R: AsyncRead + WaitReadable + Unpin> MessageReader<R> {
             if !frame.fin {
                 continue;
             }
-            let Some(done) = self.partial.take() else {
+            let Some(done) = self.partial.take().map(|p| *p) else {
                 continue;
             };
             if !done.text {

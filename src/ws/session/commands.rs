@@ -98,7 +98,7 @@ impl Session {
         }
         self.recheck_runtime(&claims);
         let expires_at = claims.exp;
-        self.claims = Some(claims);
+        self.claims = Some(Box::new(claims));
         self.reply(&ServerMessage::Authenticated { expires_at });
     }
 

@@ -9,8 +9,8 @@ pub(crate) mod handoff;
 mod history;
 pub(crate) mod initial;
 mod runtime;
+mod subscriptions;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,10 +57,10 @@ pub struct Session {
     /// (the reader is cancel-safe, so `select!` may drop its future).
     inbound: MessageReader<ClientRead>,
     endpoint: Endpoint,
-    subscriptions: HashMap<Channel, Subscription>,
+    subscriptions: subscriptions::Subscriptions,
     /// The token's claims (auth on): what may be subscribed, and when the
     /// connection must close with 4001 unless an `auth` message renews them.
-    claims: Option<Claims>,
+    claims: Option<Box<Claims>>,
     /// Inbound message rate (`limits.ws_messages`); `None` when off.
     rate: Option<MessageLimiter>,
     /// `refresh` requests, served off the read loop.
@@ -69,7 +69,7 @@ pub struct Session {
     /// of its `/ws` channels: a client cannot pile up Redis reads.
     reads: Arc<Semaphore>,
     /// Watching `system:runtime` (`runtime.rs`).
-    runtime: Option<Subscription>,
+    runtime: Option<Box<Subscription>>,
 }
 
 impl Session {
@@ -86,8 +86,8 @@ impl Session {
             outbox,
             inbound,
             endpoint,
-            subscriptions: HashMap::new(),
-            claims,
+            subscriptions: Default::default(),
+            claims: claims.map(Box::new),
             rate,
             refreshes: Arc::default(),
             reads: Arc::new(Semaphore::new(1)),
@@ -168,17 +168,23 @@ impl Session {
         let mut heartbeat = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
         let mut last_seen = Instant::now();
         let closing = self.outbox.closing().clone();
-        let expiry = tokio::time::sleep_until(self.token_deadline());
-        tokio::pin!(expiry);
+        // Only a token expires; without auth there is no timer to keep.
+        let mut expiry = self
+            .app
+            .auth
+            .is_some()
+            .then(|| Box::pin(tokio::time::sleep_until(self.token_deadline())));
         loop {
             tokio::select! {
                 biased;
                 _ = closing.cancelled() => break,
-                _ = &mut expiry => {
+                _ = expired(&mut expiry) => {
                     // Renewed meanwhile? Then wait for the new deadline.
                     let deadline = self.token_deadline();
                     if deadline > Instant::now() {
-                        expiry.as_mut().reset(deadline);
+                        if let Some(timer) = expiry.as_mut() {
+                            timer.as_mut().reset(deadline);
+                        }
                         continue;
                     }
                     self.close(close::TOKEN_EXPIRED, "token expired");
@@ -312,6 +318,14 @@ impl Session {
         if self.outbox.close(code, reason) {
             self.app.metrics.close_sent(code);
         }
+    }
+}
+
+/// Resolves when the token's timer fires; never without one.
+async fn expired(expiry: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match expiry {
+        Some(timer) => timer.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

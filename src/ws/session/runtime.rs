@@ -32,7 +32,7 @@ impl Session {
             return self.refuse_runtime();
         }
         if self.runtime.is_none() {
-            self.runtime = Some(self.app.runtime.watch(self.outbox.clone()));
+            self.runtime = Some(Box::new(self.app.runtime.watch(self.outbox.clone())));
         }
         self.reply(&ServerMessage::Subscribed {
             channel: CHANNEL,
