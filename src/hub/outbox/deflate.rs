@@ -1,7 +1,11 @@
 //! permessage-deflate on one connection. Publications are compressed by the
-//! hub, once for all subscribers; the frames made for this connection alone
-//! (replies, `initial_data`, replayed events, status notices) are
-//! compressed here as they are queued, outside the queue's lock.
+//! hub, once for all subscribers; a snapshot's `initial_data` once per read
+//! and framing ([`SharedFrame`]); the frames made for this connection alone
+//! (replies, replayed events, status notices) are compressed here as they
+//! are queued, outside the queue's lock. A frame that arrives compressed
+//! already (RSV1) is queued as it is.
+
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -39,6 +43,43 @@ impl Outbox {
                 compress(&plain, &self.metrics, Compressed::Connection).unwrap_or(plain)
             }
             _ => plain,
+        }
+    }
+}
+
+/// A frame that many connections get, such as the `initial_data` of a
+/// snapshot read that clients joining at once share: its compressed form is
+/// made by the first compressing connection that takes it and reused by the
+/// others (without context takeover, the same bytes compress the same way
+/// for every client).
+#[derive(Clone, Debug)]
+pub struct SharedFrame {
+    plain: Bytes,
+    /// `Some(None)`: tried, and it stays plain.
+    deflated: Arc<OnceLock<Option<Bytes>>>,
+}
+
+impl SharedFrame {
+    pub fn new(plain: Bytes) -> Self {
+        Self {
+            plain,
+            deflated: Arc::new(OnceLock::new()),
+        }
+    }
+
+    pub fn plain(&self) -> &Bytes {
+        &self.plain
+    }
+
+    /// The frame for a connection that negotiated `deflate` (if any).
+    pub fn for_connection(&self, deflate: Option<Deflate>, metrics: &Metrics) -> Bytes {
+        match deflate {
+            Some(d) if may_compress(d, &self.plain) => self
+                .deflated
+                .get_or_init(|| compress(&self.plain, metrics, Compressed::Snapshot))
+                .clone()
+                .unwrap_or_else(|| self.plain.clone()),
+            _ => self.plain.clone(),
         }
     }
 }
