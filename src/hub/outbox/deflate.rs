@@ -102,3 +102,42 @@ pub fn may_compress(d: Deflate, plain: &[u8]) -> bool {
     frame::text_payload(plain)
         .is_some_and(|p| p.len() >= deflate::MIN_COMPRESS_BYTES && d.fits(p.len()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::CompressedLabel;
+
+    #[test]
+    fn a_shared_frame_is_compressed_once_for_every_client_that_takes_it() {
+        let metrics = Metrics::new();
+        let plain = frame::text(&[b'a'; 2000]);
+        let shared = SharedFrame::new(plain.clone());
+        let full = Some(Deflate {
+            server_max_window_bits: 15,
+        });
+        let small_window = Some(Deflate {
+            server_max_window_bits: 9,
+        });
+        let first = shared.for_connection(full, &metrics);
+        assert_eq!(first[0], 0xC1, "compressed text");
+        for _ in 0..10 {
+            assert_eq!(shared.clone().for_connection(full, &metrics), first);
+        }
+        assert_eq!(shared.for_connection(None, &metrics), plain);
+        assert_eq!(
+            shared.for_connection(small_window, &metrics),
+            plain,
+            "longer than the client's 512-byte window"
+        );
+        let tiny = frame::text(b"{}");
+        assert_eq!(
+            SharedFrame::new(tiny.clone()).for_connection(full, &metrics),
+            tiny
+        );
+        let label = CompressedLabel {
+            kind: Compressed::Snapshot,
+        };
+        assert_eq!(metrics.compressions.runs.get_or_create(&label).get(), 1);
+    }
+}
