@@ -18,8 +18,10 @@
 #                                  5 minutes here), diffed against the whole
 #                                  of tests/autobahn/expected-deflate.json
 #
-# Needs Python 2.7 with autobahntestsuite 0.8.2 (docs/decisions.md F12):
-#   PYTHONUSERBASE=/tmp/ab ~/.pyenv/versions/2.7.18/bin/pip install --user autobahntestsuite==0.8.2
+# Needs Python 2.7 with autobahntestsuite 0.8.2 (docs/decisions.md F12),
+# which scripts/ensure-autobahn.sh installs into /tmp/ab; WSTEST names
+# another wstest, AUTOBAHN_PORT a fixed port. scripts/test.sh runs the
+# default and the --deflate subset (skipped when wstest cannot be had).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CASES='["1.*","2.*","3.*","4.*","5.*","6.*","7.*","8.*","9.*","10.*"]'
@@ -45,7 +47,10 @@ case "${1:-}" in
     ;;
 esac
 WSTEST=${WSTEST:-/tmp/ab/bin/wstest}
-PORT=${AUTOBAHN_PORT:-9001}
+# wstest's own modules live under its --user prefix (scripts/ensure-autobahn.sh).
+AB_PREFIX="$(dirname "$(dirname "$WSTEST")")"
+# A free port unless told: other runs may share the machine.
+PORT=${AUTOBAHN_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 OUT=$(mktemp -d)
 ECHO_PID=
 trap '[ -n "$ECHO_PID" ] && kill "$ECHO_PID" 2>/dev/null; rm -rf "$OUT"' EXIT
@@ -61,7 +66,7 @@ cat > "$OUT/spec.json" <<JSON
  "cases": $CASES,
  "exclude-cases": ["9.*"], "exclude-agent-cases": {}}
 JSON
-(cd "$OUT" && PYTHONUSERBASE=/tmp/ab timeout "$WSTEST_TIMEOUT" "$WSTEST" -m fuzzingclient -s spec.json > wstest.log 2>&1)
+(cd "$OUT" && PYTHONUSERBASE="$AB_PREFIX" timeout "$WSTEST_TIMEOUT" "$WSTEST" -m fuzzingclient -s spec.json > wstest.log 2>&1)
 
 python3 - "$OUT/reports/index.json" "$EXPECTED" "${1:-}" "$CASES" <<'PY'
 import fnmatch, json, os, sys
