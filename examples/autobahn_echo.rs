@@ -4,7 +4,10 @@
 //! (`protocol::frame`) and permessage-deflate negotiation and compression
 //! (`protocol::extension`, `protocol::deflate`, with the gateway's rules of
 //! `hub::outbox::deflate`), echoing each text message back. Binary messages are not part of the
-//! protocol: the reader drops their payload, so they are not echoed.
+//! protocol: the reader drops their payload, and the echo answers each with
+//! the gateway's `binary_not_supported` error (a text message), as the
+//! gateway does. Silence would leave wstest waiting out each binary case's
+//! timeout (60-480 s in 12.2, 12.3 and 12.5, whose payloads are all binary).
 //!
 //! `cargo run --example autobahn_echo -- 127.0.0.1:9001 [max_message_bytes]`
 
@@ -18,7 +21,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use pulsegate::hub::outbox::deflate::may_compress;
 use pulsegate::protocol::extension::{self, Deflate};
-use pulsegate::protocol::{deflate, frame};
+use pulsegate::protocol::{deflate, error_code, frame, ServerMessage};
 use pulsegate::ws::io::ClientRead;
 use pulsegate::ws::reader::{Inbound, MessageReader};
 use tokio::io::AsyncWriteExt;
@@ -82,15 +85,16 @@ async fn echo(upgraded: Upgraded, max: usize, deflate: Option<Deflate>) {
         MessageReader::new(ClientRead::Tcp(r), parts.read_buf, max, deflate.is_some());
     loop {
         let item = inbound.next().await;
-        let out = match item {
-            Ok(Inbound::Text(t)) => {
-                let plain = frame::text(&t);
-                match deflate.filter(|d| may_compress(*d, &plain)) {
-                    Some(_) => deflate::compress_frame(&plain).map_or(plain, |(f, _, _)| f),
-                    None => plain,
-                }
+        let plain = match item {
+            Ok(Inbound::Text(t)) => frame::text(&t),
+            Ok(Inbound::Binary) => {
+                let refusal = ServerMessage::Error {
+                    code: error_code::BINARY_NOT_SUPPORTED,
+                    message: "send JSON text frames",
+                };
+                frame::text(&refusal.to_json())
             }
-            Ok(Inbound::Binary) | Ok(Inbound::Pong) => continue,
+            Ok(Inbound::Pong) => continue,
             Ok(Inbound::Ping(p)) => frame::pong(&p),
             Ok(Inbound::Close { echo }) => {
                 let _ = w.write_all(&frame::close_raw(&echo)).await;
@@ -102,6 +106,10 @@ async fn echo(upgraded: Upgraded, max: usize, deflate: Option<Deflate>) {
                 }
                 return;
             }
+        };
+        let out = match deflate.filter(|d| may_compress(*d, &plain)) {
+            Some(_) => deflate::compress_frame(&plain).map_or(plain, |(f, _, _)| f),
+            None => plain,
         };
         if w.write_all(&out).await.is_err() {
             return;

@@ -11,8 +11,10 @@ permessage-deflate, as browsers do), ROUNDS rounds of:
             closing; persona_beta was filled once with FILL events.
 
 Per round it reads the gateway's CPU time (/proc/PID/stat utime+stime) and
-its frames_sent counter, and counts every byte the clients' sockets
-received (the frames, and for `initial` the 101 answers too), and prints
+its frames_sent, compression and snapshot-read counters (clients joining
+at once share a snapshot read, and its compressed initial_data), counts
+every byte the clients' sockets received (the frames, and for `initial`
+the 101 answers too), and prints
 the medians per million deliveries.
 
     python3 bench-compression.py GATEWAY_BIN REDIS_URL PORT
@@ -66,7 +68,7 @@ def metric(name):
 
 def sample(pid):
     return (cpu_s(pid), RECEIVED[0], metric("pulsegate_frames_sent_total"),
-            metric("pulsegate_ws_compressions_total"))
+            metric("pulsegate_ws_compressions_total"), metric("pulsegate_snapshot_reads_total"))
 
 
 def simulate(persona, events, rate):
@@ -129,8 +131,9 @@ async def initial_round(pid, compress):
 
 
 def per_million(before, after, deliveries):
-    cpu, wrote, frames, runs = (a - b for a, b in zip(after, before))
+    cpu, wrote, frames, runs, reads = (a - b for a, b in zip(after, before))
     return {"deliveries": deliveries, "frames_sent": frames, "compressions": runs,
+            "snapshot_reads": reads,
             "cpu_s_per_million": cpu / deliveries * 1e6,
             "mb_per_million": wrote / deliveries * 1e6 / 1e6,
             "bytes_per_delivery": wrote / deliveries}

@@ -11,8 +11,10 @@
 # 4. cargo test --workspace "$@"
 # 5. without extra arguments: the Lua reference check, the examples in
 #    README.md and docs/ (scripts/docs-examples.sh), the client library's
-#    tests (scripts/client-test.sh), the browser tests, the Kubernetes
-#    manifests (scripts/k8s-check.sh) and the demo (scripts/demo-test.sh)
+#    tests (scripts/client-test.sh), the browser tests, the Autobahn
+#    conformance run (scripts/autobahn.sh: 1-10 and a subset of 12/13), the
+#    Kubernetes manifests (scripts/k8s-check.sh) and the demo
+#    (scripts/demo-test.sh)
 #
 # SKIP_LINT=1 skips steps 2 and 3.
 # Example: scripts/test.sh -p pulsegate --test integration fanout:: -- --nocapture
@@ -113,6 +115,19 @@ if [[ $# -eq 0 ]]; then
   passed=$((passed + ${bp:-0}))
   failed=$((failed + ${bf:-0}))
   rm -f "$browser_out"
+
+  # Conformance: Autobahn|Testsuite against the gateway's frame reader and
+  # writer, cases 1-10 and a 16-case subset of 12/13 (permessage-deflate;
+  # all 216: scripts/autobahn.sh --deflate-all). wstest needs Python 2.7,
+  # which only pyenv provides here: skipped, and said so, without it.
+  step "Autobahn|Testsuite (scripts/autobahn.sh, then --deflate)"
+  if wstest="$(bash "$SCRIPT_DIR/ensure-autobahn.sh")"; then
+    WSTEST="$wstest" bash "$SCRIPT_DIR/autobahn.sh"
+    WSTEST="$wstest" bash "$SCRIPT_DIR/autobahn.sh" --deflate
+    passed=$((passed + 2))
+  else
+    warn "Autobahn|Testsuite skipped: wstest could not be installed (see above)"
+  fi
 
   # The debug build `cargo test` just made, for the checks that run it.
   gateway_bin="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/pulsegate"

@@ -3,16 +3,17 @@
 //! shaped as `initial_data`. Concurrent readers of one persona share one
 //! read (`src/singleflight.rs`): a caller gets a read sent after it asked,
 //! so a dashboard that subscribed first still misses nothing; the
-//! `initial_data` frame is encoded once per read and framing.
+//! `initial_data` frame is encoded once per read and framing, and
+//! compressed once for the clients with permessage-deflate.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use bytes::Bytes;
 use fred::clients::Client;
 use serde_json::{json, Value};
 
 use crate::config::{IngestConfig, OptimizationConfig};
 use crate::dashboard::{suggestions, RawSnapshot};
+use crate::hub::outbox::deflate::SharedFrame;
 use crate::keys::{Keys, PersonaId};
 use crate::metrics::{self, Metrics, ReadPath, Repair};
 use crate::protocol::{frame, ServerMessage};
@@ -32,7 +33,7 @@ pub type Fetch = Result<Arc<Fetched>, Arc<SnapshotError>>;
 
 /// An encoded `initial_data` frame and the framing it is for: the `/ws`
 /// channel (none on the dashboard endpoint) and `recovered`.
-type Framed = (Option<String>, Option<bool>, Bytes);
+type Framed = (Option<String>, Option<bool>, SharedFrame);
 
 /// What reading and shaping a snapshot takes, and nothing more: built once
 /// at start, shared by the WebSocket sessions and the REST answers.
@@ -113,7 +114,8 @@ pub struct Fetched {
     /// The `initial_data` payload, built at first use.
     initial: OnceLock<Snapshot>,
     /// Encoded `initial_data` frames by channel and `recovered`: the same
-    /// bytes for every client of a framing.
+    /// bytes for every client of a framing (and the same compressed bytes
+    /// for every client of it with permessage-deflate).
     frames: Mutex<Vec<Framed>>,
 }
 
@@ -137,7 +139,12 @@ impl Fetched {
 
     /// The `initial_data` frame, encoded by the first caller of a framing;
     /// the others wait for it rather than encode it again.
-    pub fn frame(&self, src: &Source, channel: Option<&str>, recovered: Option<bool>) -> Bytes {
+    pub fn frame(
+        &self,
+        src: &Source,
+        channel: Option<&str>,
+        recovered: Option<bool>,
+    ) -> SharedFrame {
         let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
         let known = frames
             .iter()
@@ -145,7 +152,9 @@ impl Fetched {
         if let Some((_, _, f)) = known {
             return f.clone();
         }
-        let f = frame::text(&self.snapshot(src).to_message(channel, recovered));
+        let f = SharedFrame::new(frame::text(
+            &self.snapshot(src).to_message(channel, recovered),
+        ));
         if frames.len() < MAX_FRAMINGS {
             frames.push((channel.map(str::to_owned), recovered, f.clone()));
         }

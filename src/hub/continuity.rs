@@ -12,8 +12,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
-
+use super::outbox::deflate::SharedFrame;
 use super::{Hub, Sink};
 use crate::keys::PersonaId;
 use crate::stream::Offset;
@@ -196,8 +195,16 @@ impl Hub {
 
     /// The missed entries are gone: every client of `channel` gets the
     /// given fresh `initial_data` (`verbatim` for `/dashboard/ws`, `wrapped`
-    /// for `/ws`), and forwarding goes on from `offset`, the snapshot's.
-    pub fn restart(&self, channel: &str, offset: Option<Offset>, verbatim: Bytes, wrapped: Bytes) {
+    /// for `/ws`; compressed once each for the clients with
+    /// permessage-deflate), and forwarding goes on from `offset`, the
+    /// snapshot's.
+    pub fn restart(
+        &self,
+        channel: &str,
+        offset: Option<Offset>,
+        verbatim: SharedFrame,
+        wrapped: SharedFrame,
+    ) {
         let Some(route) = self.route(channel) else {
             return;
         };
@@ -212,10 +219,10 @@ impl Hub {
             if let Sink::Client { outbox, mode } = &sub.sink {
                 let frame = match mode {
                     // SSE streams turn frames into events as they send them.
-                    super::Mode::Verbatim | super::Mode::SseVerbatim => verbatim.clone(),
-                    super::Mode::Wrapped | super::Mode::SseWrapped => wrapped.clone(),
+                    super::Mode::Verbatim | super::Mode::SseVerbatim => &verbatim,
+                    super::Mode::Wrapped | super::Mode::SseWrapped => &wrapped,
                 };
-                outbox.push_frame(frame);
+                outbox.push_frame(frame.for_connection(outbox.deflate(), &self.metrics));
             }
         }
         flow.last = offset.or(flow.last);

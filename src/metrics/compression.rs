@@ -21,7 +21,7 @@ impl Compressions {
         for (name, help, c) in [
             (
                 "ws_compressions",
-                "permessage-deflate runs, by what they compressed (a publication once for all its subscribers, or one connection's frame)",
+                "permessage-deflate runs, by what they compressed (a publication once for all its subscribers, an initial_data once per shared snapshot read, or one connection's frame)",
                 &self.runs,
             ),
             (

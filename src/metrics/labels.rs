@@ -358,8 +358,11 @@ mod tests {
 pub enum Compressed {
     /// A publication, compressed once for every compressing subscriber.
     Broadcast,
-    /// A frame for one connection: a reply, `initial_data`, a replayed event.
+    /// A frame for one connection: a reply, a replayed event.
     Connection,
+    /// A snapshot's `initial_data`, compressed once per snapshot read and
+    /// framing for every compressing client that shares the read.
+    Snapshot,
 }
 
 impl Compressed {
@@ -367,6 +370,7 @@ impl Compressed {
         match self {
             Self::Broadcast => "broadcast",
             Self::Connection => "connection",
+            Self::Snapshot => "snapshot",
         }
     }
 }

@@ -207,7 +207,7 @@ impl State {
                     tracing::warn!(%persona, "Redis subscription not confirmed; reading anyway");
                 }
                 self.subscriptions.push(sub);
-                let first = first(&app, &persona, since, None).await;
+                let first = first(&app, &persona, since, None, self.outbox.deflate()).await;
                 self.outbox.release(first.frames, first.covered);
             }
             Endpoint::Multiplex { channels } => {

@@ -1,8 +1,9 @@
 //! permessage-deflate (RFC 7692): standard clients (Python `websockets`,
 //! driven by compression/clients.py) negotiate it and receive every message
 //! intact beside clients without it; a publication is compressed once
-//! however many clients take it; a deflate bomb closes 1009 with memory
-//! bounded.
+//! however many clients take it, and a snapshot's `initial_data` once per
+//! read however many joining clients share the read; a deflate bomb closes
+//! 1009 with memory bounded.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -30,11 +31,13 @@ fn payload(seq: usize, pad: usize) -> String {
     .to_string()
 }
 
-fn broadcasts(gw: &pulsegate::server::Running) -> u64 {
-    let label = CompressedLabel {
-        kind: Compressed::Broadcast,
-    };
+fn runs(gw: &pulsegate::server::Running, kind: Compressed) -> u64 {
+    let label = CompressedLabel { kind };
     gw.app.metrics.compressions.runs.get_or_create(&label).get()
+}
+
+fn broadcasts(gw: &pulsegate::server::Running) -> u64 {
+    runs(gw, Compressed::Broadcast)
 }
 
 /// Runs clients.py with `compressed` + `plain` clients on persona `p`,
@@ -133,12 +136,20 @@ async fn a_broadcast_to_1000_compressing_clients_compresses_each_message_once() 
     gw.shutdown().await;
 }
 
-/// A raw client that offers permessage-deflate; returns the socket and the
-/// response head.
+/// A raw client on `/ws` that offers `extensions`; returns the socket and
+/// the response head.
 async fn raw_upgrade(addr: std::net::SocketAddr, extensions: &str) -> (TcpStream, String) {
+    raw_upgrade_to(addr, "/ws", extensions).await
+}
+
+async fn raw_upgrade_to(
+    addr: std::net::SocketAddr,
+    path: &str,
+    extensions: &str,
+) -> (TcpStream, String) {
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
          Sec-WebSocket-Extensions: {extensions}\r\n\r\n"
     );
@@ -201,6 +212,24 @@ fn deflate(data: &[u8]) -> Vec<u8> {
     }
     assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
     out.truncate(out.len() - 4);
+    out
+}
+
+/// A server message's payload inflated (RFC 7692 §7.2.2: the tail put back).
+fn inflate(payload: &[u8]) -> Vec<u8> {
+    let mut d = flate2::Decompress::new(false);
+    let mut input = payload.to_vec();
+    input.extend([0, 0, 0xff, 0xff]);
+    let mut out = Vec::with_capacity(input.len() * 20 + 1024);
+    loop {
+        let consumed = d.total_in() as usize;
+        out.reserve(64 * 1024);
+        d.decompress_vec(&input[consumed..], &mut out, flate2::FlushDecompress::Sync)
+            .expect("inflate");
+        if d.total_in() as usize == input.len() && out.len() < out.capacity() {
+            break;
+        }
+    }
     out
 }
 
@@ -298,6 +327,80 @@ async fn compression_off_answers_without_the_extension() {
             .to_ascii_lowercase()
             .contains("sec-websocket-extensions"),
         "{head}"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_joining_at_once_share_one_compression_of_initial_data() {
+    let redis = RedisServer::spawn().await;
+    let gw = start_gateway(test_config(&redis)).await;
+    let publisher = redis.client().await;
+    for i in 0..5 {
+        let v = format!("v{i}");
+        ingest(&publisher, "p", posted(&v, 0.5, "hook"))
+            .await
+            .expect("ingest");
+        ingest(&publisher, "p", perf(&v, 100 + i, 7))
+            .await
+            .expect("ingest");
+    }
+    let reads_before = gw.app.metrics.reads.snapshot_reads.get();
+
+    // Redis held still while they connect: the sessions all wait for the
+    // one SUBSCRIBE confirmation, then ask for the snapshot together and
+    // share its reads.
+    let (compressing, plain) = (24, 2);
+    redis.signal("-STOP");
+    let mut sockets = Vec::new();
+    for i in 0..compressing + plain {
+        let ext = if i < compressing {
+            "permessage-deflate"
+        } else {
+            "x-unknown"
+        };
+        let (s, head) = raw_upgrade_to(gw.local_addr, "/dashboard/ws/p", ext).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert_eq!(
+            head.contains("permessage-deflate"),
+            i < compressing,
+            "{head}"
+        );
+        sockets.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.signal("-CONT");
+
+    let mut summaries = Vec::new();
+    for (i, s) in sockets.iter_mut().enumerate() {
+        let (first, payload) = tokio::time::timeout(Duration::from_secs(20), server_frame(s))
+            .await
+            .expect("initial_data in time");
+        let text = if i < compressing {
+            assert_eq!(first, 0xC1, "client {i}: compressed (RSV1) text");
+            inflate(&payload)
+        } else {
+            assert_eq!(first, 0x81, "client {i}: plain text");
+            payload
+        };
+        let v: Value = serde_json::from_slice(&text).expect("json");
+        assert_eq!(v["type"], "initial_data", "client {i}");
+        summaries.push(v["data"]["active_variants"].clone());
+    }
+    assert_eq!(summaries[0].as_array().map(Vec::len), Some(5));
+    assert!(summaries.iter().all(|s| *s == summaries[0]));
+
+    let reads = gw.app.metrics.reads.snapshot_reads.get() - reads_before;
+    let snapshot_runs = runs(&gw, Compressed::Snapshot);
+    assert!(reads < (compressing + plain) as u64, "{reads} reads shared");
+    assert!(
+        (1..=reads).contains(&snapshot_runs),
+        "{snapshot_runs} compressions of initial_data for {reads} reads"
+    );
+    assert_eq!(
+        runs(&gw, Compressed::Connection),
+        0,
+        "initial_data is not compressed per connection"
     );
     gw.shutdown().await;
 }

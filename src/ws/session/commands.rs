@@ -198,7 +198,7 @@ async fn run_refreshes(
     let closing = outbox.closing().clone();
     loop {
         let send = async {
-            let (f, _, _) = snapshot_frame(&app, &persona, None, None).await;
+            let (f, _, _) = snapshot_frame(&app, &persona, None, None, outbox.deflate()).await;
             outbox.push_frame(f) != Pushed::Closed
         };
         let sent = tokio::select! {

@@ -104,7 +104,10 @@ async fn handoff(app: &App, outbox: &Outbox, reads: &Semaphore, start: &mut Star
         return;
     }
     let first = match &start.target {
-        Channel::Persona(persona) => first(app, persona, start.since, Some(&start.channel)).await,
+        Channel::Persona(persona) => {
+            let channel = Some(start.channel.as_str());
+            first(app, persona, start.since, channel, outbox.deflate()).await
+        }
         Channel::Named(channel) => history::first(app, channel, start.since).await,
         // Never subscribed (`admit.rs`).
         Channel::System(_) => return,

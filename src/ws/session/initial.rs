@@ -10,6 +10,7 @@ use crate::app::App;
 use crate::hub::message;
 use crate::hub::recent::Lookup;
 use crate::keys::PersonaId;
+use crate::protocol::extension::Deflate;
 use crate::protocol::frame;
 use crate::redis::replay::Replayed;
 use crate::snapshot;
@@ -30,11 +31,14 @@ pub(crate) struct First {
 
 /// The snapshot, or with `since` the events missed since then (a fresh
 /// snapshot marked `recovered: false` when they cannot all be had).
+/// `deflate`: the connection's permessage-deflate, for the snapshot's
+/// compressed form, shared with the other clients of its read.
 pub(crate) async fn first(
     app: &App,
     persona: &PersonaId,
     since: Option<Offset>,
     channel: Option<&str>,
+    deflate: Option<Deflate>,
 ) -> First {
     let recovered = match since {
         Some(since) => match resume(app, persona, since, channel).await {
@@ -43,7 +47,7 @@ pub(crate) async fn first(
         },
         None => None,
     };
-    let (frame, covered, offset) = snapshot_frame(app, persona, channel, recovered).await;
+    let (frame, covered, offset) = snapshot_frame(app, persona, channel, recovered, deflate).await;
     First {
         frames: vec![frame],
         covered,
@@ -114,16 +118,20 @@ async fn resume(
     None
 }
 
-/// The `initial_data` frame, the offset it covers and that offset's text.
+/// The `initial_data` frame (compressed when `deflate` takes it), the
+/// offset it covers and that offset's text.
 pub(super) async fn snapshot_frame(
     app: &App,
     persona: &PersonaId,
     channel: Option<&str>,
     recovered: Option<bool>,
+    deflate: Option<Deflate>,
 ) -> (Bytes, Option<Offset>, Option<String>) {
     match snapshot::fetch(&app.source, persona).await {
         Ok(fetched) => (
-            fetched.frame(&app.source, channel, recovered),
+            fetched
+                .frame(&app.source, channel, recovered)
+                .for_connection(deflate, &app.metrics),
             fetched.covered,
             fetched.raw.offset.clone(),
         ),

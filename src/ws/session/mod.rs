@@ -150,7 +150,7 @@ impl Session {
             }
             self.subscriptions
                 .insert(Channel::Persona(persona.clone()), sub);
-            let first = first(&self.app, &persona, since, None).await;
+            let first = first(&self.app, &persona, since, None, self.outbox.deflate()).await;
             self.outbox.release(first.frames, first.covered);
         } else {
             self.outbox.release(Vec::new(), None);
