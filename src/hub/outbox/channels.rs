@@ -22,7 +22,9 @@ pub struct HoldId(u64);
 
 #[derive(Default)]
 pub(super) struct ChannelState {
-    hold: Option<Hold>,
+    /// Boxed: a channel is held only while it starts, and the map keeps
+    /// at least four slots per `/ws` connection.
+    hold: Option<Box<Hold>>,
     /// Publications at or before this offset were covered by the channel's
     /// snapshot or replay.
     floor: Option<Offset>,
@@ -66,10 +68,10 @@ impl Outbox {
         match &mut c.hold {
             Some(hold) => hold.id = id,
             None => {
-                c.hold = Some(Hold {
+                c.hold = Some(Box::new(Hold {
                     id,
                     queued: Vec::new(),
-                })
+                }))
             }
         }
         id

@@ -64,4 +64,18 @@ impl Outbox {
             _ => Drained::Empty,
         }
     }
+
+    /// Lets go of the queue's and the conflation index's memory when both
+    /// are empty: the writer calls it before it waits, so an idle
+    /// connection keeps no slots from its last burst (a slot is 72 bytes,
+    /// and the first push reserves four).
+    pub fn shed_idle(&self) {
+        let mut s = self.lock();
+        if s.queue.is_empty() && s.queue.capacity() > 0 {
+            s.queue = std::collections::VecDeque::new();
+        }
+        if s.conflated.is_empty() && s.conflated.capacity() > 0 {
+            s.conflated = std::collections::HashMap::new();
+        }
+    }
 }

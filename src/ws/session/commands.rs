@@ -166,19 +166,16 @@ impl Session {
 
     /// Sends the dashboard's persona a fresh `initial_data`, from a task.
     fn refresh(&mut self, persona: PersonaId) {
+        let refreshes = self.refreshes.get_or_insert_with(Arc::default).clone();
         {
-            let mut r = lock(&self.refreshes);
+            let mut r = lock(&refreshes);
             if r.running {
                 r.again = true;
                 return;
             }
             r.running = true;
         }
-        let (app, outbox, refreshes) = (
-            self.app.clone(),
-            self.outbox.clone(),
-            self.refreshes.clone(),
-        );
+        let (app, outbox) = (self.app.clone(), self.outbox.clone());
         self.app
             .tasks
             .spawn(run_refreshes(app, outbox, refreshes, persona));

@@ -63,8 +63,8 @@ pub struct Session {
     claims: Option<Box<Claims>>,
     /// Inbound message rate (`limits.ws_messages`); `None` when off.
     rate: Option<MessageLimiter>,
-    /// `refresh` requests, served off the read loop.
-    refreshes: Arc<Mutex<commands::Refreshes>>,
+    /// `refresh` requests, served off the read loop (made on the first).
+    refreshes: Option<Arc<Mutex<commands::Refreshes>>>,
     /// One snapshot or replay read at a time per connection, for the starts
     /// of its `/ws` channels: a client cannot pile up Redis reads.
     reads: Arc<Semaphore>,
@@ -89,7 +89,7 @@ impl Session {
             subscriptions: Default::default(),
             claims: claims.map(Box::new),
             rate,
-            refreshes: Arc::default(),
+            refreshes: None,
             reads: Arc::new(Semaphore::new(1)),
             runtime: None,
         }
