@@ -46,7 +46,6 @@ where
                 // Idle: hold no buffer while waiting (most connections are
                 // idle most of the time); the next batch takes a new one.
                 buf = Vec::new();
-                outbox.shed_idle();
                 outbox.wait().await;
                 buf.reserve(8 * 1024);
             }

@@ -3,7 +3,7 @@
 //! an SSE stream turns each into its event as it copies it
 //! ([`Outbox::drain_with`], `protocol/sse.rs`).
 
-use super::{Drained, Outbox};
+use super::{Drained, Outbox, State};
 
 impl Outbox {
     /// Moves queued frames into `buf` until it holds about `max_bytes`.
@@ -61,21 +61,23 @@ impl Outbox {
                 s.close_sent = true;
                 Drained::Close(c)
             }
-            _ => Drained::Empty,
+            _ => {
+                shed_idle(&mut s);
+                Drained::Empty
+            }
         }
     }
+}
 
-    /// Lets go of the queue's and the conflation index's memory when both
-    /// are empty: the writer calls it before it waits, so an idle
-    /// connection keeps no slots from its last burst (a slot is 72 bytes,
-    /// and the first push reserves four).
-    pub fn shed_idle(&self) {
-        let mut s = self.lock();
-        if s.queue.is_empty() && s.queue.capacity() > 0 {
-            s.queue = std::collections::VecDeque::new();
-        }
-        if s.conflated.is_empty() && s.conflated.capacity() > 0 {
-            s.conflated = std::collections::HashMap::new();
-        }
+/// The writer is about to wait: let go of the queue's and the conflation
+/// index's memory if both are empty, under the lock already held, so an
+/// idle connection keeps no slots from its last burst (a slot is 72 bytes
+/// and the first push reserves four).
+fn shed_idle(s: &mut State) {
+    if s.queue.is_empty() && s.queue.capacity() > 0 {
+        s.queue = std::collections::VecDeque::new();
+    }
+    if s.conflated.is_empty() && s.conflated.capacity() > 0 {
+        s.conflated = std::collections::HashMap::new();
     }
 }
