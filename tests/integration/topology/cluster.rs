@@ -109,6 +109,20 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
         );
         assert!(out.contains("OK"), "{out}");
     }
+    // /readyz, polled from the kill until the promotion is done: one dead
+    // primary of three keeps every gateway in its balancer.
+    let polling = Arc::new(AtomicBool::new(true));
+    let poller = {
+        let (polling, addr) = (polling.clone(), gw.local_addr);
+        tokio::spawn(async move {
+            let mut codes = Vec::new();
+            while polling.load(Ordering::Relaxed) {
+                codes.push(http_json(addr, "GET", "/readyz", None).await.0);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            codes
+        })
+    };
     let killed_at = Instant::now();
     cluster.nodes[victim].kill9();
     let probe_slot = slot(&victims[0]);
@@ -133,6 +147,22 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
                     newest.is_some_and(|o| o >= *mark)
                 })
             })
+        },
+    )
+    .await;
+    // /readyz names the dead primary as down, and is still ready.
+    let dead = cluster.nodes[victim].addr();
+    wait_until(
+        "/readyz shows the dead primary down",
+        Duration::from_secs(15),
+        || async {
+            let (code, ready) = http_json(gw.local_addr, "GET", "/readyz", None).await;
+            code == 200
+                && ready["redis_nodes"].as_array().is_some_and(|nodes| {
+                    nodes
+                        .iter()
+                        .any(|n| n["node"] == dead.as_str() && n["up"] == false)
+                })
         },
     )
     .await;
@@ -174,18 +204,31 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
     )
     .await;
     wait_http_ok(gw.local_addr, "/readyz", Duration::from_secs(15)).await;
-    // /readyz names the nodes: every primary answering, the dead one down.
+    polling.store(false, Ordering::Relaxed);
+    let codes = poller.await.unwrap();
+    assert!(
+        codes.iter().all(|&c| c == 200),
+        "/readyz during the failover: {codes:?}"
+    );
+    // /readyz names the nodes: every primary answering (the promoted one
+    // once the gateway has learnt of it), the dead one down.
+    let command_up = |ready: &serde_json::Value| {
+        ready["redis_nodes"].as_array().map_or(0, |nodes| {
+            nodes
+                .iter()
+                .filter(|n| n["conn"] == "command" && n["up"] == true)
+                .count()
+        })
+    };
+    wait_until(
+        "/readyz lists the promoted primary",
+        Duration::from_secs(15),
+        || async { command_up(&http_json(gw.local_addr, "GET", "/readyz", None).await.1) >= 3 },
+    )
+    .await;
     let (_, ready) = http_json(gw.local_addr, "GET", "/readyz", None).await;
     assert_eq!(ready["redis_topology"], "cluster", "{ready}");
     let nodes = ready["redis_nodes"].as_array().cloned().unwrap_or_default();
-    let up = |conn: &str| {
-        nodes
-            .iter()
-            .filter(|n| n["conn"] == conn && n["up"] == true)
-            .count()
-    };
-    assert!(up("command") >= 3, "{ready}");
-    let dead = cluster.nodes[victim].addr();
     assert!(
         nodes
             .iter()
@@ -247,8 +290,24 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
             lost += seen.updates.iter().filter(|o| !stream.contains(o)).count();
             check(p, seen, &stream);
             if !victims.contains(p) {
-                // Personas on the surviving primaries lose nothing at all.
+                // Personas on the surviving primaries lose nothing at all,
+                // and their clients are told of no outage.
                 assert_eq!(seen.initials.len(), 1, "{p}: {:?}", seen.initials);
+                assert!(seen.statuses.is_empty(), "{p}: {:?}", seen.statuses);
+            } else {
+                // The dead primary's clients: down, then up with resync.
+                let first = seen.statuses.first();
+                let last = seen.statuses.last();
+                assert!(
+                    first.is_some_and(|s| s["redis"] == "down"),
+                    "{p}: {:?}",
+                    seen.statuses
+                );
+                assert!(
+                    last.is_some_and(|s| s["redis"] == "up" && s["resync"] == true),
+                    "{p}: {:?}",
+                    seen.statuses
+                );
             }
         }
     }
