@@ -13,12 +13,29 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use fred::types::config::ServerConfig;
+use fred::types::ConnectHandle;
 
 use super::nodes::NodeState;
 
+/// A node's client and its connection task (fred's), joined when closed.
+struct NodeClient {
+    client: Client,
+    task: ConnectHandle,
+}
+
+impl NodeClient {
+    async fn close(self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.client.quit()).await;
+        let mut task = self.task;
+        if tokio::time::timeout(timeout, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct NodeClients {
-    clients: HashMap<Server, Client>,
+    clients: HashMap<Server, NodeClient>,
 }
 
 impl NodeClients {
@@ -37,21 +54,22 @@ impl NodeClients {
             .cloned()
             .collect();
         for server in gone {
-            if let Some(client) = self.clients.remove(&server) {
-                let _ = tokio::time::timeout(timeout, client.quit()).await;
+            if let Some(node) = self.clients.remove(&server) {
+                node.close(timeout).await;
             }
         }
         for server in &primaries {
             if !self.clients.contains_key(server) {
                 let client = node_client(cluster, server);
                 // Reconnects on its own, as the gateway's clients do.
-                let _ = client.connect();
-                self.clients.insert(server.clone(), client);
+                let task = client.connect();
+                self.clients
+                    .insert(server.clone(), NodeClient { client, task });
             }
         }
-        let pings = self.clients.iter().map(|(server, client)| async move {
+        let pings = self.clients.iter().map(|(server, node)| async move {
             let up = matches!(
-                tokio::time::timeout(timeout, client.ping::<Value>(None)).await,
+                tokio::time::timeout(timeout, node.client.ping::<Value>(None)).await,
                 Ok(Ok(_))
             );
             NodeState {
@@ -65,8 +83,8 @@ impl NodeClients {
 
     /// Closes every connection (at shutdown).
     pub async fn quit(self, timeout: Duration) {
-        for client in self.clients.into_values() {
-            let _ = tokio::time::timeout(timeout, client.quit()).await;
+        for node in self.clients.into_values() {
+            node.close(timeout).await;
         }
     }
 }

@@ -13,12 +13,14 @@ use super::cluster_personas::slot;
 use super::servers::{cli, RedisCluster};
 use super::*;
 
-/// Personas per primary, and clients per persona (the issue asks 30 and
-/// 300 at 500 events/s; scaled down so the test stays well under a minute
-/// on a shared 2-core machine).
-const PERSONAS_PER_PRIMARY: usize = 3;
-const CLIENTS_PER_PERSONA: usize = 4;
-/// Pause between ingests (about 100 events/s in all, over 3 producers).
+/// Personas per primary, and clients per persona: the issue's 30 personas
+/// and 300 clients.
+const PERSONAS_PER_PRIMARY: usize = 10;
+const CLIENTS_PER_PERSONA: usize = 10;
+/// Each of the 3 producers ingests once per tick: 500 events/s in all, as
+/// the issue asks, when the machine keeps up (the test prints the rate).
+const PRODUCER_TICK: Duration = Duration::from_millis(6);
+/// Pause between ingests of the slot-migration test.
 const INGEST_EVERY: Duration = Duration::from_millis(10);
 
 fn personas_covering(cluster: &RedisCluster) -> HashMap<usize, Vec<String>> {
@@ -83,18 +85,21 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
         producers.push(tokio::spawn(async move {
             let (mut ok, mut failed) = (0u64, 0u64);
             let mut i = 0usize;
+            let mut tick = tokio::time::interval(PRODUCER_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             while running.load(Ordering::Relaxed) {
+                tick.tick().await;
                 let p = &group[i % group.len()];
                 match ingest(&client, p, posted(&format!("v{i}"), 0.05, "hook")).await {
                     Ok(_) => ok += 1,
                     Err(_) => failed += 1,
                 }
                 i += 1;
-                tokio::time::sleep(INGEST_EVERY * 3).await;
             }
             (ok, failed)
         }));
     }
+    let ingest_started = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // kill -9 the primary of the first group. Its replica may not take over
@@ -238,6 +243,7 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
     // Ingest goes on for a while after the failover.
     tokio::time::sleep(Duration::from_secs(3)).await;
     running.store(false, Ordering::Relaxed);
+    let ingest_secs = ingest_started.elapsed().as_secs_f64();
     let (mut ok, mut failed) = (0, 0);
     for producer in producers {
         let (o, f) = producer.await.unwrap();
@@ -334,9 +340,10 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
     );
     println!(
         "cluster failover: the other primaries' personas delivered everything up to {:?} after \
-         the kill with no replica promoted; promoted {promoted_in:?} after CLUSTER FAILOVER FORCE; ingest {ok} ok, {failed} refused; {}; \
+         the kill with no replica promoted; promoted {promoted_in:?} after CLUSTER FAILOVER FORCE; ingest {ok} ok ({:.0}/s over {ingest_secs:.1} s), {failed} refused; {}; \
          {lost} deliveries of entries the failover lost; {repairs}",
         outage_checked,
+        ok as f64 / ingest_secs,
         summary(&results)
     );
     gw.shutdown().await;
