@@ -4,6 +4,7 @@
 mod audit;
 mod cluster;
 mod cluster_personas;
+mod migrate;
 mod reshard;
 mod sentinel;
 pub mod servers;
