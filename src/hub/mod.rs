@@ -10,6 +10,7 @@ mod continuity;
 mod dispatch;
 mod local;
 pub mod message;
+mod notice;
 pub mod outbox;
 pub mod recent;
 pub mod registry;

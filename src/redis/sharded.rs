@@ -1,16 +1,19 @@
 //! The reconciler's Cluster half: channels whose node's connection dropped
-//! are held and subscribed again once fred can reach their slot's owner,
-//! while every other channel's subscription stays as it is. (A standalone
+//! are held, their clients told `down`, and subscribed again (then told
+//! `up`) once fred can reach their slot's owner, while every other
+//! channel's subscription stays as it is and its clients hear nothing. (A standalone
 //! or Sentinel connection carries every subscription, so there a drop
 //! holds them all and a reconnect resubscribes them all: `subscriber.rs`.)
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 
 use crate::hub::Hub;
+use crate::protocol::{frame, ServerMessage};
 use crate::redis::gap::Requests;
 use crate::redis::slots::{NodeEvent, NodeEvents, Owners};
 
@@ -51,18 +54,21 @@ impl Sharded {
             NodeEvent::LostAll => owners.take_all(),
             NodeEvent::None => return,
         };
-        if !channels.is_empty() {
-            tracing::info!(
-                channels = channels.len(),
-                "a Cluster node's connection dropped; holding its channels only"
-            );
+        if channels.is_empty() {
+            return;
         }
-        for channel in channels {
-            hub.set_ready(&channel, false);
-            hub.begin_repair(&channel);
-            subscribed.remove(&channel);
-            self.lost.insert(channel);
+        for channel in &channels {
+            hub.set_ready(channel, false);
+            hub.begin_repair(channel);
+            subscribed.remove(channel);
+            self.lost.insert(channel.clone());
         }
+        let told = hub.notify(&channels, &notice(false));
+        tracing::info!(
+            channels = channels.len(),
+            clients = told,
+            "a Cluster node's connection dropped; holding and telling its channels only"
+        );
     }
 
     /// Applies the events already queued. `reconnects: false` right after
@@ -97,6 +103,7 @@ impl Sharded {
             return;
         }
         let lost: Vec<Arc<str>> = self.lost.iter().cloned().collect();
+        let mut back = Vec::new();
         for channel in lost {
             if !hub.is_wanted(&channel) {
                 self.lost.remove(&channel);
@@ -104,13 +111,19 @@ impl Sharded {
             }
             if let Err(e) = client.ssubscribe(&*channel).await {
                 tracing::debug!(%channel, error = %e, "resubscribing after a node loss failed; will retry");
-                return;
+                break;
             }
             self.lost.remove(&channel);
             subscribed.insert(channel.clone());
             hub.set_ready(&channel, true);
             owners.record(client, &channel);
-            let _ = repairs.send(channel);
+            let _ = repairs.send(channel.clone());
+            back.push(channel);
+        }
+        if !back.is_empty() {
+            // As for the whole Redis: `up` once subscribed again, with the
+            // missed entries on their way from the stream (`gap.rs`).
+            hub.notify(&back, &notice(true));
         }
     }
 
@@ -136,6 +149,16 @@ impl Sharded {
             None
         }
     }
+}
+
+/// `{"type":"status","redis":"down"}`, or `up` with `resync`, as the
+/// health monitor words them for the whole Redis (`docs/protocol.md`).
+fn notice(up: bool) -> Bytes {
+    let message = ServerMessage::Status {
+        redis: Some(if up { "up" } else { "down" }),
+        resync: up.then_some(true),
+    };
+    frame::text(&message.to_json())
 }
 
 /// The next node event, or never without a Cluster.

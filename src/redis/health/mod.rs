@@ -11,6 +11,7 @@
 //! `select!`, so the order of events is the order the monitor applies them.
 
 mod monitor;
+mod node_probe;
 pub mod nodes;
 pub mod probe;
 pub mod state;

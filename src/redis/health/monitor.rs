@@ -73,7 +73,11 @@ impl Monitor {
             subscriber: Events::of(subscriber, Conn::Subscriber),
             signals,
             links,
-            state: State::default(),
+            state: if command.is_clustered() {
+                State::cluster()
+            } else {
+                State::default()
+            },
             status,
             connections,
             metrics,

@@ -1,7 +1,8 @@
 //! The probe: PINGs both connections every `redis.probe_interval`. A Redis
 //! that dies closes the sockets and fred reports it at once; one that is
 //! frozen (SIGSTOP, a black-holed network) keeps them open, and only an
-//! unanswered PING shows it.
+//! unanswered PING shows it. In a Cluster it PINGs each primary on its own
+//! (`node_probe.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use tokio_util::sync::CancellationToken;
 
+use super::node_probe::NodeClients;
 use super::nodes::NodeState;
 use super::{Health, RedisStatus, Signal};
 use crate::metrics::Metrics;
@@ -25,8 +27,10 @@ pub struct Probe {
 
 /// PINGs both connections every `interval`, each bounded by `timeout`, and
 /// reports the results to the monitor with the links they were sent on. In
-/// a Cluster the command connection's PING goes to every primary, and it
-/// answers only if all of them do.
+/// a Cluster each primary is PINGed over the probe's own connection to it
+/// (`node_probe.rs`), and the command side answers if any primary does: a
+/// dead primary's channels are the reconciler's to hold and tell
+/// (`sharded.rs`), not a reason to call the whole Redis down.
 pub async fn run(
     command: Client,
     subscriber: SubscriberClient,
@@ -41,32 +45,36 @@ pub async fn run(
         timeout,
     } = probe;
     let links = health.links();
+    let mut node_clients = command.is_clustered().then(NodeClients::default);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
         let at = *links.borrow();
-        let pings =
-            async { tokio::join!(ping_nodes(&command, timeout), ping(&subscriber, timeout)) };
-        let (nodes, subscriber_ok) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = pings => r,
+        let round = async {
+            match node_clients.as_mut() {
+                Some(nodes) => {
+                    let nodes = nodes.ping(&command, timeout).await;
+                    let any = nodes.iter().any(|n| n.up);
+                    let subs = cluster_subscribers(&subscriber, &nodes);
+                    (nodes, any, subs, true)
+                }
+                None => {
+                    let (node, subscriber_ok) =
+                        tokio::join!(ping_one(&command, timeout), ping(&subscriber, timeout));
+                    let subs = subscriber_nodes(&subscriber, subscriber_ok);
+                    (vec![node.clone()], node.up, subs, subscriber_ok)
+                }
+            }
         };
-        let command_ok = !nodes.is_empty() && nodes.iter().all(|n| n.up);
-        let mut seen = nodes;
-        seen.extend(
-            subscriber
-                .active_connections()
-                .into_iter()
-                .map(|s| NodeState {
-                    node: s.to_string(),
-                    conn: "subscriber",
-                    up: subscriber_ok,
-                }),
-        );
+        let (mut seen, command_ok, subs, subscriber_ok) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = round => r,
+        };
+        seen.extend(subs);
         status.nodes.update(&metrics, seen);
         let signal = Signal::Probe {
             at,
@@ -74,8 +82,11 @@ pub async fn run(
             subscriber_ok,
         };
         if health.report(signal).await.is_err() {
-            return;
+            break;
         }
+    }
+    if let Some(nodes) = node_clients {
+        nodes.quit(timeout).await;
     }
 }
 
@@ -86,33 +97,48 @@ async fn ping<C: ClientLike>(client: &C, timeout: Duration) -> bool {
     )
 }
 
-/// PINGs each node the command client is connected to (every primary of a
-/// Cluster; the one server otherwise).
-async fn ping_nodes(client: &Client, timeout: Duration) -> Vec<NodeState> {
-    let servers = client.active_connections();
-    if !client.is_clustered() {
-        let up = ping(client, timeout).await;
-        let node = servers
-            .first()
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "unknown".to_owned());
-        return vec![NodeState {
-            node,
-            conn: "command",
-            up,
-        }];
+/// PINGs the one server of a standalone or Sentinel client.
+async fn ping_one(client: &Client, timeout: Duration) -> NodeState {
+    let up = ping(client, timeout).await;
+    let node = client
+        .active_connections()
+        .first()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "unknown".to_owned());
+    NodeState {
+        node,
+        conn: "command",
+        up,
     }
-    let pings = servers.iter().map(|s| async move {
-        let node = client.with_cluster_node(s.clone());
-        let up = matches!(
-            tokio::time::timeout(timeout, node.ping::<Value>(None)).await,
-            Ok(Ok(_))
-        );
-        NodeState {
+}
+
+fn subscriber_nodes(subscriber: &SubscriberClient, up: bool) -> Vec<NodeState> {
+    subscriber
+        .active_connections()
+        .into_iter()
+        .map(|s| NodeState {
             node: s.to_string(),
-            conn: "command",
+            conn: "subscriber",
             up,
-        }
-    });
-    futures_util::future::join_all(pings).await
+        })
+        .collect()
+}
+
+/// The subscriber client's nodes in a Cluster, each up when the probe's
+/// PING of that primary answered (a sharded subscription lives and dies
+/// with its node).
+fn cluster_subscribers(subscriber: &SubscriberClient, primaries: &[NodeState]) -> Vec<NodeState> {
+    subscriber
+        .active_connections()
+        .into_iter()
+        .map(|s| {
+            let node = s.to_string();
+            let up = primaries.iter().any(|p| p.node == node && p.up);
+            NodeState {
+                node,
+                conn: "subscriber",
+                up,
+            }
+        })
+        .collect()
 }

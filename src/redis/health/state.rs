@@ -78,6 +78,9 @@ pub enum Transition {
 /// The state; see the module header.
 #[derive(Debug, Default)]
 pub struct State {
+    /// A Redis Cluster: "up" is "the Cluster can serve", not "every
+    /// connection is whole" (see [`State::cluster`]).
+    cluster: bool,
     links: Links,
     /// The command epoch the library was last loaded on.
     library: Option<u64>,
@@ -93,6 +96,19 @@ pub struct State {
 }
 
 impl State {
+    /// The state of a Cluster gateway. There fred's events and epochs
+    /// concern one node each, and the reconciler holds and tells the
+    /// clients of that node's channels only (`sharded.rs`); so the whole is
+    /// up once the library was loaded and every channel subscribed once, for
+    /// as long as the probe finds at least one primary answering. One dead
+    /// primary of three must not take every gateway out of its balancer.
+    pub fn cluster() -> Self {
+        Self {
+            cluster: true,
+            ..Self::default()
+        }
+    }
+
     pub fn links(&self) -> Links {
         self.links
     }
@@ -104,11 +120,19 @@ impl State {
     /// The library is loaded on the current command connection: cleared the
     /// moment it drops, set again only by a load after the latest reconnect.
     pub fn library_loaded(&self) -> bool {
+        if self.cluster {
+            // Loaded on every primary at start; the loader keeps each one,
+            // a promoted replica too, loaded (`verify_primaries`).
+            return self.library.is_some();
+        }
         let link = self.links.command;
         link.connected && self.library == Some(link.epoch)
     }
 
     fn subscriptions_confirmed(&self) -> bool {
+        if self.cluster {
+            return self.subscriptions.is_some();
+        }
         let link = self.links.subscriber;
         link.connected && self.subscriptions == Some(link.epoch)
     }
@@ -149,10 +173,13 @@ impl State {
                 // A PING sent to a connection that has since changed says
                 // nothing about the current one (its failure is the drop we
                 // already know of).
-                if at.command == self.links.command {
+                // In a Cluster the probe PINGs each primary over a
+                // connection of its own (`node_probe.rs`), unaffected by
+                // the links, and `command_ok` means "one primary answered".
+                if self.cluster || at.command == self.links.command {
                     self.command_stalled = !command_ok;
                 }
-                if at.subscriber == self.links.subscriber {
+                if !self.cluster && at.subscriber == self.links.subscriber {
                     self.subscriber_stalled = !subscriber_ok;
                 }
             }
@@ -296,5 +323,31 @@ mod tests {
             s.apply(Input::Resubscribed { epoch: 2 }),
             Some(Transition::Up)
         );
+    }
+
+    #[test]
+    fn a_cluster_stays_up_through_one_node_s_drop_and_reconnect() {
+        let mut s = State::cluster();
+        s.apply(Input::Reconnected(Command));
+        s.apply(Input::Reconnected(Subscriber));
+        s.apply(Input::LibraryLoaded { epoch: 1 });
+        assert_eq!(
+            s.apply(Input::Resubscribed { epoch: 1 }),
+            Some(Transition::Up)
+        );
+        for conn in [Command, Subscriber] {
+            assert_eq!(s.apply(Input::Dropped(conn)), None);
+            assert_eq!(s.apply(Input::Reconnected(conn)), None);
+        }
+        let at = Links::default();
+        let probe = |command_ok| Input::Probe {
+            at,
+            command_ok,
+            subscriber_ok: false,
+        };
+        assert_eq!(s.apply(probe(true)), None, "one primary answers");
+        assert!(s.is_up() && s.library_loaded());
+        assert_eq!(s.apply(probe(false)), Some(Transition::Down));
+        assert_eq!(s.apply(probe(true)), Some(Transition::Up));
     }
 }

@@ -13,13 +13,13 @@ use super::cluster_personas::slot;
 use super::servers::{cli, RedisCluster};
 use super::*;
 
-/// Personas per primary, and clients per persona (the issue asks 30 and
-/// 300 at 500 events/s; scaled down so the test stays well under a minute
-/// on a shared 2-core machine).
-const PERSONAS_PER_PRIMARY: usize = 3;
-const CLIENTS_PER_PERSONA: usize = 4;
-/// Pause between ingests (about 100 events/s in all, over 3 producers).
-const INGEST_EVERY: Duration = Duration::from_millis(10);
+/// Personas per primary, and clients per persona: the issue's 30 personas
+/// and 300 clients.
+const PERSONAS_PER_PRIMARY: usize = 10;
+const CLIENTS_PER_PERSONA: usize = 10;
+/// Each of the 3 producers ingests once per tick: 500 events/s in all, as
+/// the issue asks, when the machine keeps up (the test prints the rate).
+const PRODUCER_TICK: Duration = Duration::from_millis(6);
 
 fn personas_covering(cluster: &RedisCluster) -> HashMap<usize, Vec<String>> {
     super::cluster_personas::personas_covering(cluster, PERSONAS_PER_PRIMARY)
@@ -83,18 +83,21 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
         producers.push(tokio::spawn(async move {
             let (mut ok, mut failed) = (0u64, 0u64);
             let mut i = 0usize;
+            let mut tick = tokio::time::interval(PRODUCER_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             while running.load(Ordering::Relaxed) {
+                tick.tick().await;
                 let p = &group[i % group.len()];
                 match ingest(&client, p, posted(&format!("v{i}"), 0.05, "hook")).await {
                     Ok(_) => ok += 1,
                     Err(_) => failed += 1,
                 }
                 i += 1;
-                tokio::time::sleep(INGEST_EVERY * 3).await;
             }
             (ok, failed)
         }));
     }
+    let ingest_started = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // kill -9 the primary of the first group. Its replica may not take over
@@ -109,6 +112,20 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
         );
         assert!(out.contains("OK"), "{out}");
     }
+    // /readyz, polled from the kill until the promotion is done: one dead
+    // primary of three keeps every gateway in its balancer.
+    let polling = Arc::new(AtomicBool::new(true));
+    let poller = {
+        let (polling, addr) = (polling.clone(), gw.local_addr);
+        tokio::spawn(async move {
+            let mut codes = Vec::new();
+            while polling.load(Ordering::Relaxed) {
+                codes.push(http_json(addr, "GET", "/readyz", None).await.0);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            codes
+        })
+    };
     let killed_at = Instant::now();
     cluster.nodes[victim].kill9();
     let probe_slot = slot(&victims[0]);
@@ -133,6 +150,22 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
                     newest.is_some_and(|o| o >= *mark)
                 })
             })
+        },
+    )
+    .await;
+    // /readyz names the dead primary as down, and is still ready.
+    let dead = cluster.nodes[victim].addr();
+    wait_until(
+        "/readyz shows the dead primary down",
+        Duration::from_secs(15),
+        || async {
+            let (code, ready) = http_json(gw.local_addr, "GET", "/readyz", None).await;
+            code == 200
+                && ready["redis_nodes"].as_array().is_some_and(|nodes| {
+                    nodes
+                        .iter()
+                        .any(|n| n["node"] == dead.as_str() && n["up"] == false)
+                })
         },
     )
     .await;
@@ -174,18 +207,31 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
     )
     .await;
     wait_http_ok(gw.local_addr, "/readyz", Duration::from_secs(15)).await;
-    // /readyz names the nodes: every primary answering, the dead one down.
+    polling.store(false, Ordering::Relaxed);
+    let codes = poller.await.unwrap();
+    assert!(
+        codes.iter().all(|&c| c == 200),
+        "/readyz during the failover: {codes:?}"
+    );
+    // /readyz names the nodes: every primary answering (the promoted one
+    // once the gateway has learnt of it), the dead one down.
+    let command_up = |ready: &serde_json::Value| {
+        ready["redis_nodes"].as_array().map_or(0, |nodes| {
+            nodes
+                .iter()
+                .filter(|n| n["conn"] == "command" && n["up"] == true)
+                .count()
+        })
+    };
+    wait_until(
+        "/readyz lists the promoted primary",
+        Duration::from_secs(15),
+        || async { command_up(&http_json(gw.local_addr, "GET", "/readyz", None).await.1) >= 3 },
+    )
+    .await;
     let (_, ready) = http_json(gw.local_addr, "GET", "/readyz", None).await;
     assert_eq!(ready["redis_topology"], "cluster", "{ready}");
     let nodes = ready["redis_nodes"].as_array().cloned().unwrap_or_default();
-    let up = |conn: &str| {
-        nodes
-            .iter()
-            .filter(|n| n["conn"] == conn && n["up"] == true)
-            .count()
-    };
-    assert!(up("command") >= 3, "{ready}");
-    let dead = cluster.nodes[victim].addr();
     assert!(
         nodes
             .iter()
@@ -195,6 +241,7 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
     // Ingest goes on for a while after the failover.
     tokio::time::sleep(Duration::from_secs(3)).await;
     running.store(false, Ordering::Relaxed);
+    let ingest_secs = ingest_started.elapsed().as_secs_f64();
     let (mut ok, mut failed) = (0, 0);
     for producer in producers {
         let (o, f) = producer.await.unwrap();
@@ -247,8 +294,24 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
             lost += seen.updates.iter().filter(|o| !stream.contains(o)).count();
             check(p, seen, &stream);
             if !victims.contains(p) {
-                // Personas on the surviving primaries lose nothing at all.
+                // Personas on the surviving primaries lose nothing at all,
+                // and their clients are told of no outage.
                 assert_eq!(seen.initials.len(), 1, "{p}: {:?}", seen.initials);
+                assert!(seen.statuses.is_empty(), "{p}: {:?}", seen.statuses);
+            } else {
+                // The dead primary's clients: down, then up with resync.
+                let first = seen.statuses.first();
+                let last = seen.statuses.last();
+                assert!(
+                    first.is_some_and(|s| s["redis"] == "down"),
+                    "{p}: {:?}",
+                    seen.statuses
+                );
+                assert!(
+                    last.is_some_and(|s| s["redis"] == "up" && s["resync"] == true),
+                    "{p}: {:?}",
+                    seen.statuses
+                );
             }
         }
     }
@@ -275,157 +338,21 @@ async fn a_primary_killed_mid_stream_loses_no_event_and_no_client() {
     );
     println!(
         "cluster failover: the other primaries' personas delivered everything up to {:?} after \
-         the kill with no replica promoted; promoted {promoted_in:?} after CLUSTER FAILOVER FORCE; ingest {ok} ok, {failed} refused; {}; \
+         the kill with no replica promoted; promoted {promoted_in:?} after CLUSTER FAILOVER FORCE; ingest {ok} ok ({:.0}/s over {ingest_secs:.1} s), {failed} refused; {}; \
          {lost} deliveries of entries the failover lost; {repairs}",
         outage_checked,
+        ok as f64 / ingest_secs,
         summary(&results)
     );
     gw.shutdown().await;
 }
 
 /// `PUBSUB SHARDNUMSUB` of the persona's channel on node `i`.
-fn shard_subscribers(cluster: &RedisCluster, i: usize, persona: &str) -> i64 {
+pub fn shard_subscribers(cluster: &RedisCluster, i: usize, persona: &str) -> i64 {
     let ch = format!("pulse:{{{persona}}}:events");
     let out = cli(cluster.nodes[i].port, &["PUBSUB", "SHARDNUMSUB", &ch]);
     out.lines()
         .nth(1)
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or(-1)
-}
-
-/// The node id of node `i` (`CLUSTER MYID`).
-fn node_id(cluster: &RedisCluster, i: usize) -> String {
-    cli(cluster.nodes[i].port, &["CLUSTER", "MYID"])
-        .trim()
-        .to_owned()
-}
-
-/// Moves one slot from node `from` to node `to` by hand, as
-/// `redis-cli --cluster reshard` does for each slot: IMPORTING/MIGRATING,
-/// MIGRATE of its keys, then SETSLOT NODE on every primary.
-fn migrate_slot(cluster: &RedisCluster, slot: u16, from: usize, to: usize) {
-    let (src, dst) = (node_id(cluster, from), node_id(cluster, to));
-    let s = slot.to_string();
-    let (fp, tp) = (cluster.nodes[from].port, cluster.nodes[to].port);
-    assert!(cli(tp, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &src]).contains("OK"));
-    assert!(cli(fp, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &dst]).contains("OK"));
-    loop {
-        let keys = cli(fp, &["CLUSTER", "GETKEYSINSLOT", &s, "100"]);
-        let keys: Vec<&str> = keys
-            .lines()
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .collect();
-        if keys.is_empty() {
-            break;
-        }
-        let port = tp.to_string();
-        let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
-        args.extend(keys);
-        let out = cli(fp, &args);
-        assert!(
-            out.contains("OK") || out.contains("NOKEY"),
-            "MIGRATE: {out}"
-        );
-    }
-    for (i, _) in cluster.primaries() {
-        cli(
-            cluster.nodes[i].port,
-            &["CLUSTER", "SETSLOT", &s, "NODE", &dst],
-        );
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slot_migrated_under_watching_clients_loses_and_repeats_nothing() {
-    let _heavy = heavy().await;
-    let cluster = RedisCluster::spawn(3, 0).await;
-    let gw = start_gateway(config_for(cluster.url())).await;
-    let publisher = cluster.client().await;
-    let by_owner = personas_covering(&cluster);
-    let (&from, moving) = by_owner.iter().next().unwrap();
-    let to = by_owner.keys().copied().find(|&o| o != from).unwrap();
-    let moved = moving[0].clone();
-    let stays = by_owner[&to][0].clone();
-    let personas = vec![moved.clone(), stays.clone()];
-    let mut clients = Vec::new();
-    for p in &personas {
-        for _ in 0..3 {
-            clients.push((
-                p.clone(),
-                watch(gw.local_addr, p.clone(), Duration::from_secs(40)).await,
-            ));
-        }
-    }
-    wait_until(
-        "subscribed on the owner",
-        Duration::from_secs(10),
-        || async { shard_subscribers(&cluster, from, &moved) == 1 },
-    )
-    .await;
-    let running = Arc::new(AtomicBool::new(true));
-    let producer = {
-        let (publisher, personas, running) = (publisher.clone(), personas.clone(), running.clone());
-        tokio::spawn(async move {
-            let (mut ok, mut refused) = (0u64, 0u64);
-            let mut i = 0usize;
-            while running.load(Ordering::Relaxed) {
-                let p = &personas[i % personas.len()];
-                // ASK/TRYAGAIN while the slot's keys are half moved.
-                match ingest(&publisher, p, posted(&format!("v{i}"), 0.05, "hook")).await {
-                    Ok(_) => ok += 1,
-                    Err(_) => refused += 1,
-                }
-                i += 1;
-                tokio::time::sleep(INGEST_EVERY).await;
-            }
-            (ok, refused)
-        })
-    };
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    migrate_slot(&cluster, slot(&moved), from, to);
-    assert_eq!(cluster.owner(slot(&moved)), Some(to));
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    running.store(false, Ordering::Relaxed);
-    let (ok, refused) = producer.await.unwrap();
-    wait_until(
-        "subscription followed the slot",
-        Duration::from_secs(10),
-        || async {
-            shard_subscribers(&cluster, to, &moved) == 1
-                && shard_subscribers(&cluster, from, &moved) == 0
-        },
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // As a raw publisher would: redis-cli following the redirect.
-    for p in &personas {
-        let ch = format!("pulse:{{{p}}}:events");
-        let out = cli(
-            cluster.nodes[from].port,
-            &["-c", "SPUBLISH", &ch, r#"{"type":"test_end"}"#],
-        );
-        assert_eq!(out.trim(), "1", "SPUBLISH {ch}");
-    }
-    // Read with redis-cli: the publisher's fred client times out on the
-    // moved slot after this hand-made migration (the gateway's does not:
-    // its repairs read there).
-    let mut updates = 0;
-    for (p, h) in clients {
-        let seen = h.await.expect("client");
-        let key = format!("pulse:{{{p}}}:stream");
-        let stream: Vec<Off> = cli(cluster.nodes[to].port, &["-c", "XRANGE", &key, "-", "+"])
-            .lines()
-            .filter_map(|l| offset(&serde_json::Value::String(l.trim().to_owned())))
-            .collect();
-        check(&p, &seen, &stream);
-        assert_eq!(
-            seen.initials.len(),
-            1,
-            "{p}: nothing lost, no fresh snapshot"
-        );
-        updates += seen.updates.len();
-    }
-    println!("slot migration: ingest {ok} ok, {refused} refused while moving; {updates} updates received");
-    gw.shutdown().await;
 }

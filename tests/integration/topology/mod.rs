@@ -4,6 +4,7 @@
 mod audit;
 mod cluster;
 mod cluster_personas;
+mod migrate;
 mod reshard;
 mod sentinel;
 pub mod servers;
@@ -49,6 +50,8 @@ pub struct Seen {
     pub since_last_initial: usize,
     /// Raw publications without an offset (besides `test_end`).
     pub raw: usize,
+    /// Every `status` notice, as sent.
+    pub statuses: Vec<Value>,
     pub closed: bool,
 }
 
@@ -114,7 +117,7 @@ pub async fn watch_live(
                     seen.since_last_initial += 1;
                 }
                 Some("test_end") => return seen,
-                Some("status") => {}
+                Some("status") => seen.statuses.push(v),
                 _ => seen.raw += 1,
             }
         }

@@ -100,7 +100,7 @@ impl Drop for Node {
 
 /// A cluster-enabled node on a free port, not yet part of any cluster.
 fn cluster_node(dir: &TempDir) -> Node {
-    let port = free_port();
+    let port = free_cluster_port();
     let conf = format!("nodes-{port}.conf");
     Node::start(
         dir,
@@ -118,6 +118,21 @@ fn cluster_node(dir: &TempDir) -> Node {
             "0",
         ],
     )
+}
+
+/// A free port whose cluster bus port (port + 10000, bound on every
+/// address) is free too: with many loopback sockets open on the machine, a
+/// bus port taken by someone's ephemeral port made the node exit at start.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        let Some(bus) = port.checked_add(10000) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("0.0.0.0", bus)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// `redis-cli ARGS…`: whether it exited 0, and its stdout.
