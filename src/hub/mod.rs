@@ -11,6 +11,7 @@ mod dispatch;
 mod local;
 pub mod message;
 pub mod outbox;
+mod prime;
 pub mod recent;
 pub mod registry;
 
@@ -78,6 +79,8 @@ struct Channel {
     /// snapshot (and a `/ws` client gets its `subscribed`) only then, so a
     /// publication made after that read is never missed.
     ready: watch::Sender<bool>,
+    /// True once the first repair started the recent window (`prime.rs`).
+    primed: watch::Sender<bool>,
 }
 
 /// Locked on its own, never while taking another lock: dispatch records a
@@ -269,6 +272,7 @@ impl Hub {
                 flow: Arc::new(Mutex::new(flow)),
                 fanout: Arc::default(),
                 ready: watch::channel(false).0,
+                primed: watch::channel(false).0,
             }
         });
         {
