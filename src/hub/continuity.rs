@@ -145,13 +145,27 @@ impl Hub {
     /// repair starts until something was forwarded. Whatever was held, and
     /// whatever arrives later, is forwarded all the same (a client's
     /// snapshot may predate it; its own floor drops what it has).
-    pub fn seed(&self, channel: &str, offset: Offset) {
-        if let Some(route) = self.route(channel) {
-            let mut flow = lock(&route.flow);
-            if flow.last.is_none() {
-                flow.seed = Some(offset);
+    /// `entries`, the newest ones of the same read (oldest first), start
+    /// the channel's recent window (`recent.rs`); returns how many it kept.
+    pub fn seed(&self, channel: &str, offset: Offset, entries: &[(Offset, String)]) -> usize {
+        let Some(route) = self.route(channel) else {
+            return 0;
+        };
+        let mut flow = lock(&route.flow);
+        let mut kept = 0;
+        // Under the flow lock, so no publication is recorded meanwhile:
+        // the held ones are forwarded after it, by `finish_repair`.
+        if flow.last.is_none() {
+            flow.seed = Some(offset);
+            if flow.subscribed {
+                kept = super::lock_fanout(&route.fanout)
+                    .recent
+                    .fill(entries, offset, self.recent);
             }
         }
+        drop(flow);
+        self.primed(channel);
+        kept
     }
 
     /// Forwards one entry read back from the stream (dropped if forwarded

@@ -12,6 +12,7 @@ mod local;
 pub mod message;
 mod notice;
 pub mod outbox;
+mod prime;
 pub mod recent;
 pub mod registry;
 
@@ -79,6 +80,8 @@ struct Channel {
     /// snapshot (and a `/ws` client gets its `subscribed`) only then, so a
     /// publication made after that read is never missed.
     ready: watch::Sender<bool>,
+    /// True once the first repair started the recent window (`prime.rs`).
+    primed: watch::Sender<bool>,
 }
 
 /// Locked on its own, never while taking another lock: dispatch records a
@@ -270,6 +273,7 @@ impl Hub {
                 flow: Arc::new(Mutex::new(flow)),
                 fanout: Arc::default(),
                 ready: watch::channel(false).0,
+                primed: watch::channel(false).0,
             }
         });
         {

@@ -7,6 +7,12 @@
 //! passed through it. Anything that may have broken that (Redis lost, the
 //! hub lagging, a publication dropped, offsets going backwards) empties it,
 //! and a resume it cannot answer goes to Redis as before.
+//!
+//! A channel's window starts filled (`fill`): its first gap repair reads
+//! the stream's newest entries after Redis confirmed the subscription, so
+//! every entry published later arrives live; those published between the
+//! confirmation and the read arrive live too and are already held, so a
+//! live publication at or before the read's newest entry is skipped.
 
 use std::collections::VecDeque;
 
@@ -32,6 +38,11 @@ impl Limits {
 pub struct Recent {
     entries: VecDeque<(Offset, Bytes)>,
     bytes: usize,
+    /// The newest entry of the read that filled the window, until a live
+    /// publication past it is recorded: live ones at or before it were in
+    /// the stream when it was read, so the window has them (or they are
+    /// older than its first entry).
+    filled_to: Option<Offset>,
 }
 
 /// What a resume from `since` can have from the window.
@@ -47,6 +58,11 @@ impl Recent {
     /// Keeps `payload`, published at `offset`, dropping the oldest entries
     /// past `limits`.
     pub fn record(&mut self, offset: Offset, payload: &[u8], limits: Limits) {
+        match self.filled_to {
+            Some(read) if offset <= read => return,
+            Some(_) => self.filled_to = None,
+            None => {}
+        }
         if let Some((last, _)) = self.entries.back() {
             if offset <= *last {
                 // The stream went backwards (a Redis without persistence
@@ -70,10 +86,27 @@ impl Recent {
         }
     }
 
+    /// Starts the window from `entries`, the stream's newest (oldest
+    /// first, read after the subscription was confirmed and before any
+    /// live publication was recorded), of which `newest` is the last the
+    /// stream held. Keeps the newest that fit `limits`; returns how many.
+    pub fn fill(&mut self, entries: &[(Offset, String)], newest: Offset, limits: Limits) -> usize {
+        self.clear();
+        if limits.entries == 0 {
+            return 0;
+        }
+        for (offset, m) in entries {
+            self.record(*offset, m.as_bytes(), limits);
+        }
+        self.filled_to = Some(newest);
+        self.entries.len()
+    }
+
     /// Forgets everything: the subscription may have missed publications.
     pub fn clear(&mut self) {
         self.entries.clear();
         self.bytes = 0;
+        self.filled_to = None;
     }
 
     /// The entries after `since`, if the window holds all of them: `since`
@@ -169,6 +202,41 @@ mod tests {
         r.record(o(2, 0), b"again", LIMITS);
         assert_eq!(r.since(o(1, 0), 100), Lookup::Unknown);
         assert_eq!(offsets(r.since(o(2, 0), 100)), Some(vec![]));
+    }
+
+    fn read(from: u64, to: u64) -> Vec<(Offset, String)> {
+        (from..=to).map(|i| (o(i, 0), format!("m{i}"))).collect()
+    }
+
+    #[test]
+    fn a_filled_window_skips_live_publications_the_read_had() {
+        let mut r = Recent::default();
+        // The read had 1..=6; the window keeps the newest 4.
+        assert_eq!(r.fill(&read(1, 6), o(6, 0), LIMITS), 4);
+        assert_eq!(offsets(r.since(o(3, 0), 100)), Some(vec![4, 5, 6]));
+        // Published between the confirmation and the read: held already,
+        // or older than the window; neither empties it.
+        r.record(o(5, 0), b"m5", LIMITS);
+        r.record(o(2, 0), b"m2", LIMITS);
+        r.record(o(6, 0), b"m6", LIMITS);
+        assert_eq!(offsets(r.since(o(3, 0), 100)), Some(vec![4, 5, 6]));
+        r.record(o(7, 0), b"m7", LIMITS);
+        assert_eq!(offsets(r.since(o(4, 0), 100)), Some(vec![5, 6, 7]));
+        // Past the read, going backwards empties it again.
+        r.record(o(6, 0), b"again", LIMITS);
+        assert_eq!(r.since(o(5, 0), 100), Lookup::Unknown);
+    }
+
+    #[test]
+    fn an_empty_stream_fills_an_empty_window() {
+        let mut r = Recent::default();
+        assert_eq!(r.fill(&[], o(0, 0), LIMITS), 0);
+        assert_eq!(r.since(o(0, 0), 100), Lookup::Unknown);
+        r.record(o(1, 0), b"m1", LIMITS);
+        assert_eq!(offsets(r.since(o(1, 0), 100)), Some(vec![]));
+        let mut off = Recent::default();
+        assert_eq!(off.fill(&read(1, 2), o(2, 0), Limits::DISABLED), 0);
+        assert_eq!(off.since(o(1, 0), 100), Lookup::Unknown);
     }
 
     #[test]

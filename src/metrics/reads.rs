@@ -27,6 +27,12 @@ pub struct Reads {
     pub replay_shared: Counter,
     /// Resumes served from the channel's recent publications in memory.
     pub replay_recent: Counter,
+    /// Channel windows started from one read of the stream's newest entries.
+    pub recent_prefills: Counter,
+    /// Entries those reads put in the windows.
+    pub recent_prefilled: Counter,
+    /// Resumes that waited for their channel's window to be started.
+    pub recent_waited: Counter,
 }
 
 impl Reads {
@@ -56,6 +62,21 @@ impl Reads {
                 "replay_recent",
                 "Resumes served from the gateway's recent publications, without Redis",
                 &self.replay_recent,
+            ),
+            (
+                "recent_prefills",
+                "New channels whose recent window was started from one read of the stream's newest entries",
+                &self.recent_prefills,
+            ),
+            (
+                "recent_prefilled_entries",
+                "Entries put in recent windows by those reads",
+                &self.recent_prefilled,
+            ),
+            (
+                "recent_waited",
+                "Resumes that waited for their new channel's window instead of replaying alone",
+                &self.recent_waited,
             ),
         ] {
             r.register(name, help, c.clone());
@@ -97,6 +118,9 @@ mod tests {
             ("pulsegate_replay_reads_total", 0),
             ("pulsegate_replay_shared_total", 1),
             ("pulsegate_replay_recent_total", 0),
+            ("pulsegate_recent_prefills_total", 0),
+            ("pulsegate_recent_prefilled_entries_total", 0),
+            ("pulsegate_recent_waited_total", 0),
         ] {
             assert!(text.contains(&format!("\n{name} {value}\n")), "{text}");
             assert!(doc.contains(&format!("| `{name}` | counter |")), "{name}");

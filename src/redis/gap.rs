@@ -20,6 +20,7 @@ use crate::hub::message::Bounds;
 use crate::hub::Hub;
 use crate::keys::PersonaId;
 use crate::metrics::LossLabel;
+use crate::redis::recent;
 use crate::redis::replay::{self, Replay};
 use crate::redis::text;
 use crate::snapshot::{self, Source};
@@ -118,8 +119,20 @@ impl GapRepair {
         let redis = &self.source.redis;
         match from.last {
             None => {
-                let newest = newest(redis, &stream).await.map_err(Failed::Redis)?;
-                self.hub.seed(channel, newest.unwrap_or((0, 0)));
+                // One read for everyone: its newest entry is where the
+                // channel stands, the entries start its recent window, so
+                // resumes from within them need no Redis read of their own.
+                let n = self.hub.recent_limits().entries;
+                let read = recent::read(redis, &stream, n, self.bounds, metrics, &stream)
+                    .await
+                    .map_err(Failed::Redis)?;
+                let kept = self
+                    .hub
+                    .seed(channel, read.newest.unwrap_or((0, 0)), &read.messages);
+                if n > 0 {
+                    metrics.reads.recent_prefills.inc();
+                    metrics.reads.recent_prefilled.inc_by(kept as u64);
+                }
             }
             Some(last) => {
                 metrics.continuity.repairs.inc();
@@ -226,13 +239,6 @@ impl GapRepair {
             .restart(channel, fetched.covered, verbatim, wrapped);
         Ok(())
     }
-}
-
-/// The id of the stream's newest entry (`None`: empty or missing).
-async fn newest(redis: &Client, stream: &str) -> Result<Option<Offset>, fred::error::Error> {
-    let reply: Value = redis.xrevrange(stream, "+", "-", Some(1)).await?;
-    let entries = text::entries(reply)?;
-    Ok(entries.first().and_then(|(id, _)| parse_offset(id)))
 }
 
 /// The id of the newest entry at or before `id` (`None`: there is none).

@@ -180,7 +180,11 @@ fn counted(metrics: &str, read: &str, action: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bytes_in_redis_wedge_no_read_of_the_persona() {
     let redis = RedisServer::spawn().await;
-    let gw = start_gateway(test_config(&redis)).await;
+    let mut config = test_config(&redis);
+    // The resume below must read the stream (the replay path's repair is
+    // what it checks), not the window of recent publications.
+    config.ws.recent_entries = 0;
+    let gw = start_gateway(config).await;
     let c = redis.client().await;
     ingest(&c, "p", posted("v1", 0.05, "hook")).await.unwrap();
     let before_bad = ingest(&c, "p", perf("v1", 1000, 60)).await.unwrap();

@@ -155,3 +155,89 @@ async fn resumes_within_what_the_gateway_saw_need_no_redis_read() {
     );
     gw.shutdown().await;
 }
+
+/// Clients moved by a restart land on an instance that did not follow
+/// their persona yet: its channel starts with one read of the stream's
+/// newest entries, and every resume from within them is served from it:
+/// one `XREVRANGE` for all of them, no replay, each client getting exactly
+/// what it missed and then live events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_channel_starts_its_window_with_one_read_for_every_resume() {
+    const CLIENTS: usize = 12;
+    let redis = RedisServer::spawn().await;
+    let gw = start_gateway(test_config(&redis)).await;
+    let publisher = redis.client().await;
+    // 40 entries before anyone here follows p1; the window keeps 32.
+    let history = post(&publisher, "h", 40).await;
+    let xrevrange = command_calls(&publisher, "xrevrange").await;
+    let xrange = command_calls(&publisher, "xrange").await;
+    let multi = command_calls(&publisher, "multi").await;
+
+    // All at once, half on each endpoint, each from its own offset among
+    // the newest 32.
+    let joins = (0..CLIENTS).map(|i| {
+        let since = history[8 + 2 * i].clone();
+        let addr = gw.local_addr;
+        async move {
+            if i % 2 == 0 {
+                (
+                    connect(addr, &format!("/dashboard/ws/p1?since={since}")).await,
+                    i,
+                )
+            } else {
+                let mut ws = connect(addr, "/ws").await;
+                send_json(
+                    &mut ws,
+                    json!({"type":"subscribe","channel":"persona:p1","since":since}),
+                )
+                .await;
+                let ack = next_json(&mut ws, T).await;
+                assert_eq!(ack["type"], "subscribed", "{ack}");
+                assert_eq!(ack["recovered"], true, "{ack}");
+                assert_eq!(ack["offset"], since.as_str(), "{ack}");
+                (ws, i)
+            }
+        }
+    });
+    let mut clients = futures_util::future::join_all(joins).await;
+    for (ws, i) in clients.iter_mut() {
+        let missed = &history[8 + 2 * *i + 1..];
+        let seen = if *i % 2 == 0 {
+            updates_until(ws, &history[39]).await
+        } else {
+            messages_until(ws, &history[39]).await
+        };
+        assert_eq!(seen, missed, "client {i}");
+    }
+    let live = post(&publisher, "l", 3).await;
+    for (ws, i) in clients.iter_mut() {
+        let seen = if *i % 2 == 0 {
+            updates_until(ws, &live[2]).await
+        } else {
+            messages_until(ws, &live[2]).await
+        };
+        assert_eq!(seen, live, "client {i}");
+    }
+
+    assert_eq!(
+        command_calls(&publisher, "xrevrange").await - xrevrange,
+        1,
+        "one read started the window"
+    );
+    assert_eq!(
+        command_calls(&publisher, "xrange").await,
+        xrange,
+        "no replay"
+    );
+    assert_eq!(command_calls(&publisher, "multi").await, multi, "no replay");
+    let metrics = gw.app.metrics.encode();
+    for (name, value) in [
+        ("pulsegate_recent_prefills_total", 1),
+        ("pulsegate_recent_prefilled_entries_total", 32),
+        ("pulsegate_replay_recent_total", CLIENTS as u64),
+        ("pulsegate_replay_reads_total", 0),
+    ] {
+        assert_eq!(counter(&metrics, name), value, "{name}: {metrics}");
+    }
+    gw.shutdown().await;
+}

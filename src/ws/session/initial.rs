@@ -4,6 +4,8 @@
 //! when this process saw them all, from Redis otherwise. On `/ws` (`channel` given) the snapshot
 //! names its channel and the missed events come in `message` envelopes.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 
 use crate::app::App;
@@ -15,6 +17,11 @@ use crate::protocol::frame;
 use crate::redis::replay::Replayed;
 use crate::snapshot;
 use crate::stream::{format_offset, Offset};
+
+/// Longest a resume waits for a new channel's window (one `XREVRANGE`
+/// after the `SUBSCRIBE`, queued behind the other channels' first reads)
+/// before it replays from Redis on its own.
+const PRIME_WAIT: Duration = Duration::from_secs(2);
 
 /// A channel's first frames and the point they are current to.
 pub(crate) struct First {
@@ -65,6 +72,11 @@ async fn resume(
     channel: Option<&str>,
 ) -> Option<First> {
     let max = app.config.ws.max_replay;
+    // A channel this process has just started following reads its window
+    // once: the resumes that arrive meanwhile share that read.
+    if app.hub.primed_within(persona, PRIME_WAIT).await {
+        app.metrics.reads.recent_waited.inc();
+    }
     if let Lookup::Missed(missed) = app.hub.recent_since(persona, since, max) {
         app.metrics.reads.replay_recent.inc();
         app.metrics.resume("complete");
