@@ -15,7 +15,7 @@
 # `EXPLAIN (ANALYZE, BUFFERS) EXECUTE`, RUNS times each (default 5), and
 # prints the median execution time. The statements are the gateway's own:
 # printed by `cargo test --lib print_bench_sql -- --ignored`
-# (src/analytics/bench_sql.rs). Plans go to $OUT (default /tmp/bench-analytics).
+# (src/bench_sql.rs). Plans go to $OUT (default /tmp/bench-analytics).
 set -euo pipefail
 ROWS="${1:-1000000}"; RUNS="${2:-5}"
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -11,6 +11,8 @@ pub mod answers;
 pub mod app;
 pub mod audit;
 pub mod auth;
+#[cfg(test)]
+mod bench_sql;
 pub mod channel_name;
 pub mod cli;
 pub mod config;

@@ -9,8 +9,6 @@
 //! rate) lives in `persona.rs`; what only namespaces have (messages by type
 //! per bucket, channels) in `channels.rs`.
 
-#[cfg(test)]
-mod bench_sql;
 pub mod channels;
 pub mod params;
 pub mod persona;

@@ -188,7 +188,7 @@ pub async fn snapshot_at(
 }
 
 /// The rebuild's statements, named with their parameter types, for the
-/// benchmark (`src/analytics/bench_sql.rs`).
+/// benchmark (`src/bench_sql.rs`).
 #[cfg(test)]
 pub(crate) fn bench_statements() -> Vec<(&'static str, &'static str, String)> {
     vec![

@@ -1,13 +1,15 @@
 //! The statements `scripts/bench-analytics.sh` times with `EXPLAIN ANALYZE`,
 //! printed by an ignored test so the benchmark runs exactly the SQL the
 //! gateway sends: `cargo test --lib print_bench_sql -- --ignored` with
-//! `BENCH_SQL_OUT=<file>` writes one `PREPARE` per statement.
+//! `BENCH_SQL_OUT=<file>` writes one `PREPARE` per statement. At the crate's
+//! root because it gathers the analytics' and the point-in-time view's
+//! statements, and the latter sits above the former.
 
-use super::channels::bench_statements as channel_statements;
-use super::params::Bucket;
-use super::persona::bench_statements;
-use super::queries::{by_type_sql, time_histogram_sql};
-use super::PERSONA_EVENTS;
+use crate::analytics::channels::bench_statements as channel_statements;
+use crate::analytics::params::Bucket;
+use crate::analytics::persona::bench_statements;
+use crate::analytics::queries::{by_type_sql, time_histogram_sql};
+use crate::analytics::PERSONA_EVENTS;
 use crate::pointintime::bench_statements as pit_statements;
 
 const RANGE: &str = "text, timestamptz, timestamptz";
