@@ -307,6 +307,7 @@ if [[ "$full" == 1 ]]; then
     }
     run_image || die "the image built from the Dockerfile did not answer (see $refused)"
   fi
+  log "done: image $tag, built from the Dockerfile"
 elif [[ "${IMAGE_NO_PODMAN:-0}" != 1 ]] && with_podman; then
   log "done: image $tag"
 else
