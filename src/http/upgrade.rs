@@ -116,8 +116,11 @@ fn start(app: Arc<App>, upgraded: Upgraded, admitted: Admitted, endpoint: Endpoi
         registration,
         ip_slot,
     } = admitted;
-    let grace = app.config.ws.slow_close_grace;
-    let writer = tokio::spawn(writer::run(outbox.clone(), w, grace, app.metrics.clone()));
+    let pacing = writer::Pacing {
+        grace: app.config.ws.slow_close_grace,
+        write_delay: app.config.ws.write_delay,
+    };
+    let writer = tokio::spawn(writer::run(outbox.clone(), w, pacing, app.metrics.clone()));
     let inflate = outbox.deflate().is_some();
     let inbound = MessageReader::new(r, early, app.config.ws.max_message_bytes, inflate);
     let session = Session::new(app.clone(), outbox, inbound, endpoint, claims);
