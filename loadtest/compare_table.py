@@ -3,9 +3,11 @@
 
 Per (case, server): the median over rounds of deliveries/s, p50 and p99
 latency and server CPU-seconds per million deliveries; the largest max
-latency; memory per connection (idle RSS growth / connections for the idle
+latency; p99.9; memory per connection (idle RSS growth / connections for the idle
 case, peak RSS growth / connections otherwise). Deliveries/s carries a `!`
-when any round delivered less than 100% to its normal readers.
+when any round delivered less than 100% to its normal readers. "client
+busy" is the median share of its CPU the load client used over the run;
+near 100%, the client's own queueing is part of the latency.
 
 usage: compare_table.py DIR
 """
@@ -45,9 +47,9 @@ def main(d):
         return (CASE_ORDER.index(c) if c in CASE_ORDER else 99,
                 SERVER_ORDER.index(s) if s in SERVER_ORDER else 99)
 
-    print("| case | server | rounds | deliveries/s | delivery | p50 ms | p99 ms | max ms "
-          "| CPU-s / M deliveries | KiB / connection |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| case | server | rounds | deliveries/s | delivery | p50 ms | p99 ms | p99.9 ms "
+          "| max ms | CPU-s / M deliveries | KiB / connection | client busy |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (case, server) in sorted(runs, key=key):
         rs = runs[(case, server)]
         med = lambda f: statistics.median(f(r) for r in rs)
@@ -61,15 +63,18 @@ def main(d):
         else:
             mem = [g.get("peak_bytes_per_connection") for g in gw]
         mem = [m for m in mem if m is not None]
-        print("| {} | {} | {} | {:,.0f}{} | {:.4f}% | {} | {} | {} | {} | {} |".format(
+        busy = [r["client_busy"] for r in rs if r.get("client_busy") is not None]
+        print("| {} | {} | {} | {:,.0f}{} | {:.4f}% | {} | {} | {} | {} | {} | {} | {} |".format(
             case, server, len(rs),
             med(lambda r: r["deliveries_per_s"]), "" if ok else " !",
             100 * ratio,
             ms(med(lambda r: r["latency_us"]["p50"])),
             ms(med(lambda r: r["latency_us"]["p99"])),
+            ms(med(lambda r: r["latency_us"]["p999"])),
             ms(max(r["latency_us"]["max"] for r in rs)),
             f"{statistics.median(cpu):.3f}" if cpu and not case.startswith("idle") else "-",
             kib(statistics.median(mem)) if mem else "-",
+            f"{100 * statistics.median(busy):.0f}%" if busy and not case.startswith("idle") else "-",
         ))
     if failed:
         print()

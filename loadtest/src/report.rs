@@ -85,8 +85,16 @@ pub struct Report {
     pub redis_cpu_s: Option<f64>,
     /// The harness's own cost (all its processes).
     pub client: ProcSample,
+    /// CPUs the harness may run on (its affinity).
+    pub client_cores: usize,
+    /// The harness's CPU over the whole run ÷ (run time × `client_cores`):
+    /// near 1, its own queueing is part of every latency it measures.
+    pub client_busy: f64,
     pub error_samples: Vec<String>,
 }
+
+/// Past this share of its CPUs the harness's own queueing shows in latency.
+pub const CLIENT_SATURATED: f64 = 0.8;
 
 impl Report {
     pub fn table(&self) -> String {
@@ -252,6 +260,19 @@ impl Report {
         t.row(
             "CPU seconds / peak RSS",
             format!("{:.2} / {}", self.client.cpu_s, mib(self.client.hwm_kb)),
+        );
+        t.row(
+            "busy (of its CPUs, whole run)",
+            format!(
+                "{:.0}% of {}{}",
+                self.client_busy * 100.0,
+                self.client_cores,
+                if self.client_busy >= CLIENT_SATURATED {
+                    " — SATURATED: latency includes the client's own lag"
+                } else {
+                    ""
+                }
+            ),
         );
         for e in &self.error_samples {
             t.row("error sample", e.clone());

@@ -28,6 +28,7 @@ pub async fn run(args: &RunArgs, plan: Plan) -> anyhow::Result<Report> {
         "pulsegate-loadtest: {} — {} subscribers / {} personas, {} msg/s for {} s, publish {:?}, run id {}",
         plan.name, plan.subscribers, plan.personas, plan.rate, plan.duration_s, plan.publish, plan.run_id
     );
+    let run_began = Instant::now();
     let pids = args.gateway_pid.clone();
     let server_sample = || -> anyhow::Result<Option<ProcSample>> {
         if pids.is_empty() {
@@ -97,6 +98,9 @@ pub async fn run(args: &RunArgs, plan: Plan) -> anyhow::Result<Report> {
     }
     let mut client = procstat::sample(std::process::id()).unwrap_or_default();
     let merged = merge(&results, &mut client)?;
+    // Worker processes inherit this one's CPU affinity (`taskset`).
+    let client_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let client_busy = client.cpu_s / (run_began.elapsed().as_secs_f64() * client_cores as f64);
 
     let normal = &merged.normal;
     let delivered =
@@ -151,6 +155,8 @@ pub async fn run(args: &RunArgs, plan: Plan) -> anyhow::Result<Report> {
             _ => None,
         },
         client,
+        client_cores,
+        client_busy,
         error_samples: merged.errors,
         normal: merged.normal,
         slow: merged.slow,
