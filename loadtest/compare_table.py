@@ -6,8 +6,8 @@ latency and server CPU-seconds per million deliveries; the largest max
 latency; p99.9; memory per connection (idle RSS growth / connections for the idle
 case, peak RSS growth / connections otherwise). Deliveries/s carries a `!`
 when any round delivered less than 100% to its normal readers. "client
-busy" is the median share of its CPU the load client used over the run;
-near 100%, the client's own queueing is part of the latency.
+busy" is the median share of its CPU the load client used while publishing
+and draining; near 100%, the client's own queueing is part of the latency.
 
 usage: compare_table.py DIR
 """

@@ -87,8 +87,9 @@ pub struct Report {
     pub client: ProcSample,
     /// CPUs the harness may run on (its affinity).
     pub client_cores: usize,
-    /// The harness's CPU over the whole run ÷ (run time × `client_cores`):
-    /// near 1, its own queueing is part of every latency it measures.
+    /// The harness's CPU while publishing and draining ÷ (that time ×
+    /// `client_cores`): near 1, its own queueing is part of every latency
+    /// it measures.
     pub client_busy: f64,
     pub error_samples: Vec<String>,
 }
@@ -262,7 +263,7 @@ impl Report {
             format!("{:.2} / {}", self.client.cpu_s, mib(self.client.hwm_kb)),
         );
         t.row(
-            "busy (of its CPUs, whole run)",
+            "busy (of its CPUs, publish + drain)",
             format!(
                 "{:.0}% of {}{}",
                 self.client_busy * 100.0,

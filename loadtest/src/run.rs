@@ -28,7 +28,6 @@ pub async fn run(args: &RunArgs, plan: Plan) -> anyhow::Result<Report> {
         "pulsegate-loadtest: {} — {} subscribers / {} personas, {} msg/s for {} s, publish {:?}, run id {}",
         plan.name, plan.subscribers, plan.personas, plan.rate, plan.duration_s, plan.publish, plan.run_id
     );
-    let run_began = Instant::now();
     let pids = args.gateway_pid.clone();
     let server_sample = || -> anyhow::Result<Option<ProcSample>> {
         if pids.is_empty() {
@@ -62,6 +61,11 @@ pub async fn run(args: &RunArgs, plan: Plan) -> anyhow::Result<Report> {
         bar.finish_and_clear();
     }
     let idle = server_sample()?;
+    let mut client_pids: Vec<u32> = pools.iter().filter_map(PoolHandle::pid).collect();
+    client_pids.push(std::process::id());
+    client_pids.dedup();
+    let client_t0 = procstat::sample_all(&client_pids).ok();
+    let publish_began = Instant::now();
     let redis_t0 = args.redis_pid.map(procstat::sample).transpose()?;
 
     for p in pools.iter_mut() {
@@ -90,6 +94,8 @@ pub async fn run(args: &RunArgs, plan: Plan) -> anyhow::Result<Report> {
     bar.finish_and_clear();
     let drain_s = drain(&plan, &pools).await;
     let after = server_sample()?;
+    let client_t1 = procstat::sample_all(&client_pids).ok();
+    let publish_wall = publish_began.elapsed().as_secs_f64();
     let redis_t1 = args.redis_pid.map(procstat::sample).transpose()?;
 
     let mut results = Vec::new();
@@ -100,7 +106,12 @@ pub async fn run(args: &RunArgs, plan: Plan) -> anyhow::Result<Report> {
     let merged = merge(&results, &mut client)?;
     // Worker processes inherit this one's CPU affinity (`taskset`).
     let client_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let client_busy = client.cpu_s / (run_began.elapsed().as_secs_f64() * client_cores as f64);
+    let client_busy = match (client_t0, client_t1) {
+        (Some(a), Some(b)) if publish_wall > 0.0 => {
+            (b.cpu_s - a.cpu_s).max(0.0) / (publish_wall * client_cores as f64)
+        }
+        _ => 0.0,
+    };
 
     let normal = &merged.normal;
     let delivered =

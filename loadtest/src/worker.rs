@@ -57,6 +57,14 @@ pub struct ChildPool {
 }
 
 impl PoolHandle {
+    /// The process this pool runs in (its CPU counts as the client's).
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            PoolHandle::Local(_) => Some(std::process::id()),
+            PoolHandle::Child(c) => c.child.id(),
+        }
+    }
+
     /// Starts `workers` pools sharing the subscribers (in-process when 1).
     pub async fn start_all(plan: &Plan) -> anyhow::Result<Vec<PoolHandle>> {
         let n = plan.subscribers;
