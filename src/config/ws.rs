@@ -38,6 +38,12 @@ pub struct WsConfig {
     /// CPU). 0 writes as soon as anything is queued; at most 1s. Default: 5ms.
     #[serde(with = "humantime_serde")]
     pub write_delay: Duration,
+    /// The kernel send buffer of each client socket (WebSocket and SSE),
+    /// in bytes; 0 leaves it to the kernel's autotuning (up to
+    /// `net.ipv4.tcp_wmem`'s maximum, 4 MiB on Debian). A client that stops
+    /// reading holds this much kernel memory before its queue here starts
+    /// to fill and it is closed with 4008. Default: 0.
+    pub socket_send_buffer: usize,
     /// Most missed events a `?since=` resume replays; more and the client
     /// gets a fresh snapshot with `recovered: false`. Must stay below
     /// `queue_max_messages`. Default: 2000.
@@ -75,6 +81,7 @@ impl Default for WsConfig {
             queue_max_conflated: 10_000,
             slow_close_grace: Duration::from_secs(5),
             write_delay: Duration::from_millis(5),
+            socket_send_buffer: 0,
             max_replay: 2000,
             max_persona_id_len: 64,
             recent_entries: 32,
@@ -96,6 +103,12 @@ impl WsConfig {
         nonzero("ws.ping_interval", self.ping_interval)?;
         if self.write_delay > Duration::from_secs(1) {
             return Err(ConfigError::new("ws.write_delay", "must be at most 1s"));
+        }
+        if self.socket_send_buffer != 0 && !(4096..=64 << 20).contains(&self.socket_send_buffer) {
+            return Err(ConfigError::new(
+                "ws.socket_send_buffer",
+                "must be 0 (the kernel's autotuning) or 4096-67108864",
+            ));
         }
         positive("ws.max_subscriptions", self.max_subscriptions)?;
         positive("ws.queue_max_messages", self.queue_max_messages)?;

@@ -43,6 +43,10 @@ pub(super) async fn accept_loop(listener: TcpListener, app: Arc<App>) {
             continue;
         }
         let _ = stream.set_nodelay(true);
+        let send_buffer = app.config.ws.socket_send_buffer;
+        if send_buffer > 0 {
+            let _ = rustix::net::sockopt::set_socket_send_buffer_size(&stream, send_buffer);
+        }
         let app2 = app.clone();
         // Fires when an SSE stream on this connection asks to close: the
         // connection is dropped a grace later, read or not (`sse/`).
