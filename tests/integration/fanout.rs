@@ -237,3 +237,36 @@ async fn conflation_keeps_the_newest_value_per_variant() {
     );
     gw.shutdown().await;
 }
+
+/// `ws.socket_send_buffer` sets each client socket's kernel send buffer
+/// (Linux reports twice the value asked for, for its bookkeeping), read
+/// back with `ss` from the gateway's side of the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_send_buffer_is_the_configured_one() {
+    let redis = RedisServer::spawn().await;
+    let mut config = test_config(&redis);
+    config.ws.socket_send_buffer = 65536;
+    let gw = start_gateway(config).await;
+    let mut ws = connect(gw.local_addr, "/dashboard/ws/p1").await;
+    assert_eq!(
+        next_json(&mut ws, Duration::from_secs(5)).await["type"],
+        "initial_data"
+    );
+    let port = gw.local_addr.port();
+    let out = std::process::Command::new("ss")
+        .args([
+            "-tmnH",
+            "state",
+            "established",
+            "sport",
+            "=",
+            &format!(":{port}"),
+        ])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("tb131072"),
+        "the gateway's socket should have a 128 KiB send buffer: {text}"
+    );
+}
