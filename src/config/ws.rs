@@ -32,10 +32,11 @@ pub struct WsConfig {
     pub slow_close_grace: Duration,
     /// After a write to a busy client, its next write waits until this much
     /// time has passed; what arrives meanwhile goes out in that one write.
-    /// A client that was idle gets its first message at once. Trades a
-    /// little latency for far fewer `write` calls when messages arrive
-    /// faster than this (on loopback, the calls are most of the gateway's
-    /// CPU). 0 writes as soon as anything is queued; at most 1s. Default: 5ms.
+    /// A client that was idle gets its first message at once. Pays off when
+    /// each client gets messages faster than this (1,000/s per client:
+    /// p99 halved); below that the timers cost more than they save
+    /// (docs/benchmarks.md). 0 writes as soon as anything is queued; at
+    /// most 1s. Default: 0.
     #[serde(with = "humantime_serde")]
     pub write_delay: Duration,
     /// The kernel send buffer of each client socket (WebSocket and SSE),
@@ -80,7 +81,7 @@ impl Default for WsConfig {
             queue_max_messages: 4096,
             queue_max_conflated: 10_000,
             slow_close_grace: Duration::from_secs(5),
-            write_delay: Duration::from_millis(5),
+            write_delay: Duration::ZERO,
             socket_send_buffer: 0,
             max_replay: 2000,
             max_persona_id_len: 64,

@@ -1,11 +1,11 @@
 //! A connection's writer task: drains its outbox and writes everything queued
 //! in as few `write` calls as it can (one write per batch, not per frame).
 //!
-//! A busy client's writes are paced (`ws.write_delay`): after a write, the
-//! next waits until the delay has passed, so what arrives meanwhile shares
-//! one `write` call. On loopback the calls were three quarters of the
-//! gateway's CPU at 1M deliveries/s (docs/benchmarks.md); an idle client's
-//! first message still goes out at once.
+//! A busy client's writes may be paced (`ws.write_delay`, off by default):
+//! after a write, the next waits until the delay has passed, so what
+//! arrives meanwhile shares one `write` call, the gateway's main cost
+//! (docs/benchmarks.md); an idle client's first message still goes out at
+//! once.
 //!
 //! A client that stops reading only stalls this task; once its backlog
 //! overflows and a close is requested, the writer gets `slow_close_grace`
