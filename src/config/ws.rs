@@ -40,10 +40,13 @@ pub struct WsConfig {
     #[serde(with = "humantime_serde")]
     pub write_delay: Duration,
     /// The kernel send buffer of each client socket (WebSocket and SSE),
-    /// in bytes; 0 leaves it to the kernel's autotuning (up to
-    /// `net.ipv4.tcp_wmem`'s maximum, 4 MiB on Debian). A client that stops
-    /// reading holds this much kernel memory before its queue here starts
-    /// to fill and it is closed with 4008. Default: 0.
+    /// in bytes (Linux doubles it for its bookkeeping); 0 leaves it to the
+    /// kernel's autotuning, up to `net.ipv4.tcp_wmem`'s maximum (4 MiB on
+    /// Debian). A client that stops reading fills this much before its
+    /// queue here fills and it is closed with 4008; uncapped, the growing
+    /// send queues of 10% non-reading clients tripled the others' p99
+    /// (docs/benchmarks.md). It also bounds one client's throughput to
+    /// about twice this per round trip. Default: 65536 (64 KiB).
     pub socket_send_buffer: usize,
     /// Most missed events a `?since=` resume replays; more and the client
     /// gets a fresh snapshot with `recovered: false`. Must stay below
@@ -82,7 +85,7 @@ impl Default for WsConfig {
             queue_max_conflated: 10_000,
             slow_close_grace: Duration::from_secs(5),
             write_delay: Duration::ZERO,
-            socket_send_buffer: 0,
+            socket_send_buffer: 64 * 1024,
             max_replay: 2000,
             max_persona_id_len: 64,
             recent_entries: 32,

@@ -238,15 +238,13 @@ async fn conflation_keeps_the_newest_value_per_variant() {
     gw.shutdown().await;
 }
 
-/// `ws.socket_send_buffer` sets each client socket's kernel send buffer
-/// (Linux reports twice the value asked for, for its bookkeeping), read
-/// back with `ss` from the gateway's side of the connection.
+/// `ws.socket_send_buffer` (default 64 KiB) sets each client socket's
+/// kernel send buffer (Linux reports twice the value asked for, for its
+/// bookkeeping), read back with `ss` from the gateway's side.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_socket_send_buffer_is_the_configured_one() {
     let redis = RedisServer::spawn().await;
-    let mut config = test_config(&redis);
-    config.ws.socket_send_buffer = 65536;
-    let gw = start_gateway(config).await;
+    let gw = start_gateway(test_config(&redis)).await;
     let mut ws = connect(gw.local_addr, "/dashboard/ws/p1").await;
     assert_eq!(
         next_json(&mut ws, Duration::from_secs(5)).await["type"],
