@@ -192,6 +192,7 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
             interval: app.config.redis.subscribe_batch_interval,
             // Cancelled on SIGTERM: the drain has begun.
             draining: app.shutdown.clone(),
+            metrics: app.metrics.clone(),
         },
         background.clone(),
     ));

@@ -14,6 +14,7 @@ use fred::clients::SubscriberClient;
 use fred::prelude::*;
 
 use crate::hub::Hub;
+use crate::metrics::{ChannelChange, Metrics};
 
 /// The most channels one `SUBSCRIBE` or `UNSUBSCRIBE` names: no command
 /// grows without bound, and its reply still comes back in well under a
@@ -33,6 +34,7 @@ pub struct Options {
     /// Cancelled when the drain begins (SIGTERM): unwanted channels stay
     /// subscribed from then on.
     pub draining: tokio_util::sync::CancellationToken,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What a batch of changed channels needs.
@@ -98,7 +100,13 @@ pub async fn apply(
     hub: &Hub,
     subscribed: &mut HashSet<Arc<str>>,
     plan: Plan,
+    metrics: &Metrics,
 ) -> Outcome {
+    let counts = &metrics.subscriptions;
+    if !plan.subscribe.is_empty() || !plan.unsubscribe.is_empty() {
+        counts.rounds.inc();
+    }
+    counts.changed(ChannelChange::KeptDraining, plan.kept.len());
     let mut out = Outcome {
         kept: plan.kept,
         ..Outcome::default()
@@ -110,6 +118,7 @@ pub async fn apply(
     out.done.extend(plan.idle);
     if !plan.subscribe.is_empty() {
         let (done, failed) = subscribe_all(client, plan.subscribe).await;
+        counts.changed(ChannelChange::Subscribed, done.len());
         for channel in &done {
             subscribed.insert(channel.clone());
             hub.set_ready(channel, true);
@@ -119,6 +128,7 @@ pub async fn apply(
     }
     if !plan.unsubscribe.is_empty() {
         let (done, failed) = unsubscribe_all(client, plan.unsubscribe).await;
+        counts.changed(ChannelChange::Unsubscribed, done.len());
         for channel in &done {
             subscribed.remove(channel);
         }

@@ -96,7 +96,6 @@ pub async fn run_reconciler(
     options: Options,
     cancel: CancellationToken,
 ) {
-    let draining = options.draining;
     // When the next round of changes may go (see `redis.subscribe_batch_interval`).
     let mut next_round = Instant::now();
     let sharded = client.is_clustered();
@@ -189,8 +188,7 @@ pub async fn run_reconciler(
                     hub.set_ready(&channel, false);
                     hub.begin_repair(&channel);
                     subscribed.remove(&channel);
-                    let draining = draining.is_cancelled();
-                    let out = settle(&client, &hub, &mut subscribed, vec![channel.clone()], draining).await;
+                    let out = settle(&client, &hub, &mut subscribed, vec![channel.clone()], &options).await;
                     if !out.failed.is_empty() {
                         retries.push_back((Instant::now() + RETRY_DELAY, channel));
                     } else {
@@ -211,14 +209,7 @@ pub async fn run_reconciler(
         let mut batch = vec![first];
         gather(&mut batch, &mut changes, &mut retries);
         next_round = Instant::now() + options.interval;
-        let out = settle(
-            &client,
-            &hub,
-            &mut subscribed,
-            batch,
-            draining.is_cancelled(),
-        )
-        .await;
+        let out = settle(&client, &hub, &mut subscribed, batch, &options).await;
         for channel in out.failed {
             retries.push_back((Instant::now() + RETRY_DELAY, channel));
         }
@@ -324,16 +315,17 @@ async fn resync(
 }
 
 /// Brings a batch of channels to their wanted state (`reconcile.rs`);
-/// while `draining`, nothing is unsubscribed.
+/// while draining, nothing is unsubscribed.
 async fn settle(
     client: &SubscriberClient,
     hub: &Hub,
     subscribed: &mut HashSet<Arc<str>>,
     batch: Vec<Arc<str>>,
-    draining: bool,
+    options: &Options,
 ) -> Outcome {
+    let draining = options.draining.is_cancelled();
     let plan = reconcile::plan(batch, |c| hub.is_wanted(c), subscribed, draining);
-    reconcile::apply(client, hub, subscribed, plan).await
+    reconcile::apply(client, hub, subscribed, plan, &options.metrics).await
 }
 
 /// Adds to `batch` the changes already queued and the retries already due,
