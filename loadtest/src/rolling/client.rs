@@ -1,5 +1,6 @@
 //! One client as the protocol asks it to behave through a rolling restart:
-//! connect through the balancer, keep the last offset, and on every close
+//! connect through the balancer (or straight to its own instance, falling
+//! over to the next when that one refuses), keep the last offset, and on every close
 //! wait as told (`1012` with `{"reconnect_ms":n}`: about `n`, plus jitter;
 //! anything else: a short jittered backoff), then reconnect and resume
 //! with `?since=` (`/dashboard/ws`) or `"since"` (`/ws`).
@@ -85,7 +86,7 @@ pub async fn run(
         let began = Instant::now();
         let connected = tokio::select! {
             _ = stop.cancelled() => break,
-            c = ws_client::connect(&shared.ws, &path, source, timeout) => c,
+            c = ws_client::connect(shared.target(index, attempt), &path, source, timeout) => c,
         };
         let mut ws = match connected {
             Ok(ws) => ws,

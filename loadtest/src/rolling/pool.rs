@@ -18,7 +18,6 @@ use super::ledger::{self, Verdict};
 use crate::histo::{self, Hist};
 use crate::pool::{Counter, Marks};
 use crate::scenario::{Mode, Plan};
-use crate::target::Url;
 use crate::ws_client::WsTarget;
 
 /// Latency histograms are sharded by client, so a batch locks one of these
@@ -106,7 +105,8 @@ pub struct Timings {
 /// State every client task of this process shares.
 pub struct Shared {
     pub plan: Plan,
-    pub ws: WsTarget,
+    /// The instances (one: the balancer); see [`crate::target::pick`].
+    targets: Vec<WsTarget>,
     /// `/ws` (subscribe by message) rather than `/dashboard/ws/{persona}`.
     pub mux: bool,
     /// The target URL's path, without a trailing slash.
@@ -123,8 +123,12 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(plan: Plan) -> anyhow::Result<Self> {
-        let url = Url::parse(&plan.target)?;
-        let ws = WsTarget::resolve(&url, plan.allow_remote)?;
+        let urls = crate::target::parse_list(&plan.target)?;
+        let targets = urls
+            .iter()
+            .map(|u| WsTarget::resolve(u, plan.allow_remote))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let url = &urls[0];
         let hists = || LatencyHists {
             steady: histo::new_hist(),
             restarting: histo::new_hist(),
@@ -135,7 +139,7 @@ impl Shared {
             mux: plan.mode == Mode::PulsegateMux,
             base: url.path.trim_end_matches('/').to_string(),
             plan,
-            ws,
+            targets,
             progress: Progress::default(),
             stop: CancellationToken::new(),
             restarting: AtomicBool::new(false),
@@ -161,6 +165,11 @@ impl Shared {
                 ledger::format(o)
             ),
         }
+    }
+
+    /// Where client `index` connects after `failures` failed connects in a row.
+    pub fn target(&self, index: u32, failures: u32) -> &WsTarget {
+        &self.targets[crate::target::pick(index, failures, self.targets.len())]
     }
 
     pub fn is_restarting(&self) -> bool {
