@@ -80,6 +80,8 @@ pub async fn run(
     let stop = shared.stop.clone();
     let mut attempt = 0u32;
     let mut lost_at: Option<Instant> = None;
+    // When the wait after the last close ended.
+    let mut waited_at: Option<Instant> = None;
     loop {
         let since = out.ledger.last.filter(|_| out.started);
         let path = shared.path(&persona, since);
@@ -106,6 +108,9 @@ pub async fn run(
         match lost_at.take() {
             Some(t) => {
                 shared.record(&shared.timings.reconnect, t.elapsed());
+                if let Some(w) = waited_at.take() {
+                    shared.record(&shared.timings.after_wait, w.elapsed());
+                }
                 out.reconnects += 1;
                 shared.progress.reconnects.inc();
             }
@@ -154,6 +159,7 @@ pub async fn run(
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
         }
+        waited_at = Some(Instant::now());
     }
     out
 }

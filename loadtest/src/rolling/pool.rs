@@ -100,6 +100,8 @@ pub struct Timings {
     pub reconnect: Mutex<Hist>,
     /// The wait chosen before reconnecting (hint + jitter, or backoff).
     pub wait: Mutex<Hist>,
+    /// End of that wait → upgraded again (failed connects included).
+    pub after_wait: Mutex<Hist>,
 }
 
 /// State every client task of this process shares.
@@ -148,6 +150,7 @@ impl Shared {
                 first_connect: Mutex::new(histo::new_hist()),
                 reconnect: Mutex::new(histo::new_hist()),
                 wait: Mutex::new(histo::new_hist()),
+                after_wait: Mutex::new(histo::new_hist()),
             },
             close_codes: Mutex::default(),
             errors: Mutex::default(),
@@ -267,6 +270,7 @@ pub struct PoolResult {
     pub first_connect: String,
     pub reconnect: String,
     pub wait: String,
+    pub after_wait: String,
     pub error_samples: Vec<String>,
     pub client: crate::procstat::ProcSample,
 }
@@ -350,6 +354,7 @@ impl PoolResult {
             (&mut self.first_connect, &o.first_connect),
             (&mut self.reconnect, &o.reconnect),
             (&mut self.wait, &o.wait),
+            (&mut self.after_wait, &o.after_wait),
         ] {
             let mut h = if mine.is_empty() {
                 histo::new_hist()
@@ -437,6 +442,7 @@ impl Pool {
         r.first_connect = histo::encode(&t.first_connect.lock().expect("hist"));
         r.reconnect = histo::encode(&t.reconnect.lock().expect("hist"));
         r.wait = histo::encode(&t.wait.lock().expect("hist"));
+        r.after_wait = histo::encode(&t.after_wait.lock().expect("hist"));
         r.close_codes = s.close_codes.lock().expect("close codes").clone();
         r.error_samples = s.errors.lock().expect("error samples").clone();
         r.client = crate::procstat::sample(std::process::id()).unwrap_or_default();
