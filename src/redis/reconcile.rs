@@ -7,11 +7,13 @@
 //!
 //! [`plan`] sorts a batch (pure, unit-tested); [`apply`] sends it.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::hub::Hub;
 use crate::metrics::{ChannelChange, Metrics};
@@ -79,6 +81,27 @@ pub fn plan(
         }
     }
     plan
+}
+
+/// Adds to `batch` the changes already queued and the retries already due,
+/// up to [`MAX_BATCH`] channels.
+pub fn gather(
+    batch: &mut Vec<Arc<str>>,
+    changes: &mut mpsc::UnboundedReceiver<Arc<str>>,
+    retries: &mut VecDeque<(Instant, Arc<str>)>,
+) {
+    while batch.len() < MAX_BATCH {
+        match changes.try_recv() {
+            Ok(channel) => batch.push(channel),
+            Err(_) => break,
+        }
+    }
+    let now = Instant::now();
+    while batch.len() < MAX_BATCH && retries.front().is_some_and(|(at, _)| *at <= now) {
+        if let Some((_, channel)) = retries.pop_front() {
+            batch.push(channel);
+        }
+    }
 }
 
 /// How a batch went.
@@ -241,6 +264,28 @@ mod tests {
         assert_eq!(p.ready, names(&["kept"]));
         assert_eq!(p.idle, names(&["never"]));
         assert!(p.kept.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_round_takes_every_queued_change_and_due_retry_up_to_its_bound() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for i in 0..MAX_BATCH + 10 {
+            tx.send(Arc::from(format!("c{i}"))).unwrap();
+        }
+        let now = Instant::now();
+        let mut retries: VecDeque<(Instant, Arc<str>)> = VecDeque::from([
+            (now, Arc::from("due")),
+            (now + std::time::Duration::from_secs(60), Arc::from("later")),
+        ]);
+        let mut batch = vec![Arc::from("first")];
+        gather(&mut batch, &mut rx, &mut retries);
+        assert_eq!(batch.len(), MAX_BATCH, "bounded");
+        assert_eq!(retries.len(), 2, "no room left for retries");
+        let mut next = Vec::new();
+        gather(&mut next, &mut rx, &mut retries);
+        assert_eq!(next.len(), 12, "the rest of the queue and the due retry");
+        assert_eq!(next.last().map(|c| &**c), Some("due"));
+        assert_eq!(retries.len(), 1, "the later retry waits");
     }
 
     #[test]

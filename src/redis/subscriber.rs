@@ -17,7 +17,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::redis::gap::Requests;
 use crate::redis::health::{Health, Link, Links, Signal};
-use crate::redis::reconcile::{self, Options, Outcome, MAX_BATCH, MAX_PER_COMMAND};
+use crate::redis::reconcile::{self, Options, Outcome, MAX_PER_COMMAND};
 use crate::redis::sharded::{next_event, Sharded};
 use crate::redis::slots::Owners;
 
@@ -207,7 +207,7 @@ pub async fn run_reconciler(
             _ = tokio::time::sleep_until(next_round) => {}
         }
         let mut batch = vec![first];
-        gather(&mut batch, &mut changes, &mut retries);
+        reconcile::gather(&mut batch, &mut changes, &mut retries);
         next_round = Instant::now() + options.interval;
         let out = settle(&client, &hub, &mut subscribed, batch, &options).await;
         for channel in out.failed {
@@ -326,27 +326,6 @@ async fn settle(
     let draining = options.draining.is_cancelled();
     let plan = reconcile::plan(batch, |c| hub.is_wanted(c), subscribed, draining);
     reconcile::apply(client, hub, subscribed, plan, &options.metrics).await
-}
-
-/// Adds to `batch` the changes already queued and the retries already due,
-/// up to [`MAX_BATCH`] channels.
-fn gather(
-    batch: &mut Vec<Arc<str>>,
-    changes: &mut mpsc::UnboundedReceiver<Arc<str>>,
-    retries: &mut VecDeque<(Instant, Arc<str>)>,
-) {
-    while batch.len() < MAX_BATCH {
-        match changes.try_recv() {
-            Ok(channel) => batch.push(channel),
-            Err(_) => break,
-        }
-    }
-    let now = Instant::now();
-    while batch.len() < MAX_BATCH && retries.front().is_some_and(|(at, _)| *at <= now) {
-        if let Some((_, channel)) = retries.pop_front() {
-            batch.push(channel);
-        }
-    }
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.
