@@ -117,6 +117,7 @@ async fn many_personas_joining_at_once_share_a_few_subscribes_and_resume_gap_fre
     );
     assert_eq!(subscribed, PERSONAS as u64, "{metrics}");
     let rounds = counter(&metrics, "pulsegate_redis_subscription_rounds_total");
+    println!("{PERSONAS} personas joining at once: {subscribes} SUBSCRIBEs, {rounds} rounds");
     assert!(rounds <= subscribes, "{metrics}");
     gw.shutdown().await;
 }
