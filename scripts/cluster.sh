@@ -24,7 +24,7 @@ LOG_PREFIX="cluster"
 . "$SCRIPT_DIR/lib.sh"
 cd "$REPO_ROOT"
 
-usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 PUBLIC="${CLUSTER_PUBLIC:-127.0.0.1:8081}"
