@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A rolling restart under load, end to end: Redis (if none answers), N
 # gateways behind HAProxy (scripts/cluster.sh up N), the `rolling-restart`
-# scenario through the balancer, which runs `scripts/cluster.sh
+# scenario through the balancer (or straight to the gateways: DIRECT=1), which runs `scripts/cluster.sh
 # restart-rolling` 5 s into publishing; then everything this script started
 # is stopped again, whatever happened.
 #
@@ -19,6 +19,9 @@
 #   CLUSTER_DRAIN       the gateways' shutdown.drain_window (default: theirs)
 #   WORKERS             loadtest worker processes (default 2)
 #   SOURCES             client source addresses (default 127.0.0.2-127.0.0.3)
+#   DIRECT=1            no HAProxy: the clients connect to the gateways
+#                       themselves (--target lists them all; client i goes to
+#                       gateway i mod N, to the next while that one refuses)
 #   SKIP_BUILD=1        use the release binaries as they are
 set -euo pipefail
 
@@ -71,11 +74,19 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+target="ws://$CLUSTER_PUBLIC"
+if [[ "${DIRECT:-0}" == 1 ]]; then
+  export CLUSTER_DIRECT=1
+  target=""
+  for ((i = 1; i <= n; i++)); do
+    target+="${target:+,}ws://127.0.0.1:$((CLUSTER_BASE_PORT + i))"
+  done
+fi
 CLUSTER_BUILD=0 bash scripts/cluster.sh up "$n"
 log "load before the run: $(cat /proc/loadavg)"
 set +e
 "$loadtest" run rolling-restart \
-  --target "ws://$CLUSTER_PUBLIC" --redis "$REDIS_URL" \
+  --target "$target" --redis "$REDIS_URL" \
   --workers "$workers" --sources "$sources" \
   --restart-cmd "bash scripts/cluster.sh restart-rolling" "$@"
 rc=$?

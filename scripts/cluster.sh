@@ -14,6 +14,7 @@
 #   CLUSTER_BASE_PORT   gateway i listens on BASE+i, default 8090 (8091, 8092, ...)
 #   CLUSTER_BIN         the gateway binary (default: cargo build --release)
 #   CLUSTER_DRAIN       shutdown.drain_window of each gateway, e.g. 5s (default: its config)
+#   CLUSTER_DIRECT=1    no HAProxy: clients connect to the gateways themselves
 # State, logs and the generated haproxy.cfg live in .local/cluster/.
 set -euo pipefail
 
@@ -122,7 +123,11 @@ print_status() {
   local i port
   echo
   echo "  pulsegate cluster"
-  echo "  Connect here (HAProxy):  http://$PUBLIC/   ws://$PUBLIC/ws   ws://$PUBLIC/dashboard/ws/<persona>"
+  if [[ "${CLUSTER_DIRECT:-0}" == 1 ]]; then
+    echo "  No balancer (CLUSTER_DIRECT=1): connect to the gateways below"
+  else
+    echo "  Connect here (HAProxy):  http://$PUBLIC/   ws://$PUBLIC/ws   ws://$PUBLIC/dashboard/ws/<persona>"
+  fi
   for pidfile in "$state"/gw*.pid; do
     [[ -e "$pidfile" ]] || continue
     i="${pidfile##*/gw}"
@@ -146,12 +151,16 @@ case "$cmd" in
     n="${2:-3}"
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive number, got '$n'"
     mkdir -p "$state"
-    haproxy_bin="$(bash "$SCRIPT_DIR/ensure-haproxy.sh")"
+    [[ "${CLUSTER_DIRECT:-0}" == 1 ]] || haproxy_bin="$(bash "$SCRIPT_DIR/ensure-haproxy.sh")"
     bash "$SCRIPT_DIR/ensure-redis.sh" >/dev/null
     bin="$(gateway_bin)"
     for ((i = 1; i <= n; i++)); do
       start_gateway "$i" "$bin"
     done
+    if [[ "${CLUSTER_DIRECT:-0}" == 1 ]]; then
+      print_status
+      exit 0
+    fi
     cfg="$(write_haproxy_cfg "$n")"
     "$haproxy_bin" -c -q -f "$cfg" || die "the generated $cfg is not valid"
     if alive "$state/haproxy.pid"; then

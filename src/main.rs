@@ -79,7 +79,13 @@ fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(fut) {
+    let result = runtime.block_on(fut);
+    // Everything that must finish has (the drain joined every task). Dropping
+    // the runtime instead waited for its blocking threads: the process
+    // lingered 1.7 s after "shutdown complete" with clients, and a rolling
+    // restart's instance stayed down that much longer.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

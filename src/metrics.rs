@@ -17,10 +17,12 @@ pub use continuity::{Continuity, LossLabel, NodeLabel};
 pub mod transport;
 pub use compression::Compressions;
 mod runtime;
+mod subscriptions;
 pub use labels::*;
 pub use publish::Publish;
 pub use reads::{Read, Reads};
 pub use runtime::RuntimeMetrics;
+pub use subscriptions::{ChannelChange, Subscriptions};
 pub use transport::{SseError, Transport, Transports};
 
 fn latency_histogram() -> Histogram {
@@ -88,6 +90,8 @@ pub struct Metrics {
     pub reads: Reads,
     /// Gap repairs and the Redis nodes connected to.
     pub continuity: Continuity,
+    /// The subscriber connection's SUBSCRIBE/UNSUBSCRIBE rounds.
+    pub subscriptions: Subscriptions,
     /// Connections by transport, and the SSE errors.
     pub transports: Transports,
     /// permessage-deflate runs and bytes.
@@ -150,6 +154,7 @@ impl Metrics {
             auth_failures: Family::default(),
             reads: Reads::default(),
             continuity: Continuity::default(),
+            subscriptions: Subscriptions::default(),
             transports: Transports::default(),
             compressions: Compressions::default(),
             runtime: RuntimeMetrics::default(),
@@ -363,6 +368,7 @@ impl Metrics {
         );
         m.reads.register(r);
         m.continuity.register(r);
+        m.subscriptions.register(r);
         m.publish.register(r);
         m.transports.register(r);
         m.compressions.register(r);

@@ -188,6 +188,12 @@ pub fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
         changes,
         repairs,
         health.clone(),
+        crate::redis::reconcile::Options {
+            interval: app.config.redis.subscribe_batch_interval,
+            // Cancelled on SIGTERM: the drain has begun.
+            draining: app.shutdown.clone(),
+            metrics: app.metrics.clone(),
+        },
         background.clone(),
     ));
     workers.spawn(functions::keep_loaded(

@@ -43,7 +43,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub scenario_dir: Option<PathBuf>,
     /// WebSocket base URL (pulsegate modes) or full URL template with
-    /// `{persona}` (generic mode).
+    /// `{persona}` (generic mode). `rolling-restart` also takes a
+    /// comma-separated list (instances without a balancer): client i
+    /// connects to the (i mod n)-th, and to the next ones while that refuses.
     #[arg(long, default_value = "ws://127.0.0.1:8081")]
     pub target: String,
     #[arg(long, value_enum)]

@@ -141,6 +141,9 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(plan: Plan) -> anyhow::Result<Self> {
+        if plan.target.contains(',') {
+            anyhow::bail!("a list of targets is for the rolling-restart scenario only");
+        }
         let url = Url::parse(&plan.target)?;
         let ws = WsTarget::resolve(&url, plan.allow_remote)?;
         let base = url.path.trim_end_matches('/');

@@ -260,11 +260,16 @@ impl Plan {
                 self.subscribers.div_ceil(PER_PROCESS_SOCKETS)
             );
         }
-        let ws = crate::target::Url::parse(&self.target)?;
-        if ws.scheme != "ws" {
-            bail!("--target must be a ws:// URL");
+        let targets = crate::target::parse_list(&self.target)?;
+        if targets.len() > 1 && self.rolling.is_none() {
+            bail!("a list of targets is for the rolling-restart scenario only");
         }
-        ws.resolve(self.allow_remote)?;
+        for ws in targets {
+            if ws.scheme != "ws" {
+                bail!("--target must be a ws:// URL");
+            }
+            ws.resolve(self.allow_remote)?;
+        }
         if self.publish != Publish::Http {
             crate::target::Url::parse(&self.redis)?.resolve(self.allow_remote)?;
         }

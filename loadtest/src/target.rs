@@ -84,6 +84,33 @@ impl Url {
     }
 }
 
+/// Parses `--target`: one URL, or a comma-separated list of them (the
+/// rolling-restart clients spread over them, see [`pick`]).
+pub fn parse_list(raw: &str) -> anyhow::Result<Vec<Url>> {
+    let urls = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(Url::parse)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if urls.is_empty() {
+        bail!("--target: no URL in `{raw}`");
+    }
+    if urls.iter().any(|u| u.path != urls[0].path) {
+        bail!("--target: every URL of the list must have the same path");
+    }
+    Ok(urls)
+}
+
+/// Which of `n` targets client `index` connects to after `failures`
+/// connects failed in a row: its own (`index` round-robin over the list),
+/// then the next ones in turn, as a client configured with every instance's
+/// address falls over when its own is down (restarting); back to its own
+/// once a connect succeeded.
+pub fn pick(index: u32, failures: u32, n: usize) -> usize {
+    (index as usize % n.max(1) + failures as usize) % n.max(1)
+}
+
 /// Replaces every `{persona}` in `template`. Other braces are kept, so the
 /// Redis channel template `pulse:{{persona}}:events` gives `pulse:{p1}:events`.
 pub fn fill(template: &str, persona: &str) -> String {
@@ -141,6 +168,25 @@ mod tests {
             .unwrap()
             .resolve(false)
             .is_ok());
+    }
+
+    #[test]
+    fn a_list_of_targets_is_spread_round_robin_with_failover() {
+        let urls =
+            parse_list("ws://127.0.0.1:8191, ws://127.0.0.1:8192,ws://127.0.0.1:8193").unwrap();
+        assert_eq!(
+            urls.iter().map(|u| u.port).collect::<Vec<_>>(),
+            [8191, 8192, 8193]
+        );
+        assert_eq!(parse_list("ws://127.0.0.1:8081").unwrap().len(), 1);
+        assert!(parse_list(" , ").is_err());
+        assert!(parse_list("ws://127.0.0.1:1/a,ws://127.0.0.1:2/b").is_err());
+        // Clients 0..6 over 3 targets: two each, round-robin.
+        let homes: Vec<usize> = (0..6).map(|i| pick(i, 0, 3)).collect();
+        assert_eq!(homes, [0, 1, 2, 0, 1, 2]);
+        // Client 1's own is down: the next, then the one after, then its own again.
+        assert_eq!((1..4).map(|f| pick(1, f, 3)).collect::<Vec<_>>(), [2, 0, 1]);
+        assert_eq!(pick(7, 5, 1), 0);
     }
 
     #[test]

@@ -35,6 +35,13 @@ pub struct RedisConfig {
     /// counted (`reason="too_large"`) before it is parsed or queued for
     /// anyone. Default: 1 MiB (1048576).
     pub max_message_bytes: usize,
+    /// Least time between two rounds of SUBSCRIBE/UNSUBSCRIBE on the
+    /// subscriber connection: channels wanted meanwhile (many clients of
+    /// many personas arriving at once, as in a rolling restart) wait for
+    /// the next round and share its one SUBSCRIBE and PING. A change after
+    /// a quiet spell goes at once. Default: 50ms; 0: no pause.
+    #[serde(with = "humantime_serde")]
+    pub subscribe_batch_interval: Duration,
 }
 
 impl Default for RedisConfig {
@@ -48,6 +55,7 @@ impl Default for RedisConfig {
             probe_interval: Duration::from_secs(1),
             reconnect_max_delay: Duration::from_secs(2),
             max_message_bytes: 1024 * 1024,
+            subscribe_batch_interval: Duration::from_millis(50),
         }
     }
 }
@@ -145,9 +153,18 @@ impl RedisConfig {
                 "must be at least 1024",
             ));
         }
+        if self.subscribe_batch_interval > MAX_SUBSCRIBE_BATCH_INTERVAL {
+            return Err(ConfigError::new(
+                "redis.subscribe_batch_interval",
+                "must be at most 5s (a new channel's first client waits up to this long)",
+            ));
+        }
         Ok(())
     }
 }
+
+/// A new channel's first client may wait this long at most for its SUBSCRIBE.
+const MAX_SUBSCRIBE_BATCH_INTERVAL: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

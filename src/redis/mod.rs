@@ -5,6 +5,7 @@ pub mod functions;
 pub mod gap;
 pub mod health;
 pub mod recent;
+pub mod reconcile;
 pub mod replay;
 pub mod sharded;
 pub mod slots;

@@ -17,6 +17,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::redis::gap::Requests;
 use crate::redis::health::{Health, Link, Links, Signal};
+use crate::redis::reconcile::{self, Options, Outcome, MAX_PER_COMMAND};
 use crate::redis::sharded::{next_event, Sharded};
 use crate::redis::slots::Owners;
 
@@ -79,18 +80,24 @@ pub async fn run_receiver(
     }
 }
 
-/// Applies wanted-state changes from the hub as SUBSCRIBE/UNSUBSCRIBE, and
-/// resubscribes everything on each new subscriber connection, reporting to
-/// the health monitor when a connection's subscriptions are all confirmed
-/// (clients are told `up` only then).
+/// Applies wanted-state changes from the hub as SUBSCRIBE/UNSUBSCRIBE, in
+/// batches (`reconcile.rs`), and resubscribes everything on each new
+/// subscriber connection, reporting to the health monitor when a
+/// connection's subscriptions are all confirmed (clients are told `up` only
+/// then). Rounds are at least `options.interval` apart; once
+/// `options.draining` is cancelled (SIGTERM), channels whose last client
+/// left stay subscribed: the connection closes moments later anyway.
 pub async fn run_reconciler(
     client: SubscriberClient,
     hub: Arc<Hub>,
     mut changes: mpsc::UnboundedReceiver<Arc<str>>,
     repairs: Requests,
     health: Health,
+    options: Options,
     cancel: CancellationToken,
 ) {
+    // When the next round of changes may go (see `redis.subscribe_batch_interval`).
+    let mut next_round = Instant::now();
     let sharded = client.is_clustered();
     // In a Cluster, where each channel's slot lives, checked every second:
     // a slot that moved is subscribed again where it went, and repaired.
@@ -155,7 +162,7 @@ pub async fn run_reconciler(
             }
         }
         let next_retry = retries.front().map(|(at, _)| *at);
-        let channel = tokio::select! {
+        let first = tokio::select! {
             _ = cancel.cancelled() => return,
             r = links.changed() => { if r.is_err() { return } continue }
             Some(channel) = changes.recv() => channel,
@@ -181,7 +188,8 @@ pub async fn run_reconciler(
                     hub.set_ready(&channel, false);
                     hub.begin_repair(&channel);
                     subscribed.remove(&channel);
-                    if !reconcile(&client, &hub, &mut subscribed, channel.clone()).await {
+                    let out = settle(&client, &hub, &mut subscribed, vec![channel.clone()], &options).await;
+                    if !out.failed.is_empty() {
                         retries.push_back((Instant::now() + RETRY_DELAY, channel));
                     } else {
                         owners.record(&client, &channel);
@@ -191,20 +199,37 @@ pub async fn run_reconciler(
                 continue;
             }
         };
-        if !reconcile(&client, &hub, &mut subscribed, channel.clone()).await {
+        // Clients joining together (a rolling restart moving them here) queue
+        // many channels at once: a round soon after the last one waits out
+        // the interval, and they share one SUBSCRIBE and one PING.
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep_until(next_round) => {}
+        }
+        let mut batch = vec![first];
+        reconcile::gather(&mut batch, &mut changes, &mut retries);
+        next_round = Instant::now() + options.interval;
+        let out = settle(&client, &hub, &mut subscribed, batch, &options).await;
+        for channel in out.failed {
             retries.push_back((Instant::now() + RETRY_DELAY, channel));
-            continue;
         }
         if let Some(s) = shards.as_mut() {
-            s.settled(&channel);
+            for channel in &out.kept {
+                s.settled(channel);
+            }
         }
-        if hub.is_wanted(&channel) {
-            // A new channel (or one wanted again) starts repairing: its
-            // repair finds where its stream stands.
-            owners.record(&client, &channel);
-            let _ = repairs.send(channel);
-        } else {
-            owners.forget(&channel);
+        for channel in out.done {
+            if let Some(s) = shards.as_mut() {
+                s.settled(&channel);
+            }
+            if hub.is_wanted(&channel) {
+                // A new channel (or one wanted again) starts repairing: its
+                // repair finds where its stream stands.
+                owners.record(&client, &channel);
+                let _ = repairs.send(channel);
+            } else {
+                owners.forget(&channel);
+            }
         }
     }
 }
@@ -218,11 +243,8 @@ enum Resync {
     Cancelled,
 }
 
-/// Channels per SUBSCRIBE when resubscribing everything.
-const RESUBSCRIBE_BATCH: usize = 256;
-
 /// SUBSCRIBEs every wanted channel on the connection of `link`, in batches,
-/// then PINGs (see [`confirmed_subscribe`]); retried until it succeeds or
+/// then PINGs (why: `reconcile.rs`, `subscribe_all`); retried until it succeeds or
 /// the connection changes. Channels dropped meanwhile are unsubscribed by
 /// their queued change, channels added meanwhile subscribed by theirs.
 async fn resync(
@@ -246,7 +268,7 @@ async fn resync(
                 }
                 return Ok(());
             }
-            for batch in wanted.chunks(RESUBSCRIBE_BATCH) {
+            for batch in wanted.chunks(MAX_PER_COMMAND) {
                 let names: Vec<String> = batch.iter().map(|c| c.to_string()).collect();
                 client.subscribe(names).await?;
             }
@@ -292,65 +314,18 @@ async fn resync(
     }
 }
 
-/// SUBSCRIBE, then a PING on the same connection: fred can resolve the
-/// SUBSCRIBE before Redis has applied it (seen here under load: a PUBLISH
-/// right after reached no subscriber), while Redis answers a connection's
-/// commands in order, so the PONG proves the subscription is live and
-/// sessions may read their snapshots (`Hub::set_ready`).
-///
-/// In a Cluster it is `SSUBSCRIBE` on the node owning the channel's slot,
-/// which fred resolves on Redis' own reply (it handles `MOVED` for it), so
-/// no PING is needed.
-async fn confirmed_subscribe(
-    client: &SubscriberClient,
-    channel: &str,
-) -> Result<(), fred::error::Error> {
-    if client.is_clustered() {
-        return client.ssubscribe(channel).await;
-    }
-    client.subscribe(channel).await?;
-    let _: fred::types::Value = client.ping(None).await?;
-    Ok(())
-}
-
-/// Brings one channel to its wanted state; false when it must be retried.
-async fn reconcile(
+/// Brings a batch of channels to their wanted state (`reconcile.rs`);
+/// while draining, nothing is unsubscribed.
+async fn settle(
     client: &SubscriberClient,
     hub: &Hub,
     subscribed: &mut HashSet<Arc<str>>,
-    channel: Arc<str>,
-) -> bool {
-    let wanted = hub.is_wanted(&channel);
-    let have = subscribed.contains(&channel);
-    let result = match (wanted, have) {
-        (true, false) => confirmed_subscribe(client, &channel).await.map(|_| {
-            subscribed.insert(channel.clone());
-            hub.set_ready(&channel, true);
-        }),
-        (false, true) => {
-            let result = if client.is_clustered() {
-                client.sunsubscribe(&*channel).await
-            } else {
-                client.unsubscribe(&*channel).await
-            };
-            result.map(|_| {
-                subscribed.remove(&channel);
-            })
-        }
-        (true, true) => {
-            // The channel was dropped and wanted again before we acted.
-            hub.set_ready(&channel, true);
-            Ok(())
-        }
-        (false, false) => Ok(()),
-    };
-    match result {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(%channel, error = %e, "subscription change failed; will retry");
-            false
-        }
-    }
+    batch: Vec<Arc<str>>,
+    options: &Options,
+) -> Outcome {
+    let draining = options.draining.is_cancelled();
+    let plan = reconcile::plan(batch, |c| hub.is_wanted(c), subscribed, draining);
+    reconcile::apply(client, hub, subscribed, plan, &options.metrics).await
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.

@@ -26,4 +26,5 @@ mod security;
 mod shared_reads;
 mod shutdown;
 mod sse;
+mod subscribe_rounds;
 mod topology;

@@ -1,5 +1,6 @@
 //! One client as the protocol asks it to behave through a rolling restart:
-//! connect through the balancer, keep the last offset, and on every close
+//! connect through the balancer (or straight to its own instance, falling
+//! over to the next when that one refuses), keep the last offset, and on every close
 //! wait as told (`1012` with `{"reconnect_ms":n}`: about `n`, plus jitter;
 //! anything else: a short jittered backoff), then reconnect and resume
 //! with `?since=` (`/dashboard/ws`) or `"since"` (`/ws`).
@@ -79,13 +80,15 @@ pub async fn run(
     let stop = shared.stop.clone();
     let mut attempt = 0u32;
     let mut lost_at: Option<Instant> = None;
+    // When the wait after the last close ended.
+    let mut waited_at: Option<Instant> = None;
     loop {
         let since = out.ledger.last.filter(|_| out.started);
         let path = shared.path(&persona, since);
         let began = Instant::now();
         let connected = tokio::select! {
             _ = stop.cancelled() => break,
-            c = ws_client::connect(&shared.ws, &path, source, timeout) => c,
+            c = ws_client::connect(shared.target(index, attempt), &path, source, timeout) => c,
         };
         let mut ws = match connected {
             Ok(ws) => ws,
@@ -105,6 +108,9 @@ pub async fn run(
         match lost_at.take() {
             Some(t) => {
                 shared.record(&shared.timings.reconnect, t.elapsed());
+                if let Some(w) = waited_at.take() {
+                    shared.record(&shared.timings.after_wait, w.elapsed());
+                }
                 out.reconnects += 1;
                 shared.progress.reconnects.inc();
             }
@@ -153,6 +159,7 @@ pub async fn run(
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
         }
+        waited_at = Some(Instant::now());
     }
     out
 }

@@ -161,6 +161,7 @@ pub async fn run(args: &RunArgs, plan: Plan) -> anyhow::Result<Report> {
         first_connect_us: h.first_connect,
         reconnect_us: h.reconnect,
         wait_us: h.wait,
+        after_wait_us: h.after_wait,
         latency_restarting_us: h.restarting,
         latency_steady_us: h.steady,
         latency_replayed_us: h.replayed,

@@ -18,7 +18,6 @@ use super::ledger::{self, Verdict};
 use crate::histo::{self, Hist};
 use crate::pool::{Counter, Marks};
 use crate::scenario::{Mode, Plan};
-use crate::target::Url;
 use crate::ws_client::WsTarget;
 
 /// Latency histograms are sharded by client, so a batch locks one of these
@@ -101,12 +100,15 @@ pub struct Timings {
     pub reconnect: Mutex<Hist>,
     /// The wait chosen before reconnecting (hint + jitter, or backoff).
     pub wait: Mutex<Hist>,
+    /// End of that wait → upgraded again (failed connects included).
+    pub after_wait: Mutex<Hist>,
 }
 
 /// State every client task of this process shares.
 pub struct Shared {
     pub plan: Plan,
-    pub ws: WsTarget,
+    /// The instances (one: the balancer); see [`crate::target::pick`].
+    targets: Vec<WsTarget>,
     /// `/ws` (subscribe by message) rather than `/dashboard/ws/{persona}`.
     pub mux: bool,
     /// The target URL's path, without a trailing slash.
@@ -123,8 +125,12 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(plan: Plan) -> anyhow::Result<Self> {
-        let url = Url::parse(&plan.target)?;
-        let ws = WsTarget::resolve(&url, plan.allow_remote)?;
+        let urls = crate::target::parse_list(&plan.target)?;
+        let targets = urls
+            .iter()
+            .map(|u| WsTarget::resolve(u, plan.allow_remote))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let url = &urls[0];
         let hists = || LatencyHists {
             steady: histo::new_hist(),
             restarting: histo::new_hist(),
@@ -135,7 +141,7 @@ impl Shared {
             mux: plan.mode == Mode::PulsegateMux,
             base: url.path.trim_end_matches('/').to_string(),
             plan,
-            ws,
+            targets,
             progress: Progress::default(),
             stop: CancellationToken::new(),
             restarting: AtomicBool::new(false),
@@ -144,6 +150,7 @@ impl Shared {
                 first_connect: Mutex::new(histo::new_hist()),
                 reconnect: Mutex::new(histo::new_hist()),
                 wait: Mutex::new(histo::new_hist()),
+                after_wait: Mutex::new(histo::new_hist()),
             },
             close_codes: Mutex::default(),
             errors: Mutex::default(),
@@ -161,6 +168,11 @@ impl Shared {
                 ledger::format(o)
             ),
         }
+    }
+
+    /// Where client `index` connects after `failures` failed connects in a row.
+    pub fn target(&self, index: u32, failures: u32) -> &WsTarget {
+        &self.targets[crate::target::pick(index, failures, self.targets.len())]
     }
 
     pub fn is_restarting(&self) -> bool {
@@ -258,6 +270,7 @@ pub struct PoolResult {
     pub first_connect: String,
     pub reconnect: String,
     pub wait: String,
+    pub after_wait: String,
     pub error_samples: Vec<String>,
     pub client: crate::procstat::ProcSample,
 }
@@ -341,6 +354,7 @@ impl PoolResult {
             (&mut self.first_connect, &o.first_connect),
             (&mut self.reconnect, &o.reconnect),
             (&mut self.wait, &o.wait),
+            (&mut self.after_wait, &o.after_wait),
         ] {
             let mut h = if mine.is_empty() {
                 histo::new_hist()
@@ -428,6 +442,7 @@ impl Pool {
         r.first_connect = histo::encode(&t.first_connect.lock().expect("hist"));
         r.reconnect = histo::encode(&t.reconnect.lock().expect("hist"));
         r.wait = histo::encode(&t.wait.lock().expect("hist"));
+        r.after_wait = histo::encode(&t.after_wait.lock().expect("hist"));
         r.close_codes = s.close_codes.lock().expect("close codes").clone();
         r.error_samples = s.errors.lock().expect("error samples").clone();
         r.client = crate::procstat::sample(std::process::id()).unwrap_or_default();

@@ -58,6 +58,8 @@ pub struct Report {
     pub reconnect_us: Percentiles,
     /// The wait before reconnecting (hint + jitter, or backoff), µs.
     pub wait_us: Percentiles,
+    /// The end of that wait → upgraded again (failed connects included), µs.
+    pub after_wait_us: Percentiles,
     /// Live deliveries while the restart ran: the clients not being moved.
     pub latency_restarting_us: Percentiles,
     /// Live deliveries outside the restart.
@@ -78,6 +80,7 @@ pub struct Hists {
     pub first_connect: Percentiles,
     pub reconnect: Percentiles,
     pub wait: Percentiles,
+    pub after_wait: Percentiles,
     pub restarting: Percentiles,
     pub steady: Percentiles,
     pub replayed: Percentiles,
@@ -96,6 +99,7 @@ impl Hists {
             first_connect: p(&r.first_connect)?,
             reconnect: p(&r.reconnect)?,
             wait: p(&r.wait)?,
+            after_wait: p(&r.after_wait)?,
             restarting: p(&r.latency_restarting)?,
             steady: p(&r.latency_steady)?,
             replayed: p(&r.latency_replayed)?,
@@ -236,6 +240,11 @@ impl Report {
         t.row(
             "  of it waiting p50/p99/max",
             format!("{} / {} / {}", us(w.p50), us(w.p99), us(w.max)),
+        );
+        let a = &self.after_wait_us;
+        t.row(
+            "  after the wait p50/p99/max",
+            format!("{} / {} / {}", us(a.p50), us(a.p99), us(a.max)),
         );
         let f = &self.first_connect_us;
         t.row(
