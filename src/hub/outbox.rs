@@ -24,6 +24,7 @@ use crate::protocol::extension::Deflate;
 use crate::protocol::{close, frame};
 use crate::stream::Offset;
 
+mod ahead;
 mod channels;
 pub mod deflate;
 mod depth;
@@ -89,8 +90,11 @@ struct State {
     head_seq: u64,
     conflated: HashMap<Arc<str>, u64>,
     lossless: usize,
-    /// Until the initial snapshot is in place, the writer sends nothing.
+    /// Until the initial snapshot is in place, the writer sends nothing
+    /// but the `ahead` frames at the front of the queue (`ahead.rs`).
     held: bool,
+    /// Frames at the front of the queue that may go out while it is held.
+    ahead: u8,
     /// Messages at or before this offset were covered by the snapshot or
     /// replay; they may still arrive from pub/sub afterwards and are dropped.
     floor: Option<Offset>,
@@ -179,6 +183,7 @@ impl Outbox {
                 conflated: HashMap::new(),
                 lossless: 0,
                 held: true,
+                ahead: 0,
                 floor: None,
                 channels: HashMap::new(),
                 held_messages: 0,
@@ -280,6 +285,7 @@ impl Outbox {
             s.lossless += 1;
         }
         s.held = false;
+        s.ahead = 0;
         drop(s);
         self.wake.notify_one();
     }

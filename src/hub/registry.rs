@@ -116,7 +116,8 @@ impl Connections {
     /// Queues `frame` for every connection (status notices).
     pub fn broadcast(&self, frame: Bytes) {
         for outbox in self.snapshot() {
-            outbox.push_frame(frame.clone());
+            // A connection still waiting for its first frames hears it now.
+            outbox.push_ahead(frame.clone());
         }
     }
 

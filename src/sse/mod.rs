@@ -33,8 +33,6 @@ use crate::protocol::{close, frame, ServerMessage};
 use crate::ratelimit::IpSlot;
 use crate::stream::Offset;
 use crate::ws::session::handoff::{self, Start};
-use crate::ws::session::initial::first;
-use crate::ws::session::READY_WAIT;
 
 /// Upper bound of one chunk of the response, as for a WebSocket write.
 const MAX_CHUNK_BYTES: usize = 64 * 1024;
@@ -198,17 +196,14 @@ impl State {
         let app = self.app.clone();
         match endpoint {
             Endpoint::Dashboard { persona, since } => {
-                let mut sub = app
+                // Subscribed before anything is read from Redis; the first
+                // frames wait for the subscription (`handoff::spawn_whole`).
+                let sub = app
                     .hub
                     .subscribe(&persona, self.outbox.clone(), Mode::SseVerbatim);
-                // Subscribe before reading Redis, so nothing falls between the
-                // read and the live messages; duplicates are dropped by offset.
-                if tokio::time::timeout(READY_WAIT, sub.ready()).await.is_err() {
-                    tracing::warn!(%persona, "Redis subscription not confirmed; reading anyway");
-                }
+                let live = sub.live();
                 self.subscriptions.push(sub);
-                let first = first(&app, &persona, since, None, self.outbox.deflate()).await;
-                self.outbox.release(first.frames, first.covered);
+                handoff::spawn_whole(&app, self.outbox.clone(), persona, since, live);
             }
             Endpoint::Multiplex { channels } => {
                 self.outbox.release(Vec::new(), None);
@@ -238,7 +233,7 @@ impl State {
                 redis: Some("down"),
                 resync: None,
             };
-            self.outbox.push_frame(frame::text(&status.to_json()));
+            self.outbox.push_ahead(frame::text(&status.to_json()));
         }
     }
 }

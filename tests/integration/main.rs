@@ -25,6 +25,8 @@ mod runtime;
 mod security;
 mod shared_reads;
 mod shutdown;
+mod slow_subscribe;
 mod sse;
+mod sse_client;
 mod subscribe_rounds;
 mod topology;

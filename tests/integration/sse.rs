@@ -11,9 +11,7 @@ use tokio::net::TcpSocket;
 
 use crate::common::*;
 
-#[path = "sse_client.rs"]
-mod client;
-use client::{open, open_on};
+use crate::sse_client::{open, open_on};
 
 const T: Duration = Duration::from_secs(10);
 

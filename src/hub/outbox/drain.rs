@@ -28,14 +28,22 @@ impl Outbox {
                 return Drained::Close(c);
             }
         }
-        if s.held {
+        // While held, only the frames queued ahead of the first ones go.
+        let mut budget = if s.held {
+            usize::from(s.ahead)
+        } else {
+            usize::MAX
+        };
+        if budget == 0 {
             return Drained::Empty;
         }
         let mut n = 0;
-        while buf.len() < max_bytes {
+        while buf.len() < max_bytes && budget > 0 {
             let Some(slot) = s.queue.pop_front() else {
                 break;
             };
+            budget -= 1;
+            s.ahead = s.ahead.saturating_sub(1);
             s.head_seq = s.head_seq.wrapping_add(1);
             match &slot.key {
                 Some(key) => {

@@ -88,6 +88,31 @@ fn nothing_goes_out_until_release_and_the_snapshot_goes_first() {
 }
 
 #[test]
+fn frames_ahead_go_out_while_held_and_conflation_survives_them() {
+    let o = Outbox::new(
+        Limits {
+            max_messages: 8,
+            max_conflated: 4,
+        },
+        Arc::new(Metrics::new()),
+    );
+    assert!(o.is_starting());
+    o.push(&update("p\0v1", 1, b"1"));
+    o.push(&lossless(2, b"a"));
+    assert!(o.push_ahead(Bytes::from_static(b"D")));
+    assert!(o.push_ahead(Bytes::from_static(b"E")));
+    // Only the frames ahead, in the order they came.
+    assert_eq!(sent(&o), b"DE");
+    // The conflation index still finds the update behind them.
+    assert_eq!(o.push(&update("p\0v1", 3, b"3")), Pushed::Conflated);
+    o.release(vec![Bytes::from_static(b"S")], None);
+    assert!(!o.is_starting());
+    // Released: a frame "ahead" is an ordinary reply.
+    assert!(o.push_ahead(Bytes::from_static(b"F")));
+    assert_eq!(sent(&o), b"Sa3F");
+}
+
+#[test]
 fn the_floor_drops_what_the_snapshot_covers_now_and_later() {
     let o = held();
     o.push(&lossless(4, b"a"));

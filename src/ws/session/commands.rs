@@ -166,6 +166,11 @@ impl Session {
 
     /// Sends the dashboard's persona a fresh `initial_data`, from a task.
     fn refresh(&mut self, persona: PersonaId) {
+        if self.outbox.is_starting() {
+            // The first frames are still coming, and they are read later
+            // than this refresh would be.
+            return;
+        }
         let refreshes = self.refreshes.get_or_insert_with(Arc::default).clone();
         {
             let mut r = lock(&refreshes);

@@ -1,5 +1,7 @@
 //! The gap-free start of one `/ws` channel, for a `subscribe` (with or
-//! without `since`) and for each channel of a `refresh`.
+//! without `since`) and for each channel of a `refresh`; and of a
+//! connection that follows one persona (`/dashboard/ws/{persona}`,
+//! `/sse/{persona}`), whose whole queue is held instead ([`spawn_whole`]).
 //!
 //! The channel is held in the outbox first (its publications wait aside,
 //! the other channels' keep flowing), then, off the read loop: wait until
@@ -18,6 +20,7 @@ use super::{history, Session};
 use crate::app::App;
 use crate::channel_name::Channel;
 use crate::hub::outbox::{HoldId, Outbox};
+use crate::keys::PersonaId;
 use crate::protocol::{frame, ServerMessage};
 use crate::stream::Offset;
 
@@ -126,4 +129,36 @@ async fn handoff(app: &App, outbox: &Outbox, reads: &Semaphore, start: &mut Star
     // wait until the writer made room for it rather than trip the bound.
     outbox.wait_room(frames.len()).await;
     outbox.release_channel(&start.channel, start.hold, frames, first.covered);
+}
+
+/// Starts a connection that follows `persona` alone: its queue is held (an
+/// outbox starts held) until the snapshot, or the events missed since
+/// `since`, are in place. They are read only once Redis confirmed the
+/// channel's subscription (`live`), however long that takes: a read before
+/// it would lose, without a word to the client, whatever was published
+/// between the read and the `SUBSCRIBE`. Off the connection's own task, so
+/// the client is heard meanwhile; it ends when the connection closes.
+pub(crate) fn spawn_whole(
+    app: &Arc<App>,
+    outbox: Arc<Outbox>,
+    persona: PersonaId,
+    since: Option<Offset>,
+    mut live: watch::Receiver<bool>,
+) {
+    let task_app = app.clone();
+    app.tasks.spawn(async move {
+        let closing = outbox.closing().clone();
+        let start = async {
+            if live.wait_for(|live| *live).await.is_err() {
+                // The hub went away: the process is stopping.
+                return;
+            }
+            let first = first(&task_app, &persona, since, None, outbox.deflate()).await;
+            outbox.release(first.frames, first.covered);
+        };
+        tokio::select! {
+            _ = closing.cancelled() => {}
+            _ = start => {}
+        }
+    });
 }

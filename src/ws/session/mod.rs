@@ -30,10 +30,7 @@ use crate::keys::PersonaId;
 use crate::protocol::{close, error_code, frame, parse_client_message, ServerMessage};
 use crate::ratelimit::{IpSlot, MessageLimiter, Verdict};
 use crate::stream::Offset;
-use initial::first;
 
-/// How long a subscription may wait for Redis before the snapshot is sent anyway.
-pub(crate) const READY_WAIT: Duration = Duration::from_secs(3);
 /// How long to wait for the client's close reply after ours.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -121,9 +118,7 @@ impl Session {
         let _open = metrics
             .transports
             .open(crate::metrics::Transport::WebSocket);
-        // Boxed: the snapshot read's state would otherwise be part of the
-        // connection's task for its whole life, idle or not.
-        Box::pin(self.start()).await;
+        self.start();
         self.read_loop().await;
         self.subscriptions.clear();
         self.runtime = None;
@@ -137,29 +132,31 @@ impl Session {
         }
     }
 
-    async fn start(&mut self) {
+    /// Subscribes and starts the first frames (off this task: the client
+    /// is heard while they wait for Redis); a client arriving while Redis
+    /// is unreachable is told so at once.
+    fn start(&mut self) {
         if let Endpoint::Dashboard { persona, since } = self.endpoint.clone() {
-            let mut sub = self
+            // Subscribed before anything is read from Redis, so nothing
+            // falls between the read and the live messages; duplicates are
+            // dropped by offset.
+            let sub = self
                 .app
                 .hub
                 .subscribe(&persona, self.outbox.clone(), Mode::Verbatim);
-            // Subscribe before reading Redis, so nothing falls between the
-            // read and the live messages; duplicates are dropped by offset.
-            if tokio::time::timeout(READY_WAIT, sub.ready()).await.is_err() {
-                tracing::warn!(%persona, "Redis subscription not confirmed; reading anyway");
-            }
+            let live = sub.live();
             self.subscriptions
                 .insert(Channel::Persona(persona.clone()), sub);
-            let first = first(&self.app, &persona, since, None, self.outbox.deflate()).await;
-            self.outbox.release(first.frames, first.covered);
+            handoff::spawn_whole(&self.app, self.outbox.clone(), persona, since, live);
         } else {
             self.outbox.release(Vec::new(), None);
         }
         if !self.app.redis_status.is_up() {
-            self.reply(&ServerMessage::Status {
+            let status = ServerMessage::Status {
                 redis: Some("down"),
                 resync: None,
-            });
+            };
+            self.outbox.push_ahead(frame::text(&status.to_json()));
         }
     }
 
