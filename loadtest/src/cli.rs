@@ -127,6 +127,10 @@ pub struct RunArgs {
     /// Scenarios with a rolling restart: seconds of publishing after it.
     #[arg(long)]
     pub tail: Option<f64>,
+    /// Scenarios with a rolling restart: seconds without a delivery that end
+    /// the drain (default 2; at most `--drain`).
+    #[arg(long)]
+    pub quiet: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -238,6 +242,7 @@ impl RunArgs {
                 }
                 r.restart_at_s = self.restart_at.unwrap_or(r.restart_at_s);
                 r.tail_s = self.tail.unwrap_or(r.tail_s);
+                r.quiet_s = self.quiet.unwrap_or(r.quiet_s);
                 r
             }),
             workers,

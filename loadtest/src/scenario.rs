@@ -107,6 +107,13 @@ pub struct Rolling {
     /// (`clients/js`) adds, so the figures are those of real clients.
     #[serde(default = "Rolling::default_jitter")]
     pub jitter: f64,
+    /// After publishing, the drain ends once every client is connected and
+    /// no delivery came for this long (or at `drain_s`). A client whose
+    /// first frames wait on a busy gateway receives nothing meanwhile, so
+    /// too short a spell judges it before its events could come: they show
+    /// as "not arrived by the end". Default: 2.
+    #[serde(default = "Rolling::default_quiet")]
+    pub quiet_s: f64,
 }
 
 impl Rolling {
@@ -121,6 +128,9 @@ impl Rolling {
     }
     fn default_jitter() -> f64 {
         0.1
+    }
+    fn default_quiet() -> f64 {
+        2.0
     }
 }
 
@@ -242,10 +252,11 @@ impl Plan {
                 || !(0.0..=60.0).contains(&r.tail_s)
                 || !(1.0..=MAX_DURATION_S).contains(&r.command_timeout_s)
                 || !(0.0..=10.0).contains(&r.jitter)
+                || !(0.0..=60.0).contains(&r.quiet_s)
             {
                 bail!(
                     "rolling: restart_at_s must be 0..=duration, tail_s 0..=60, \
-                     command_timeout_s 1..=600 and jitter 0..=10"
+                     command_timeout_s 1..=600, jitter 0..=10 and quiet_s 0..=60"
                 );
             }
         }

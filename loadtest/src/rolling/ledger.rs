@@ -141,6 +141,8 @@ impl Ledger {
             let id = owed[k];
             if self.gaps.iter().any(|&(from, to)| id > from && id < to) {
                 v.unrecovered += 1;
+            } else if highest.is_none_or(|h| k > h) {
+                v.late += 1;
             } else {
                 v.missed += 1;
             }
@@ -156,8 +158,14 @@ pub struct Verdict {
     pub owed: u64,
     /// Distinct owed entries received.
     pub received: u64,
-    /// Owed and never received, outside a failed resume's gap.
+    /// Owed and never received, outside a failed resume's gap, although a
+    /// later entry was: a hole.
     pub missed: u64,
+    /// Owed and not received by the end, after the last entry that was: still
+    /// on their way when the run stopped, or lost at the end (a longer
+    /// `--quiet` tells which).
+    #[serde(default)]
+    pub late: u64,
     /// Owed and never received because a resume was refused (a fresh
     /// snapshot came instead): lost by the protocol's own word.
     pub unrecovered: u64,
@@ -171,7 +179,13 @@ pub struct Verdict {
 
 impl Verdict {
     pub fn clean(&self) -> bool {
-        self.missed + self.unrecovered + self.duplicates + self.out_of_order + self.foreign == 0
+        self.missed
+            + self.late
+            + self.unrecovered
+            + self.duplicates
+            + self.out_of_order
+            + self.foreign
+            == 0
     }
 }
 
@@ -212,14 +226,17 @@ mod tests {
         let stream: Vec<u64> = (1..=10).map(|ms| id(ms, 0)).collect();
         let mut l = Ledger::default();
         l.snapshot(id(1, 0));
-        // 2 3 5 4 4 7 1 99: missed 6, 8, 9, 10; 4 late; 4 and 1 twice; 99 unknown.
+        // 2 3 5 4 4 7 1 99: missed 6 (7 came), 8, 9 and 10 not yet; 4 after
+        // 5; 4 and 1 twice; 99 unknown.
         for ms in [2, 3, 5, 4, 4, 7, 1, 99] {
             l.event(id(ms, 0));
         }
         let v = l.verify(&stream, 0);
         assert_eq!(v.owed, 9);
         assert_eq!(v.received, 5);
-        assert_eq!(v.missed, 4);
+        assert_eq!(v.missed, 1);
+        assert_eq!(v.late, 3);
+        assert!(!v.clean());
         assert_eq!(v.out_of_order, 1);
         assert_eq!(v.duplicates, 2);
         assert_eq!(v.foreign, 1);

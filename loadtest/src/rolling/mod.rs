@@ -36,8 +36,6 @@ pub use report::Report;
 use report::{Hists, RestartRun};
 
 const POLL: Duration = Duration::from_millis(100);
-/// The end of the drain: no delivery for this long with every client connected.
-const QUIET: Duration = Duration::from_millis(500);
 
 pub async fn run(args: &RunArgs, plan: Plan) -> anyhow::Result<Report> {
     let Some(rolling) = plan.rolling.clone() else {
@@ -112,7 +110,7 @@ pub async fn run(args: &RunArgs, plan: Plan) -> anyhow::Result<Report> {
             pub_report.elapsed_s
         );
     }
-    let drain_s = drain(&plan, &pools).await;
+    let drain_s = drain(&plan, rolling.quiet_s, &pools).await;
 
     let mut streams = Vec::with_capacity(keys.len());
     for key in &keys {
@@ -144,6 +142,7 @@ pub async fn run(args: &RunArgs, plan: Plan) -> anyhow::Result<Report> {
         connected_at_end: merged.connected_at_end,
         delivery: merged.total,
         clients_missed: merged.clients_missed,
+        clients_late: merged.clients_late,
         clients_unrecovered: merged.clients_unrecovered,
         clients_duplicates: merged.clients_duplicates,
         clients_out_of_order: merged.clients_out_of_order,
@@ -328,10 +327,11 @@ async fn connect_phase(plan: &Plan, pools: &[PoolHandle]) -> u64 {
 }
 
 /// After publishing: until every started client is connected again and no
-/// delivery came for `QUIET`, at most the plan's `drain_s`.
-async fn drain(plan: &Plan, pools: &[PoolHandle]) -> f64 {
+/// delivery came for the plan's `quiet_s`, at most its `drain_s`.
+async fn drain(plan: &Plan, quiet_s: f64, pools: &[PoolHandle]) -> f64 {
     let began = Instant::now();
     let limit = Duration::from_secs_f64(plan.drain_s);
+    let quiet = Duration::from_secs_f64(quiet_s);
     let mut last = handle::total(pools).delivered;
     let mut last_change = Instant::now();
     while began.elapsed() < limit {
@@ -340,7 +340,7 @@ async fn drain(plan: &Plan, pools: &[PoolHandle]) -> f64 {
         if p.delivered != last {
             last = p.delivered;
             last_change = Instant::now();
-        } else if p.connected >= p.started && last_change.elapsed() >= QUIET {
+        } else if p.connected >= p.started && last_change.elapsed() >= quiet {
             break;
         }
     }

@@ -248,6 +248,7 @@ pub struct PoolResult {
     /// Sum over the clients judged.
     pub total: Verdict,
     pub clients_missed: u64,
+    pub clients_late: u64,
     pub clients_unrecovered: u64,
     pub clients_duplicates: u64,
     pub clients_out_of_order: u64,
@@ -295,11 +296,13 @@ impl PoolResult {
         t.owed += v.owed;
         t.received += v.received;
         t.missed += v.missed;
+        t.late += v.late;
         t.unrecovered += v.unrecovered;
         t.duplicates += v.duplicates;
         t.out_of_order += v.out_of_order;
         t.foreign += v.foreign;
         self.clients_missed += (v.missed > 0) as u64;
+        self.clients_late += (v.late > 0) as u64;
         self.clients_unrecovered += (v.unrecovered > 0) as u64;
         self.clients_duplicates += (v.duplicates > 0) as u64;
         self.clients_out_of_order += (v.out_of_order > 0) as u64;
@@ -325,11 +328,13 @@ impl PoolResult {
         t.owed += u.owed;
         t.received += u.received;
         t.missed += u.missed;
+        t.late += u.late;
         t.unrecovered += u.unrecovered;
         t.duplicates += u.duplicates;
         t.out_of_order += u.out_of_order;
         t.foreign += u.foreign;
         self.clients_missed += o.clients_missed;
+        self.clients_late += o.clients_late;
         self.clients_unrecovered += o.clients_unrecovered;
         self.clients_duplicates += o.clients_duplicates;
         self.clients_out_of_order += o.clients_out_of_order;

@@ -38,6 +38,7 @@ pub struct Report {
     pub connected_at_end: u64,
     pub delivery: super::ledger::Verdict,
     pub clients_missed: u64,
+    pub clients_late: u64,
     pub clients_unrecovered: u64,
     pub clients_duplicates: u64,
     pub clients_out_of_order: u64,
@@ -199,6 +200,10 @@ impl Report {
             ),
         );
         t.row(
+            "not arrived by the end",
+            format!("{} (clients {})", d.late, self.clients_late),
+        );
+        t.row(
             "lost to refused resumes",
             format!(
                 "{} (clients {}, refused resumes {})",
@@ -313,11 +318,12 @@ impl Report {
             t.row(
                 "anomaly",
                 format!(
-                    "client {} ({}): owed {} missed {} refused {} dup {} ooo {}, reconnects {}",
+                    "client {} ({}): owed {} missed {} late {} refused {} dup {} ooo {}, reconnects {}",
                     a.client,
                     a.persona,
                     v.owed,
                     v.missed,
+                    v.late,
                     v.unrecovered,
                     v.duplicates,
                     v.out_of_order,
