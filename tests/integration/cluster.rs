@@ -21,13 +21,13 @@ const CLIENTS: usize = 300;
 const EVENTS_PER_S: u64 = 500;
 
 /// A gateway process on a fixed port, so HAProxy finds it after a restart.
-struct Gateway {
+pub(crate) struct Gateway {
     port: u16,
     child: Option<Child>,
 }
 
 impl Gateway {
-    fn start(redis: &RedisServer, port: u16) -> Self {
+    pub(crate) fn start(redis: &RedisServer, port: u16) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_pulsegate"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--redis-url", &redis.url()])
@@ -46,7 +46,7 @@ impl Gateway {
         }
     }
 
-    fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
@@ -75,10 +75,10 @@ impl Drop for Gateway {
 }
 
 /// HAProxy with `config/haproxy.cfg`, bound to `public` and balancing `gateways`.
-struct Balancer(Child);
+pub(crate) struct Balancer(Child);
 
 impl Balancer {
-    fn start(public: u16, gateways: &[u16], dir: &std::path::Path) -> Self {
+    pub(crate) fn start(public: u16, gateways: &[u16], dir: &std::path::Path) -> Self {
         let bin = std::env::var("PULSEGATE_HAPROXY").unwrap_or_else(|_| "haproxy".into());
         let template = include_str!("../../config/haproxy.cfg");
         let mut cfg = String::new();

@@ -7,6 +7,7 @@ mod bad_bytes;
 mod channels;
 mod clientlog;
 mod cluster;
+mod cluster_affinity;
 mod common;
 mod compression;
 mod config;
