@@ -238,6 +238,17 @@ where
     }
 }
 
+/// The next message on `ws` that is not a `status` notice (an outage's,
+/// which may come at any time); panics after `within`.
+pub async fn next_event(ws: &mut Ws, within: Duration) -> serde_json::Value {
+    loop {
+        let v = next_json(ws, within).await;
+        if v["type"] != "status" {
+            return v;
+        }
+    }
+}
+
 /// Reads until a close frame arrives and returns its code.
 pub async fn expect_close<S>(ws: &mut WebSocketStream<S>, within: Duration) -> (u16, String)
 where

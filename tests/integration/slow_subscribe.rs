@@ -8,22 +8,10 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::common::*;
 use crate::sse_client::open;
 
 const T: Duration = Duration::from_secs(15);
-
-/// The next message on `ws` that is not a status; panics after `T`.
-async fn next_event(ws: &mut Ws) -> Value {
-    loop {
-        let v = next_json(ws, T).await;
-        if v["type"] != "status" {
-            return v;
-        }
-    }
-}
 
 /// `<ms>-<seq>` as a pair that orders like the stream does.
 fn offset(id: &str) -> (u64, u64) {
@@ -49,7 +37,7 @@ async fn a_slow_subscribe_delays_the_first_frames_and_loses_nothing() {
         .expect("ingest");
     // This client's round starts the interval the next channel waits out.
     let mut other = connect(gw.local_addr, "/dashboard/ws/other").await;
-    assert_eq!(next_event(&mut other).await["type"], "initial_data");
+    assert_eq!(next_event(&mut other, T).await["type"], "initial_data");
     let mut fresh = connect(gw.local_addr, "/dashboard/ws/slow").await;
     let resume = format!("/dashboard/ws/slow?since={since}");
     let mut resumed = connect(gw.local_addr, &resume).await;
@@ -66,17 +54,17 @@ async fn a_slow_subscribe_delays_the_first_frames_and_loses_nothing() {
     }
     let stream = stream_ids(&publisher, "pulse:{slow}:stream").await;
 
-    let snapshot = next_event(&mut fresh).await;
+    let snapshot = next_event(&mut fresh, T).await;
     assert_eq!(snapshot["type"], "initial_data", "{snapshot}");
     let covered = offset(snapshot["offset"].as_str().expect("the snapshot's offset"));
     let owed: Vec<&String> = stream.iter().filter(|id| offset(id) > covered).collect();
     assert!(!owed.is_empty(), "the snapshot was read after every event");
     for want in owed {
-        let v = next_event(&mut fresh).await;
+        let v = next_event(&mut fresh, T).await;
         assert_eq!(v["offset"], want.as_str(), "after the snapshot: {v}");
     }
     for want in stream.iter().filter(|id| **id != since) {
-        let v = next_event(&mut resumed).await;
+        let v = next_event(&mut resumed, T).await;
         assert_eq!(v["offset"], want.as_str(), "resumed after {since}: {v}");
     }
     gw.shutdown().await;
@@ -156,10 +144,10 @@ async fn a_client_arriving_while_redis_is_down_is_told_and_started_once_it_is_ba
         .expect("ingest");
     // The snapshot, read once the subscription is back, then the event
     // (unless the snapshot already has it).
-    let snapshot = next_event(&mut ws).await;
+    let snapshot = next_event(&mut ws, T).await;
     assert_eq!(snapshot["type"], "initial_data", "{snapshot}");
     if snapshot["offset"] != id.as_str() {
-        let v = next_event(&mut ws).await;
+        let v = next_event(&mut ws, T).await;
         assert_eq!(v["offset"], id.as_str(), "{v}");
     }
     gw.shutdown().await;

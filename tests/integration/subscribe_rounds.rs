@@ -7,21 +7,11 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::common::*;
 
 const T: Duration = Duration::from_secs(15);
-
-/// The next message on `ws` that is not a status; panics after `T`.
-async fn next_event(ws: &mut Ws) -> Value {
-    loop {
-        let v = next_json(ws, T).await;
-        if v["type"] != "status" {
-            return v;
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_personas_joining_at_once_share_a_few_subscribes_and_resume_gap_free() {
@@ -69,7 +59,7 @@ async fn many_personas_joining_at_once_share_a_few_subscribes_and_resume_gap_fre
                 let sub =
                     json!({"type":"subscribe","channel":format!("persona:p{p}"),"since":since});
                 send_json(&mut ws, sub).await;
-                let ack = next_event(&mut ws).await;
+                let ack = next_event(&mut ws, T).await;
                 assert_eq!(ack["type"], "subscribed", "{ack}");
                 assert_eq!(ack["recovered"], true, "{ack}");
                 ws
@@ -78,7 +68,7 @@ async fn many_personas_joining_at_once_share_a_few_subscribes_and_resume_gap_fre
     });
     let mut clients = futures_util::future::join_all(joins).await;
     for (p, ws) in clients.iter_mut().enumerate() {
-        let v = next_event(ws).await;
+        let v = next_event(ws, T).await;
         assert_eq!(v["offset"], seeded[p][1].as_str(), "persona p{p}: {v}");
     }
     let mut live = Vec::with_capacity(PERSONAS);
@@ -91,7 +81,7 @@ async fn many_personas_joining_at_once_share_a_few_subscribes_and_resume_gap_fre
         );
     }
     for (p, ws) in clients.iter_mut().enumerate() {
-        let v = next_event(ws).await;
+        let v = next_event(ws, T).await;
         assert_eq!(v["offset"], live[p].as_str(), "persona p{p}: {v}");
     }
 
@@ -136,7 +126,7 @@ async fn a_draining_gateway_sends_no_unsubscribe() {
     let mut clients = Vec::new();
     for p in 0..PERSONAS {
         let mut ws = connect(gw.local_addr, &format!("/dashboard/ws/p{p}")).await;
-        assert_eq!(next_event(&mut ws).await["type"], "initial_data");
+        assert_eq!(next_event(&mut ws, T).await["type"], "initial_data");
         clients.push(ws);
     }
     let channel = |p: usize| format!("pulse:{{p{p}}}:events");
