@@ -134,12 +134,6 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Waits until Redis confirmed the channel's subscription (messages
-    /// published from then on will arrive). Returns false if the hub went away.
-    pub async fn ready(&mut self) -> bool {
-        self.ready.wait_for(|r| *r).await.is_ok()
-    }
-
     /// Follows whether the subscription is confirmed (it turns false while
     /// Redis is unreachable, when publications can be missed).
     pub fn live(&self) -> watch::Receiver<bool> {
@@ -182,7 +176,7 @@ impl Hub {
         &self.keys
     }
 
-    /// Adds a subscriber; [`Subscription::ready`] says when Redis confirmed
+    /// Adds a subscriber; [`Subscription::live`] says when Redis confirmed
     /// the channel.
     pub fn subscribe(
         self: &Arc<Self>,
