@@ -33,6 +33,11 @@ pub struct Reads {
     pub recent_prefilled: Counter,
     /// Resumes that waited for their channel's window to be started.
     pub recent_waited: Counter,
+    /// Snapshot reads Redis failed (a timeout under load) and a client's
+    /// start tried again.
+    pub snapshot_retries: Counter,
+    /// The same for replays.
+    pub replay_retries: Counter,
 }
 
 impl Reads {
@@ -78,6 +83,16 @@ impl Reads {
                 "Resumes that waited for their new channel's window instead of replaying alone",
                 &self.recent_waited,
             ),
+            (
+                "snapshot_retries",
+                "Snapshot reads for a client's first frames tried again after Redis failed one",
+                &self.snapshot_retries,
+            ),
+            (
+                "replay_retries",
+                "Resume replays tried again after Redis failed one",
+                &self.replay_retries,
+            ),
         ] {
             r.register(name, help, c.clone());
         }
@@ -88,6 +103,14 @@ impl Reads {
         match read {
             Read::Snapshot => self.snapshot_reads.inc(),
             Read::Replay => self.replay_reads.inc(),
+        };
+    }
+
+    /// A read Redis failed, tried again.
+    pub fn retried(&self, read: Read) {
+        match read {
+            Read::Snapshot => self.snapshot_retries.inc(),
+            Read::Replay => self.replay_retries.inc(),
         };
     }
 
@@ -121,6 +144,8 @@ mod tests {
             ("pulsegate_recent_prefills_total", 0),
             ("pulsegate_recent_prefilled_entries_total", 0),
             ("pulsegate_recent_waited_total", 0),
+            ("pulsegate_snapshot_retries_total", 0),
+            ("pulsegate_replay_retries_total", 0),
         ] {
             assert!(text.contains(&format!("\n{name} {value}\n")), "{text}");
             assert!(doc.contains(&format!("| `{name}` | counter |")), "{name}");

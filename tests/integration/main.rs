@@ -20,6 +20,7 @@ mod hostile;
 mod outages;
 mod pg;
 mod protocol;
+mod read_retry;
 mod recent;
 mod resume;
 mod runtime;

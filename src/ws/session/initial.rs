@@ -12,6 +12,7 @@ use crate::app::App;
 use crate::hub::message;
 use crate::hub::recent::Lookup;
 use crate::keys::PersonaId;
+use crate::metrics::Read;
 use crate::protocol::extension::Deflate;
 use crate::protocol::frame;
 use crate::redis::replay::Replayed;
@@ -22,6 +23,36 @@ use crate::stream::{format_offset, Offset};
 /// after the `SUBSCRIBE`, queued behind the other channels' first reads)
 /// before it replays from Redis on its own.
 const PRIME_WAIT: Duration = Duration::from_secs(2);
+/// Attempts at a snapshot or replay that Redis fails (a command timeout
+/// while it or this gateway is overloaded) before the client gets what a
+/// failure gives: an empty snapshot, or `recovered: false`. A short stall
+/// then costs the client a wait, not its history.
+const READ_ATTEMPTS: u32 = 3;
+/// The pause before the second attempt; doubled before each later one.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// Runs `read` until it succeeds or [`READ_ATTEMPTS`] have failed, pausing
+/// between attempts; each retry is counted as `kind`. Concurrent callers
+/// that failed together retry together, so they share the next read too.
+async fn with_retries<T, E, F, Fut>(app: &App, kind: Read, mut read: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut pause = RETRY_PAUSE;
+    let mut attempt = 1;
+    loop {
+        match read().await {
+            Err(_) if attempt < READ_ATTEMPTS => {
+                app.metrics.reads.retried(kind);
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            done => return done,
+        }
+    }
+}
 
 /// A channel's first frames and the point they are current to.
 pub(crate) struct First {
@@ -97,7 +128,11 @@ async fn resume(
     }
     // Resumes of one persona from one offset share a replay (and, on the
     // dashboard endpoint, its encoded frames).
-    let reason = match app.replays.since(&app.redis, persona, since).await {
+    let replayed = with_retries(app, Read::Replay, || {
+        app.replays.since(&app.redis, persona, since)
+    })
+    .await;
+    let reason = match replayed {
         Ok(replayed) => match &*replayed {
             Replayed::Complete {
                 messages,
@@ -139,7 +174,11 @@ pub(super) async fn snapshot_frame(
     recovered: Option<bool>,
     deflate: Option<Deflate>,
 ) -> (Bytes, Option<Offset>, Option<String>) {
-    match snapshot::fetch(&app.source, persona).await {
+    match with_retries(app, Read::Snapshot, || {
+        snapshot::fetch(&app.source, persona)
+    })
+    .await
+    {
         Ok(fetched) => (
             fetched
                 .frame(&app.source, channel, recovered)
