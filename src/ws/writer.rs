@@ -109,10 +109,8 @@ mod tests {
     use super::*;
     use crate::hub::outbox::Limits;
 
-    /// A client that disconnects while its writer idles must not keep the
-    /// socket (and its per-IP slot) until the close grace runs out.
-    #[tokio::test]
-    async fn an_idle_writer_ends_as_soon_as_the_outbox_is_abandoned() {
+    /// An outbox whose writer may start at once, and its metrics.
+    fn released_outbox() -> (Arc<Outbox>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new());
         let limits = Limits {
             max_messages: 16,
@@ -120,6 +118,14 @@ mod tests {
         };
         let outbox = Arc::new(Outbox::new(limits, metrics.clone()));
         outbox.release(Vec::new(), None);
+        (outbox, metrics)
+    }
+
+    /// A client that disconnects while its writer idles must not keep the
+    /// socket (and its per-IP slot) until the close grace runs out.
+    #[tokio::test]
+    async fn an_idle_writer_ends_as_soon_as_the_outbox_is_abandoned() {
+        let (outbox, metrics) = released_outbox();
         // A grace far beyond the wait below: only a wake-up can end the writer.
         let grace = Duration::from_secs(3600);
         let pacing = Pacing {
@@ -156,13 +162,7 @@ mod tests {
     /// write go out together, and an idle client's first message at once.
     #[tokio::test(start_paused = true)]
     async fn a_busy_clients_messages_share_one_write_and_an_idle_ones_go_at_once() {
-        let metrics = Arc::new(Metrics::new());
-        let limits = Limits {
-            max_messages: 16,
-            max_conflated: 16,
-        };
-        let outbox = Arc::new(Outbox::new(limits, metrics.clone()));
-        outbox.release(Vec::new(), None);
+        let (outbox, metrics) = released_outbox();
         let pacing = Pacing {
             grace: Duration::from_secs(5),
             write_delay: Duration::from_millis(5),
