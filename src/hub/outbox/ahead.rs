@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use super::{Outbox, Slot};
+use super::{Outbox, Slot, State};
 
 /// Most frames queued ahead at once: one `status` is all a connection
 /// start sends; more go behind the hold like any other reply.
@@ -50,4 +50,29 @@ impl Outbox {
         self.wake.notify_one();
         true
     }
+}
+
+/// Moves the frames queued ahead out of a held queue into `buf` (a few
+/// small notices: no byte bound needed); returns how many. The queue's hot
+/// drain loop stays free of this bookkeeping.
+pub(super) fn take(
+    s: &mut State,
+    buf: &mut Vec<u8>,
+    put: &mut impl FnMut(&mut Vec<u8>, &[u8]),
+) -> usize {
+    let mut n = 0;
+    while s.ahead > 0 {
+        let Some(slot) = s.queue.pop_front() else {
+            break;
+        };
+        s.ahead -= 1;
+        s.head_seq = s.head_seq.wrapping_add(1);
+        // Never conflated, never emptied: one lossless frame each.
+        if let Some(f) = slot.frame {
+            s.lossless -= 1;
+            put(buf, &f);
+            n += 1;
+        }
+    }
+    n
 }

@@ -28,22 +28,20 @@ impl Outbox {
                 return Drained::Close(c);
             }
         }
-        // While held, only the frames queued ahead of the first ones go.
-        let mut budget = if s.held {
-            usize::from(s.ahead)
-        } else {
-            usize::MAX
-        };
-        if budget == 0 {
-            return Drained::Empty;
+        if s.held {
+            // Only the frames queued ahead of the first ones (`ahead.rs`).
+            let n = super::ahead::take(&mut s, buf, &mut put);
+            return if n > 0 {
+                Drained::Frames(n)
+            } else {
+                Drained::Empty
+            };
         }
         let mut n = 0;
-        while buf.len() < max_bytes && budget > 0 {
+        while buf.len() < max_bytes {
             let Some(slot) = s.queue.pop_front() else {
                 break;
             };
-            budget -= 1;
-            s.ahead = s.ahead.saturating_sub(1);
             s.head_seq = s.head_seq.wrapping_add(1);
             match &slot.key {
                 Some(key) => {
