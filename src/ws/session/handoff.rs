@@ -150,7 +150,7 @@ pub(crate) fn spawn_whole(
         let closing = outbox.closing().clone();
         let start = async {
             if live.wait_for(|live| *live).await.is_err() {
-                // The hub went away: the process is stopping.
+                // Nobody on this process follows the channel any more.
                 return;
             }
             let first = first(&task_app, &persona, since, None, outbox.deflate()).await;
